@@ -1,0 +1,398 @@
+# Copyright (c) gap_mm contributors. All rights reserved.
+"""The masks of a sparse network and the operations GaP performs on them."""
+import re
+import warnings
+from collections import OrderedDict
+from typing import (Dict, Iterable, List, Mapping, Optional, Sequence, Set,
+                    Tuple, Union)
+
+import torch
+from torch import nn
+
+from .distribution import (DISTRIBUTIONS, check_sparsity, erk_keep,
+                           global_keep, match_overrides, uniform_keep)
+from .packing import pack_mask, unpack_mask
+from .partition import PartitionSpec, build_partitions
+from .topk import nm_mask, topk_mask, topk_masks
+
+_NM_RE = re.compile(r'^\s*(\d+)\s*:\s*(\d+)\s*$')
+
+
+def parse_pattern(pattern: Union[str, Tuple[int, int], None]
+                  ) -> Optional[Tuple[int, int]]:
+    """``'unstructured'`` → None; ``'2:4'`` or ``(2, 4)`` → ``(2, 4)``."""
+    if pattern in (None, 'unstructured'):
+        return None
+    if isinstance(pattern, str):
+        match = _NM_RE.match(pattern)
+        if not match:
+            raise ValueError(f"pattern must be 'unstructured' or 'N:M' such "
+                             f"as '2:4', but got {pattern!r}")
+        n, m = int(match.group(1)), int(match.group(2))
+    elif (isinstance(pattern, (tuple, list)) and len(pattern) == 2
+          and all(isinstance(v, int) for v in pattern)):
+        n, m = pattern
+    else:
+        raise ValueError(f"pattern must be 'unstructured' or 'N:M' such as "
+                         f"'2:4', but got {pattern!r}")
+    if not 0 < n < m:
+        raise ValueError(f'N:M pattern needs 0 < N < M, but got N={n}, M={m} '
+                         f'(from {pattern!r})')
+    return n, m
+
+
+class MagnitudeSparsifier:
+    """Boolean weight masks chosen by magnitude, grouped in partitions.
+
+    This is the "what" of GaP and knows nothing about training loops: the
+    :class:`~gap_mm.engine.GaPHook` decides *when* to call :meth:`prune` and
+    :meth:`grow`, and :class:`~gap_mm.engine.GaPOptimWrapper` calls
+    :meth:`mask_grads_` and :meth:`apply_masks_` around every optimizer step.
+
+    A layer is either sparse (it has a mask; masked weights are exactly 0) or
+    dense (no mask, nothing to do). Masks are stored inverted, ``True`` where
+    the weight is pruned, because ``masked_fill_`` with that mask is the
+    cheapest exact way to zero weights and gradients with 1 byte per weight.
+    :meth:`keep_mask` gives the usual keep-mask.
+
+    To prune by another importance than ``|w|``, subclass and override
+    :meth:`score`.
+
+    Args:
+        params (Mapping[str, nn.Parameter]): Prunable weights by name, in
+            model order (see :func:`~gap_mm.sparsity.select_prunable`).
+        sparsity (float): Target sparsity ``s`` in ``[0, 1)``. Ignored for
+            an N:M pattern, whose sparsity is ``1 - N/M``. Defaults to 0.8.
+        distribution (str): ``'uniform'``, ``'global'`` or ``'erk'``.
+            Defaults to ``'uniform'``.
+        pattern (str | tuple): ``'unstructured'`` or ``'N:M'`` such as
+            ``'2:4'`` (N kept in every M consecutive input weights).
+            Defaults to ``'unstructured'``.
+        overrides (Mapping[str, float], optional): Regex → sparsity for
+            particular layers, on top of the distribution.
+        partitions (int | list): K for contiguous automatic partitions, or a
+            list of regex groups. Defaults to 1.
+        erk_scale (float): Power on the ERK score. Defaults to 1.0.
+    """
+
+    def __init__(self,
+                 params: Mapping[str, nn.Parameter],
+                 sparsity: float = 0.8,
+                 distribution: str = 'uniform',
+                 pattern: Union[str, Tuple[int, int]] = 'unstructured',
+                 overrides: Optional[Mapping[str, float]] = None,
+                 partitions: PartitionSpec = 1,
+                 erk_scale: float = 1.0) -> None:
+        if not params:
+            raise ValueError('MagnitudeSparsifier needs at least one '
+                             'prunable parameter')
+        self.params: Dict[str, nn.Parameter] = OrderedDict(params)
+        self.names: List[str] = list(self.params)
+        self.nm = parse_pattern(pattern)
+        self.sparsity = check_sparsity(sparsity)
+        if distribution not in DISTRIBUTIONS:
+            raise ValueError(f'distribution must be one of {DISTRIBUTIONS}, '
+                             f'but got {distribution!r}')
+        self.distribution = distribution
+        if self.nm is not None and overrides:
+            raise ValueError('per-layer overrides do not apply to an N:M '
+                             f'pattern ({pattern!r}); exclude those layers '
+                             'instead')
+        self.overrides = match_overrides(self.names, overrides)
+        numels = OrderedDict((n, p.numel()) for n, p in self.params.items())
+        self.partitions: List[List[str]] = build_partitions(
+            numels, partitions)
+        self.partition_of: Dict[str, int] = {
+            name: k
+            for k, group in enumerate(self.partitions) for name in group
+        }
+        self.erk_scale = erk_scale
+        # Target kept weights per layer; 'global' fills them at first prune.
+        self.num_keep: Dict[str, int] = self._initial_keep(numels)
+        self._pruned: Dict[str, torch.Tensor] = OrderedDict()
+
+    # ------------------------------------------------------------- targets
+    def _initial_keep(self, numels: Mapping[str, int]) -> Dict[str, int]:
+        if self.nm is not None:
+            n, m = self.nm
+            for name, param in self.params.items():
+                if param.dim() < 2 or param.shape[1] % m:
+                    raise ValueError(
+                        f'N:M pattern {n}:{m} cannot prune {name} of shape '
+                        f'{tuple(param.shape)}: its input dimension must '
+                        f'divide by {m}. Exclude it with `exclude`.')
+            return OrderedDict((k, v * n // m) for k, v in numels.items())
+        rest = OrderedDict(
+            (k, v) for k, v in numels.items() if k not in self.overrides)
+        keep: Dict[str, int] = OrderedDict()
+        if self.distribution == 'uniform':
+            keep.update(uniform_keep(rest, self.sparsity))
+        elif self.distribution == 'erk':
+            keep.update(
+                erk_keep({k: self.params[k].shape
+                          for k in rest}, self.sparsity, self.erk_scale))
+        for name, value in self.overrides.items():
+            keep.update(uniform_keep({name: numels[name]}, value))
+        return OrderedDict((k, keep[k]) for k in self.names if k in keep)
+
+    # ---------------------------------------------------------------- state
+    @property
+    def num_partitions(self) -> int:
+        return len(self.partitions)
+
+    @property
+    def dense_partitions(self) -> Set[int]:
+        """Partitions none of whose layers holds a mask."""
+        return {
+            k
+            for k, group in enumerate(self.partitions)
+            if not any(n in self._pruned for n in group)
+        }
+
+    def is_sparse(self, name: str) -> bool:
+        return name in self._pruned
+
+    def keep_mask(self, name: str) -> Optional[torch.Tensor]:
+        """Bool mask, True where the weight is kept; None for a dense
+        layer."""
+        pruned = self._pruned.get(name)
+        return None if pruned is None else ~pruned
+
+    def score(self, name: str, param: torch.Tensor) -> torch.Tensor:
+        """Importance of each weight; larger survives. Defaults to
+        ``|w|``."""
+        return param.detach().abs()
+
+    # ------------------------------------------------------------- events
+    def _check_partitions(self, partitions: Iterable[int]) -> List[int]:
+        ids = sorted(set(int(k) for k in partitions))
+        bad = [k for k in ids if not 0 <= k < self.num_partitions]
+        if bad:
+            raise ValueError(f'partition ids {bad} out of range; there are '
+                             f'{self.num_partitions} partitions')
+        return ids
+
+    @torch.no_grad()
+    def prune(self, partitions: Iterable[int]) -> Dict[str, torch.Tensor]:
+        """Prune the layers of ``partitions`` to their targets by score.
+
+        A layer that is already sparse is re-selected from its current
+        weights (its masked weights are 0, so they stay pruned unless the
+        target changed). The weights are zeroed at once.
+
+        Returns:
+            dict[str, Tensor]: The new pruned masks (True = pruned) of the
+            layers touched, for zeroing optimizer state.
+        """
+        names = [n for k in self._check_partitions(partitions)
+                 for n in self.partitions[k]]
+        if not names:
+            return {}
+        keep_masks = self._select(names)
+        new: Dict[str, torch.Tensor] = OrderedDict()
+        for name, keep in zip(names, keep_masks):
+            pruned = ~keep
+            self._pruned[name] = pruned
+            self.params[name].masked_fill_(pruned, 0)
+            new[name] = pruned
+        # Keep the dict in model order whatever order events come in.
+        self._pruned = OrderedDict(
+            (n, self._pruned[n]) for n in self.names if n in self._pruned)
+        return new
+
+    def _select(self, names: Sequence[str]) -> List[torch.Tensor]:
+        if self.nm is not None:
+            n, m = self.nm
+            return [
+                nm_mask(self.score(name, self.params[name]), n, m)
+                for name in names
+            ]
+        pooled = [n for n in names if n not in self.overrides]
+        if self.distribution == 'global' and pooled:
+            scores = [self.score(n, self.params[n]) for n in pooled]
+            if all(n in self.num_keep for n in pooled):
+                budget = sum(self.num_keep[n] for n in pooled)
+            else:  # first prune: one threshold over all pooled layers
+                if set(pooled) != set(self.names) - set(self.overrides):
+                    raise RuntimeError(
+                        "the 'global' distribution must prune all layers "
+                        'once before pruning single partitions')
+                total = sum(s.numel() for s in scores)
+                budget = total - int(round(self.sparsity * total))
+            masks = topk_masks(scores, budget)
+            chosen = dict(zip(pooled, masks))
+            for name, mask in chosen.items():
+                self.num_keep[name] = int(torch.count_nonzero(mask))
+            emptied = [n for n in pooled if self.num_keep[n] == 0]
+            if emptied:
+                warnings.warn(
+                    f'global magnitude pruning removed every weight of '
+                    f'{emptied}; consider exclude=[...] or overrides for '
+                    f'them, or the uniform/erk distribution')
+        else:
+            chosen = {}
+        result = []
+        for name in names:
+            if name in chosen:
+                result.append(chosen[name])
+            else:
+                result.append(
+                    topk_mask(
+                        self.score(name, self.params[name]),
+                        self.num_keep[name]))
+        return result
+
+    @torch.no_grad()
+    def grow(self, partitions: Iterable[int]) -> Dict[str, torch.Tensor]:
+        """Make the layers of ``partitions`` dense.
+
+        The regrown weights are 0 already (they were masked), so they start
+        training from exactly 0.
+
+        Returns:
+            dict[str, Tensor]: The dropped pruned masks, i.e. the regrown
+            positions, for zeroing optimizer state.
+        """
+        grown: Dict[str, torch.Tensor] = OrderedDict()
+        for k in self._check_partitions(partitions):
+            for name in self.partitions[k]:
+                pruned = self._pruned.pop(name, None)
+                if pruned is not None:
+                    grown[name] = pruned
+        return grown
+
+    # ------------------------------------------------------- every step
+    @torch.no_grad()
+    def apply_masks_(self) -> None:
+        """Zero the masked weights (after an optimizer step)."""
+        for name, pruned in self._pruned.items():
+            self.params[name].masked_fill_(pruned, 0)
+
+    @torch.no_grad()
+    def mask_grads_(self) -> None:
+        """Zero the gradients at masked positions (before an optimizer
+        step), so that no momentum or Adam moment builds up there."""
+        for name, pruned in self._pruned.items():
+            grad = self.params[name].grad
+            if grad is not None:
+                grad.masked_fill_(pruned, 0)
+
+    @torch.no_grad()
+    def zero_optimizer_state_(self, optimizer: torch.optim.Optimizer,
+                              masks: Mapping[str, torch.Tensor]) -> int:
+        """Zero the per-parameter optimizer state where ``masks`` is True.
+
+        Works for every optimizer whose state tensors have the parameter's
+        shape (SGD's ``momentum_buffer``, Adam's ``exp_avg`` and
+        ``exp_avg_sq``, ...). Scalars such as Adam's ``step`` are untouched.
+
+        Returns:
+            int: Number of state tensors touched.
+        """
+        touched = 0
+        for name, mask in masks.items():
+            state = optimizer.state.get(self.params[name])
+            if not state:
+                continue
+            for value in state.values():
+                if (isinstance(value, torch.Tensor)
+                        and value.shape == mask.shape):
+                    value.masked_fill_(mask.to(value.device), 0)
+                    touched += 1
+        return touched
+
+    # ------------------------------------------------------------ reports
+    def layer_stats(self) -> List[Dict[str, object]]:
+        """Per-layer rows: name, shape, numel, kept, sparsity, partition."""
+        rows = []
+        for name in self.names:
+            param = self.params[name]
+            pruned = self._pruned.get(name)
+            n_pruned = 0 if pruned is None else int(
+                torch.count_nonzero(pruned))
+            rows.append(
+                dict(
+                    name=name,
+                    shape=tuple(param.shape),
+                    numel=param.numel(),
+                    kept=param.numel() - n_pruned,
+                    sparsity=n_pruned / max(1, param.numel()),
+                    partition=self.partition_of[name],
+                    dense=pruned is None))
+        return rows
+
+    @staticmethod
+    def summarize(rows: Sequence[Mapping[str, object]],
+                  num_partitions: int) -> Dict[str, float]:
+        """Overall and per-partition sparsity of :meth:`layer_stats`
+        rows."""
+        total = sum(r['numel'] for r in rows)
+        kept = sum(r['kept'] for r in rows)
+        out = {'sparsity': 1.0 - kept / max(1, total)}
+        for k in range(num_partitions):
+            part = [r for r in rows if r['partition'] == k]
+            n = sum(r['numel'] for r in part)
+            out[f'sparsity_p{k}'] = 1.0 - sum(r['kept']
+                                              for r in part) / max(1, n)
+        return out
+
+    # ------------------------------------------------------ serialization
+    def fingerprint(self) -> torch.Tensor:
+        """Cheap int64 summary of all masks, equal iff masks agree (with
+        overwhelming probability): per layer, the pruned count and two
+        wrapping sums over the pruned flat indices (``-1`` for dense)."""
+        rows = []
+        for name in self.names:
+            pruned = self._pruned.get(name)
+            if pruned is None:
+                rows.append(torch.full((3, ), -1, dtype=torch.int64))
+                continue
+            idx = pruned.reshape(-1).nonzero().squeeze(1).to(torch.int64)
+            rows.append(
+                torch.stack([
+                    torch.tensor(idx.numel()),
+                    idx.sum(),
+                    (idx * idx + idx * 40503).sum()
+                ]))
+        return torch.stack(rows)
+
+    def state_dict(self) -> Dict[str, object]:
+        """Masks bit-packed (keep-masks, 1 bit per weight) and targets."""
+        return dict(
+            masks={
+                name: pack_mask(~pruned)
+                for name, pruned in self._pruned.items()
+            },
+            num_keep=dict(self.num_keep),
+            partitions=[list(g) for g in self.partitions])
+
+    @torch.no_grad()
+    def load_state_dict(self, state: Mapping[str, object]) -> None:
+        """Restore :meth:`state_dict` output and zero the masked weights."""
+        if state.get('partitions') is not None and [
+                list(g) for g in state['partitions']
+        ] != [list(g) for g in self.partitions]:
+            raise ValueError(
+                'The checkpoint was trained with other GaP partitions than '
+                'the current config builds; resume with the same '
+                '`partitions`, `include`/`exclude` and model')
+        masks = state.get('masks', {})
+        unknown = sorted(set(masks) - set(self.names))
+        if unknown:
+            raise ValueError(f'The checkpoint holds GaP masks for parameters '
+                             f'that are not prunable here: {unknown}')
+        pruned = OrderedDict()
+        for name in self.names:
+            if name not in masks:
+                continue
+            keep = unpack_mask(masks[name], name)
+            if tuple(keep.shape) != tuple(self.params[name].shape):
+                raise ValueError(
+                    f'GaP mask for {name} has shape {tuple(keep.shape)}, '
+                    f'the parameter has {tuple(self.params[name].shape)}')
+            pruned[name] = (~keep).to(self.params[name].device)
+        self._pruned = pruned
+        self.num_keep.update(
+            {k: int(v)
+             for k, v in state.get('num_keep', {}).items()})
+        self.apply_masks_()

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Create .venv in the checkout and install the pinned OpenMMLab stack plus gap_mm (editable).
+#
+# Idempotent: a stamp records a hash of this script and setup.py; when both are unchanged
+# and the venv still imports the stack, the script returns in about a second.
+# Every step names itself, and the script stops at the first failing step.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${GAP_MM_VENV:-$ROOT/.venv}"
+PY_BOOT="${PYTHON:-python3.11}"
+STAMP="$VENV/.gap_mm_setup_stamp"
+
+step() { CURRENT_STEP="$1"; echo "[setup] $1" >&2; }
+trap 'echo "[setup] FAILED at step: ${CURRENT_STEP:-start} (see the output above)" >&2' ERR
+
+want_stamp="$(cat "$ROOT/scripts/setup.sh" "$ROOT/scripts/constraints.txt" "$ROOT/setup.py" | sha256sum | cut -d" " -f1)"
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want_stamp" ]] \
+   && "$VENV/bin/python" -c "import torch, mmengine, mmcv.ops, mmdet, mmdet3d, gap_mm" 2>/dev/null; then
+  echo "[setup] environment in $VENV is up to date" >&2
+  exit 0
+fi
+
+step "check the Python interpreter ($PY_BOOT)"
+command -v "$PY_BOOT" >/dev/null || PY_BOOT=python3
+"$PY_BOOT" -c 'import sys; assert sys.version_info[:2] == (3, 11), f"gap_mm needs Python 3.11, got {sys.version.split()[0]}"'
+
+step "create the virtual environment $VENV"
+[[ -x "$VENV/bin/python" ]] || "$PY_BOOT" -m venv "$VENV"
+export PIP_CONSTRAINT="$ROOT/scripts/constraints.txt"
+PIP=("$VENV/bin/python" -m pip install --progress-bar off)
+
+step "install build tools (pip, wheel, ninja)"
+"${PIP[@]}" -q "pip>=23" wheel ninja
+
+step "install torch 2.13.0 (CPU build)"
+"${PIP[@]}" -q "torch==2.13.0" numpy
+
+step "install mmengine 0.10.7 and the build needs of mmcv"
+"${PIP[@]}" -q "mmengine==0.10.7" "opencv-python-headless<4.11" pyyaml addict yapf packaging
+
+step "build mmcv 2.1.0 with ops (about 10 minutes the first time; pip caches the wheel)"
+if ! "$VENV/bin/python" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '2.1.0'" 2>/dev/null; then
+  # mmcv 2.1.0's setup.py imports pkg_resources, gone from setuptools 70+; torch itself wants
+  # setuptools>=77, so the old one is installed for this build only and replaced after it.
+  "${PIP[@]}" -q "setuptools<70"
+  MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" FORCE_CUDA=0 \
+    "${PIP[@]}" --no-build-isolation "mmcv==2.1.0"
+  "${PIP[@]}" -q "setuptools>=77.0.3"
+fi
+
+step "install mmdet 3.3.0 and pycocotools"
+"${PIP[@]}" -q "mmdet==3.3.0" "pycocotools==2.0.11"
+
+step "install mmdet3d 1.4.0 (without its pinned deps) and its runtime needs"
+"${PIP[@]}" -q --no-deps "mmdet3d==1.4.0"
+"${PIP[@]}" -q numba nuscenes-devkit lyft_dataset_sdk plyfile scikit-image tensorboard trimesh networkx "opencv-python-headless<4.11"
+
+step "install gap_mm in editable mode with its test needs"
+"${PIP[@]}" -q --no-deps -e "$ROOT"
+"${PIP[@]}" -q pytest matplotlib
+
+step "verify the stack imports"
+"$VENV/bin/python" - <<'PY'
+import torch, mmengine, mmcv, mmcv.ops, mmdet, mmdet3d, gap_mm
+print(f"[setup] torch {torch.__version__}, mmengine {mmengine.__version__}, mmcv {mmcv.__version__}, "
+      f"mmdet {mmdet.__version__}, mmdet3d {mmdet3d.__version__}, gap_mm {gap_mm.__version__}")
+PY
+echo "$want_stamp" > "$STAMP"
