@@ -58,7 +58,7 @@ step "install mmdet3d 1.4.0 (without its pinned deps) and its runtime needs"
 
 step "install gap_mm in editable mode with its test needs"
 "${PIP[@]}" -q --no-deps -e "$ROOT"
-"${PIP[@]}" -q pytest matplotlib
+"${PIP[@]}" -q pytest pytest-timeout matplotlib
 
 step "verify the stack imports"
 "$VENV/bin/python" - <<'PY'

@@ -1,0 +1,5 @@
+# Copyright (c) gap_mm contributors. All rights reserved.
+from .gap_optim_wrapper import (GaPAmpOptimWrapper, GaPMaskingMixin,
+                                GaPOptimWrapper)
+
+__all__ = ['GaPAmpOptimWrapper', 'GaPMaskingMixin', 'GaPOptimWrapper']

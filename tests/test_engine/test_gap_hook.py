@@ -1,0 +1,267 @@
+# Copyright (c) gap_mm contributors. All rights reserved.
+import copy
+import os.path as osp
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.registry import DATASETS, HOOKS, MODELS
+from mmengine.testing import RunnerTestCase
+
+import gap_mm  # noqa: F401  (registers GaPHook and the wrappers)
+from gap_mm.engine import GaPHook
+from gap_mm.schedules import ScheduleError
+from gap_mm.sparsity import num_kept, unpack_mask
+from gap_mm.testing import GaPToyDataset, GaPToyModel
+
+
+class MaskInvariantHook(Hook):
+    """Checks the GaP invariants after every train iteration."""
+
+    priority = 'LOWEST'
+
+    def __init__(self):
+        self.steps = 0
+        self.grows = 0
+        self.prunes = 0
+        self._prev = {}
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        self._check(runner)
+        self.steps += 1
+
+    def after_train_epoch(self, runner):
+        self._check(runner)  # epoch schedules change masks here
+
+    def _check(self, runner):
+        gap = next(h for h in runner.hooks if isinstance(h, GaPHook))
+        sp = gap.sparsifier
+        optimizer = runner.optim_wrapper.optimizer
+        current = {}
+        for name, param in sp.params.items():
+            keep = sp.keep_mask(name)
+            if keep is None:
+                prev = self._prev.get(name)
+                if prev is not None:  # grown in this event
+                    self.grows += 1
+                    assert (param[~prev] == 0).all(), name
+                    self._assert_state_zero(optimizer, param, ~prev, name)
+                continue
+            if name not in self._prev:
+                self.prunes += 1
+            # masked weights are exactly 0 after every step
+            assert (param[~keep] == 0).all(), name
+            self._assert_state_zero(optimizer, param, ~keep, name)
+            current[name] = keep.clone()
+        self._prev = current
+
+    @staticmethod
+    def _assert_state_zero(optimizer, param, where, name):
+        for key, value in optimizer.state.get(param, {}).items():
+            if torch.is_tensor(value) and value.shape == param.shape:
+                assert (value[where] == 0).all(), (name, key)
+
+
+class _Killed(Exception):
+    pass
+
+
+class KillAtHook(Hook):
+    """Emulates a run killed right after the checkpoint of ``iteration``."""
+
+    priority = 'LOWEST'
+
+    def __init__(self, iteration):
+        self.iteration = iteration
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        if runner.iter + 1 == self.iteration:
+            raise _Killed
+
+
+class TestGaPHook(RunnerTestCase):
+
+    def setUp(self):
+        super().setUp()
+        MODELS.register_module(module=GaPToyModel, force=True)
+        DATASETS.register_module(module=GaPToyDataset, force=True)
+        HOOKS.register_module(module=MaskInvariantHook, force=True)
+        HOOKS.register_module(module=KillAtHook, force=True)
+        cfg = copy.deepcopy(self.iter_based_cfg)
+        cfg.model = dict(type='GaPToyModel')
+        cfg.train_dataloader.dataset = dict(type='GaPToyDataset')
+        cfg.train_dataloader.batch_size = 4
+        cfg.val_dataloader.dataset = dict(type='GaPToyDataset')
+        cfg.test_dataloader.dataset = dict(type='GaPToyDataset')
+        cfg.val_cfg = None
+        cfg.val_dataloader = None
+        cfg.val_evaluator = None
+        cfg.train_cfg = dict(by_epoch=False, max_iters=16)
+        cfg.randomness = dict(seed=0)
+        cfg.optim_wrapper = dict(
+            type='GaPOptimWrapper',
+            optimizer=dict(type='SGD', lr=0.05, momentum=0.9,
+                           weight_decay=1e-2))
+        cfg.default_hooks.checkpoint = dict(
+            type='CheckpointHook', interval=8, by_epoch=False)
+        # 4 prunable layers in 2 partitions; T=3, R=2: grow/prune events at
+        # iterations 0, 3, 6, 9, fine-tune from 12 to 16.
+        cfg.custom_hooks = [
+            dict(
+                type='GaPHook',
+                sparsity=0.75,
+                partitions=2,
+                schedule=dict(type='cyclic', period=3, num_rounds=2)),
+            dict(type='MaskInvariantHook')
+        ]
+        self.cfg = cfg
+
+    def _hooks(self, runner):
+        gap = next(h for h in runner.hooks if isinstance(h, GaPHook))
+        check = next(h for h in runner.hooks
+                     if isinstance(h, MaskInvariantHook))
+        return gap, check
+
+    def _train(self, cfg, name):
+        cfg = copy.deepcopy(cfg)
+        cfg.experiment_name = name
+        cfg.work_dir = osp.join(self.temp_dir.name, name)
+        runner = self.build_runner(cfg)
+        runner.train()
+        return runner
+
+    def _check_final_counts(self, runner, sparsity):
+        gap, _ = self._hooks(runner)
+        for row in gap.sparsifier.layer_stats():
+            assert not row['dense']
+            assert row['kept'] == num_kept(row['numel'], sparsity), row
+            weight = gap.sparsifier.params[row['name']]
+            assert int((weight != 0).sum()) <= row['kept']
+
+    def test_sgd_momentum_weight_decay_invariants(self):
+        runner = self._train(self.cfg, 'sgd')
+        gap, check = self._hooks(runner)
+        self.assertEqual(check.steps, 16)
+        # Partitions of 2 layers are grown at iterations 0, 3, 6 and 9; the
+        # first grow precedes the first step, so 3 x 2 layer-grows are seen.
+        self.assertEqual(check.grows, 6)
+        self._check_final_counts(runner, 0.75)
+        hub = runner.message_hub
+        self.assertAlmostEqual(
+            hub.get_scalar('train/gap_sparsity').current(),
+            gap.sparsifier.summarize(gap.sparsifier.layer_stats(),
+                                     2)['sparsity'])
+        self.assertEqual(
+            hub.get_scalar('train/gap_dense_partition').current(), -1)
+        self.assertIn('train/gap_sparsity_p1', hub.log_scalars)
+
+    def test_adamw_invariants(self):
+        cfg = copy.deepcopy(self.cfg)
+        cfg.optim_wrapper = dict(
+            type='GaPOptimWrapper',
+            optimizer=dict(type='AdamW', lr=0.01, weight_decay=0.05))
+        runner = self._train(cfg, 'adamw')
+        _, check = self._hooks(runner)
+        self.assertEqual((check.steps, check.grows), (16, 6))
+        self._check_final_counts(runner, 0.75)
+
+    def test_gradient_accumulation(self):
+        cfg = copy.deepcopy(self.cfg)
+        cfg.optim_wrapper.accumulative_counts = 2
+        runner = self._train(cfg, 'accum')
+        _, check = self._hooks(runner)
+        self.assertEqual(check.steps, 16)
+        self._check_final_counts(runner, 0.75)
+
+    def test_epoch_schedule_and_static_baseline(self):
+        cfg = copy.deepcopy(self.cfg)
+        cfg.train_dataloader.sampler = dict(type='DefaultSampler',
+                                            shuffle=True)
+        cfg.train_cfg = dict(by_epoch=True, max_epochs=5)
+        cfg.default_hooks.checkpoint = dict(type='CheckpointHook',
+                                            interval=1)
+        cfg.custom_hooks[0]['schedule'] = dict(
+            type='cyclic', period=1, num_rounds=2, by_epoch=True)
+        runner = self._train(cfg, 'epochs')
+        gap, check = self._hooks(runner)
+        self.assertEqual(check.grows, 6)  # grows at epochs 1, 2, 3
+        self._check_final_counts(runner, 0.75)
+        ckpt = torch.load(
+            osp.join(runner.work_dir, 'epoch_2.pth'), weights_only=False)
+        state = ckpt['gap_state']
+        self.assertEqual((state['step'], state['dense_partitions']), (2, [0]))
+
+        cfg.custom_hooks[0]['schedule'] = dict(type='static')
+        runner = self._train(cfg, 'static')
+        gap, check = self._hooks(runner)
+        self.assertEqual(check.grows, 0)
+        self._check_final_counts(runner, 0.75)
+
+    def test_resume_is_bitwise_identical(self):
+        straight = self._train(self.cfg, 'straight')
+        cfg = copy.deepcopy(self.cfg)
+        cfg.custom_hooks.append(dict(type='KillAtHook', iteration=8))
+        with self.assertRaises(_Killed):
+            self._train(cfg, 'first_half')
+        ckpt_path = osp.join(self.temp_dir.name, 'first_half', 'iter_8.pth')
+        ckpt = torch.load(ckpt_path, weights_only=True)
+        state = ckpt['gap_state']
+        # iteration 8 is in round 1 with partition 0 dense
+        self.assertEqual((state['step'], state['dense_partitions']), (8, [0]))
+        for name, entry in state['sparsifier']['masks'].items():
+            keep = unpack_mask(entry, name)
+            # weights in the plain state_dict are already zero where masked
+            self.assertTrue((ckpt['state_dict'][name][~keep] == 0).all())
+            self.assertLessEqual(entry['packed'].numel() * 8,
+                                 keep.numel() + 7)
+
+        cfg = copy.deepcopy(self.cfg)
+        cfg.resume = True
+        cfg.load_from = ckpt_path
+        resumed = self._train(cfg, 'resumed')
+        gap_a, _ = self._hooks(straight)
+        gap_b, _ = self._hooks(resumed)
+        for name in gap_a.sparsifier.names:
+            self.assertTrue(
+                torch.equal(gap_a.sparsifier.keep_mask(name),
+                            gap_b.sparsifier.keep_mask(name)), name)
+        sa, sb = straight.model.state_dict(), resumed.model.state_dict()
+        for key in sa:
+            self.assertTrue(torch.equal(sa[key], sb[key]), key)
+
+    def test_bad_configs(self):
+        cases = [
+            (dict(sparsity=1.0), ValueError, r'sparsity must be in \[0, 1\)'),
+            (dict(pattern='4:2'), ValueError, r'0 < N < M'),
+            (dict(partitions=5), ValueError,
+             'partitions=5 is more than the 4 prunable layers'),
+            (dict(exclude=[r'^backbone\.stem']), ValueError,
+             r"exclude regex '\^backbone\\\\.stem' matches no prunable"),
+            (dict(partitions=[r'^conv|^fc1', r'^neck']), ValueError,
+             "partition 1 '\\^neck' matches no prunable layer"),
+            (dict(schedule=dict(type='cyclic', period=4, num_rounds=2)),
+             ScheduleError, r'\(K 2 x R 2 x T 4 = 16 iterations\) leaves no '
+             r'fine-tune in a run of 16 iterations'),
+            (dict(schedule=dict(type='cyclic', period=4, num_rounds=2,
+                                finetune=4)), ScheduleError,
+             r'needs K 2 x R 2 x T 4 \+ finetune 4 = 20 iterations, but the'
+             r' training run has only 16'),
+            (dict(module_types=['Conv9d']), ValueError,
+             "module_types entry 'Conv9d' is not a torch.nn layer type"),
+        ]
+        for i, (override, error, message) in enumerate(cases):
+            with self.subTest(override=override):
+                cfg = copy.deepcopy(self.cfg)
+                cfg.custom_hooks[0].update(override)
+                with self.assertRaisesRegex(error, message):
+                    self._train(cfg, f'bad{i}')
+
+    def test_requires_gap_optim_wrapper(self):
+        cfg = copy.deepcopy(self.cfg)
+        cfg.optim_wrapper = dict(
+            type='OptimWrapper', optimizer=dict(type='SGD', lr=0.1))
+        with self.assertRaisesRegex(
+                TypeError, "optim_wrapper=dict\\(type='GaPOptimWrapper'.*"
+                'but got OptimWrapper'):
+            self._train(cfg, 'plain_wrapper')
