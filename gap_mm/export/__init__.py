@@ -1,0 +1,12 @@
+# Copyright (c) gap_mm contributors. All rights reserved.
+"""Compressed export of sparse state dicts (zeros are not stored)."""
+from .sparse_format import (FORMAT_VERSION, MAGIC, SparseFormatError,
+                            dense_state_dict_bytes, load_sparse_state_dict,
+                            read_sparse_info, save_sparse_state_dict,
+                            verify_masked_zero)
+
+__all__ = [
+    'SparseFormatError', 'save_sparse_state_dict', 'load_sparse_state_dict',
+    'read_sparse_info', 'dense_state_dict_bytes', 'verify_masked_zero',
+    'FORMAT_VERSION', 'MAGIC'
+]

@@ -1,0 +1,237 @@
+# Copyright (c) gap_mm contributors. All rights reserved.
+"""Export an MMEngine checkpoint of a sparse model without its zeros.
+
+Usage::
+
+    python tools/model_converters/export_sparse.py CHECKPOINT OUT \
+        [--fp16] [--allow-nonzero-masked] [--drop-zero-sign]
+
+Keeps ``state_dict`` and ``meta``, drops the training state (optimizer,
+message hub, param schedulers, the GaP hook's ``gap_state`` and anything
+else), checks that every weight a GaP mask prunes is exactly 0, writes the
+format of :mod:`gap_mm.export.sparse_format` and prints a size report. Load
+the result with :func:`gap_mm.export.load_sparse_state_dict`.
+
+The checkpoint is read with ``torch.load(weights_only=True)``. If that fails
+on the objects MMEngine itself puts into checkpoints, it is retried with
+exactly those allow-listed (:mod:`gap_mm.utils.safe_load`); anything else is
+refused: ``weights_only`` is never turned off, as that would run arbitrary
+code from the file.
+"""
+import argparse
+import os
+import pickle
+import sys
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+import torch
+
+from gap_mm.export import save_sparse_state_dict, verify_masked_zero
+
+_KEPT_KEYS = ('state_dict', 'meta')
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Export a sparse checkpoint without storing its zeros')
+    parser.add_argument('checkpoint', help='MMEngine checkpoint (.pth)')
+    parser.add_argument('out', help='output file (e.g. model.gapsp)')
+    parser.add_argument(
+        '--fp16',
+        action='store_true',
+        help='store float32/float64 values as float16 (lossy; the loader '
+        'casts back to the original dtype)')
+    parser.add_argument(
+        '--allow-nonzero-masked',
+        action='store_true',
+        help='export even if weights pruned by the GaP masks are not zero '
+        '(they are exported as they are)')
+    parser.add_argument(
+        '--drop-zero-sign',
+        action='store_true',
+        help='store -0.0 as +0.0 (numerically equal, not bit-identical); '
+        'saves about 1 bit per zero in tensors that hold -0.0')
+    return parser.parse_args(argv)
+
+
+def _global_name(item: Any) -> str:
+    if isinstance(item, tuple):
+        return item[1]
+    return f'{item.__module__}.{item.__qualname__}'
+
+
+def load_checkpoint(path: str) -> Any:
+    """``torch.load`` with ``weights_only=True`` and MMEngine's globals.
+
+    Args:
+        path (str): The checkpoint file.
+
+    Returns:
+        Any: The loaded checkpoint, on the CPU.
+
+    Raises:
+        SystemExit: If the file cannot be read, or needs globals outside
+            the allow-list.
+    """
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError:
+        pass  # most likely MMEngine's own objects; retry with them allowed
+    except (OSError, RuntimeError) as err:
+        raise SystemExit(f'error: cannot read checkpoint {path}: {err}')
+
+    from gap_mm.utils.safe_load import mmengine_checkpoint_safe_globals
+    safe = mmengine_checkpoint_safe_globals()
+    try:
+        with torch.serialization.safe_globals(safe):
+            return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as err:
+        allowed = {_global_name(item) for item in safe}
+        try:
+            unsafe = [
+                name for name in
+                torch.serialization.get_unsafe_globals_in_checkpoint(path)
+                if name not in allowed
+            ]
+        except Exception:  # the listing is only a hint
+            unsafe = []
+        raise SystemExit(
+            f'error: cannot load {path} with weights_only=True: it needs '
+            f'globals outside the allow-list {unsafe or ""} ({err}). '
+            'weights_only is never turned off, because that would run '
+            'arbitrary code from the file. Re-save the checkpoint with only '
+            'tensors and plain Python data in "state_dict" and "meta".')
+
+
+def split_checkpoint(
+        checkpoint: Any) -> Tuple[Dict[str, torch.Tensor], Dict, List[str]]:
+    """Return (state_dict, meta, names of the dropped top-level keys)."""
+    if not isinstance(checkpoint, Mapping):
+        raise SystemExit('error: the checkpoint must be a dict, but got '
+                         f'{type(checkpoint).__name__}')
+    if 'state_dict' in checkpoint:
+        state_dict = checkpoint['state_dict']
+        meta = checkpoint.get('meta') or {}
+        dropped = [str(k) for k in checkpoint if k not in _KEPT_KEYS]
+    elif checkpoint and all(
+            isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        state_dict, meta, dropped = checkpoint, {}, []  # a bare state_dict
+    else:
+        raise SystemExit('error: the checkpoint has no "state_dict"; keys: '
+                         f'{list(checkpoint)}')
+    return state_dict, meta, dropped
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert checkpoint ``meta`` into JSON data (repr for the unknown)."""
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
+        numel = obj.numel() if isinstance(obj, torch.Tensor) else obj.size
+        return obj.tolist() if numel <= 4096 else repr(obj)
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in obj]
+    return repr(obj)
+
+
+def check_masks(state_dict: Mapping[str, torch.Tensor], gap_state: Any,
+                allow_nonzero: bool) -> Optional[Dict[str, Dict]]:
+    """Verify the GaP masks; exit unless pruned weights are 0 or allowed."""
+    if not isinstance(gap_state, Mapping) or not gap_state.get('masks'):
+        print('no GaP masks in the checkpoint: nothing to verify')
+        return None
+    try:
+        report = verify_masked_zero(state_dict, gap_state)
+    except ValueError as err:
+        raise SystemExit(f'error: GaP masks do not match the weights: {err}')
+    bad = {n: r for n, r in report.items() if r['nonzero_masked']}
+    if bad:
+        total = sum(r['nonzero_masked'] for r in bad.values())
+        listing = ', '.join(f"{n} ({r['nonzero_masked']})"
+                            for n, r in list(bad.items())[:10])
+        msg = (f'{total} weights pruned by the GaP masks are not 0, in '
+               f'{len(bad)} tensors: {listing}')
+        if not allow_nonzero:
+            raise SystemExit(
+                f'error: {msg}. The weights and the masks disagree; export '
+                'anyway with --allow-nonzero-masked.')
+        print(f'warning: {msg}; exporting the weights as they are')
+    else:
+        print(f'verified: every weight pruned by the {len(report)} GaP '
+              'masks is 0')
+    return report
+
+
+def format_report(rows: List[Tuple[str, int]], dense_bytes: int) -> str:
+    """Format (name, bytes) rows as a Markdown table relative to dense."""
+    lines = [
+        f"| {'item':<31} | {'bytes':>13} | {'MiB':>9} | {'/ dense':>7} |",
+        f"|{'-' * 33}|{'-' * 14}:|{'-' * 10}:|{'-' * 8}:|",
+    ]
+    for name, nbytes in rows:
+        lines.append(f'| {name:<31} | {nbytes:>13,} | '
+                     f'{nbytes / 2**20:>9.2f} | '
+                     f'{nbytes / dense_bytes:>7.3f} |')
+    return '\n'.join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    if os.path.abspath(args.checkpoint) == os.path.abspath(args.out):
+        raise SystemExit('error: OUT must differ from CHECKPOINT')
+    checkpoint = load_checkpoint(args.checkpoint)
+    state_dict, meta, dropped = split_checkpoint(checkpoint)
+    if dropped:
+        print(f"dropped training state: {', '.join(dropped)}")
+    report = check_masks(state_dict, checkpoint.get('gap_state'),
+                         args.allow_nonzero_masked)
+
+    meta = to_jsonable(meta)
+    if not isinstance(meta, dict):
+        meta = dict(meta=meta)
+    meta['sparse_export'] = dict(
+        source=os.path.basename(args.checkpoint),
+        fp16=args.fp16,
+        drop_zero_sign=args.drop_zero_sign,
+        gap_masks=len(report) if report is not None else 0)
+    stats = save_sparse_state_dict(
+        state_dict,
+        args.out,
+        fp16=args.fp16,
+        meta=meta,
+        keep_zero_sign=not args.drop_zero_sign)
+
+    dense = stats['dense_bytes']
+    print(f'size report: {args.checkpoint} -> {args.out}')
+    print(
+        format_report([
+            ('dense state_dict (torch.save)', dense),
+            ('original checkpoint', os.path.getsize(args.checkpoint)),
+            ('exported sparse file', stats['file_bytes']),
+        ], dense))
+    print(f"ratio (exported / dense state_dict): {stats['ratio']:.4f}")
+    print(f"overall sparsity: {stats['sparsity']:.2%} of {stats['numel']:,} "
+          'elements are zero')
+    if report:
+        numel = sum(r['numel'] for r in report.values())
+        masked = sum(r['masked'] for r in report.values())
+        print(f'GaP-masked sparsity: {masked / max(numel, 1):.2%} of '
+              f'{numel:,} weights in {len(report)} tensors')
+    exactness = ('lossy: ' + ', '.join(stats['lossy_reasons'])
+                 if stats['lossy'] else 'lossless (bit-identical)')
+    print(f"tensors: {stats['num_tensors']} ({stats['num_sparse']} sparse, "
+          f"{stats['num_dense']} dense), {exactness}")
+    if stats['neg_zeros']:
+        print(f"note: {stats['neg_zeros']:,} zeros are -0.0 (as w.mul_(mask) "
+              'leaves them) and are stored bit-exact, at up to 1 bit per '
+              'zero; --drop-zero-sign stores them as +0.0')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
