@@ -2,12 +2,14 @@
 """gap_mm: scheduled grow-and-prune (GaP) sparse training for OpenMMLab.
 
 ``import gap_mm`` registers everything: the hook and optimizer wrappers in
-MMEngine's root registries, so every ``default_scope`` finds them. It also
+MMEngine's root registries, so every ``default_scope`` finds them, and the
+ShapeNet part dataset, transforms and metric in mmdet3d's. It also
 allow-lists, for ``torch.load(weights_only=True)``, exactly the MMEngine
 classes a checkpoint holds, so that ``--resume`` works under torch >= 2.6
 without ever switching ``weights_only`` off.
 """
 from . import engine, schedules, sparsity  # noqa: F401
+from . import datasets, evaluation  # noqa: F401  (mmdet3d registrations)
 from .engine import GaPAmpOptimWrapper, GaPHook, GaPOptimWrapper
 from .utils.safe_load import allow_mmengine_checkpoint_globals
 from .version import __version__
