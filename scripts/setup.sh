@@ -16,7 +16,7 @@ trap 'echo "[setup] FAILED at step: ${CURRENT_STEP:-start} (see the output above
 
 want_stamp="$(cat "$ROOT/scripts/setup.sh" "$ROOT/scripts/constraints.txt" "$ROOT/setup.py" | sha256sum | cut -d" " -f1)"
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want_stamp" ]] \
-   && "$VENV/bin/python" -c "import torch, mmengine, mmcv.ops, mmdet, mmdet3d, gap_mm" 2>/dev/null; then
+   && "$VENV/bin/python" -W ignore -c "import pkg_resources, torch, mmengine, mmcv.ops, mmdet, mmdet3d, gap_mm" 2>/dev/null; then
   echo "[setup] environment in $VENV is up to date" >&2
   exit 0
 fi
@@ -41,12 +41,11 @@ step "install mmengine 0.10.7 and the build needs of mmcv"
 
 step "build mmcv 2.1.0 with ops (about 10 minutes the first time; pip caches the wheel)"
 if ! "$VENV/bin/python" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '2.1.0'" 2>/dev/null; then
-  # mmcv 2.1.0's setup.py imports pkg_resources, gone from setuptools 70+; torch itself wants
-  # setuptools>=77, so the old one is installed for this build only and replaced after it.
+  # mmcv 2.1.0's setup.py imports pkg_resources, which newer setuptools lack; the build was
+  # measured with setuptools<70, installed for this build only (torch wants >=77).
   "${PIP[@]}" -q "setuptools<70"
   MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" FORCE_CUDA=0 \
     "${PIP[@]}" --no-build-isolation "mmcv==2.1.0"
-  "${PIP[@]}" -q "setuptools>=77.0.3"
 fi
 
 step "install mmdet 3.3.0 and pycocotools"
@@ -60,8 +59,12 @@ step "install gap_mm in editable mode with its test needs"
 "${PIP[@]}" -q --no-deps -e "$ROOT"
 "${PIP[@]}" -q pytest pytest-timeout matplotlib
 
+step "pin setuptools to >=77.0.3 (torch) and <81 (mmengine imports pkg_resources at run time)"
+"${PIP[@]}" -q "setuptools>=77.0.3,<81"
+
 step "verify the stack imports"
 "$VENV/bin/python" - <<'PY'
+import pkg_resources  # noqa: F401  (mmengine resolves `mmdet::` configs with it)
 import torch, mmengine, mmcv, mmcv.ops, mmdet, mmdet3d, gap_mm
 print(f"[setup] torch {torch.__version__}, mmengine {mmengine.__version__}, mmcv {mmcv.__version__}, "
       f"mmdet {mmdet.__version__}, mmdet3d {mmdet3d.__version__}, gap_mm {gap_mm.__version__}")
