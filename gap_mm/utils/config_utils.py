@@ -1,0 +1,118 @@
+# Copyright (c) gap_mm contributors. All rights reserved.
+"""Config checks run by the tools before a Runner is built.
+
+They turn the usual failures of a GaP config into one clear message instead
+of a traceback from deep inside mmengine or mmdet.
+"""
+import difflib
+import inspect
+import os.path as osp
+from typing import Iterable, List, Optional
+
+from mmengine.config import Config
+
+#: Top-level config variables and the GaPHook argument each one sets.
+GAP_CFG_VARIABLES = {
+    'gap_sparsity': 'sparsity',
+    'gap_distribution': 'distribution',
+    'gap_pattern': 'pattern',
+}
+
+
+def _gap_hooks(cfg: Config) -> List[dict]:
+    return [
+        h for h in (cfg.get('custom_hooks') or [])
+        if isinstance(h, dict) and h.get('type') in ('GaPHook', 'gap_mm.GaPHook')
+    ]
+
+
+def propagate_gap_variables(cfg: Config,
+                            changed: Optional[Iterable[str]] = None) -> None:
+    """Write top-level ``gap_*`` variables into every GaPHook of the config.
+
+    A config's ``custom_hooks = [dict(type='GaPHook', sparsity=gap_sparsity)]``
+    captures the value of ``gap_sparsity`` when the file is read, so
+    ``--cfg-options gap_sparsity=0.9`` alone would not reach the hook. The
+    tools call this with the keys given on the command line.
+
+    Args:
+        cfg (Config): The merged config, changed in place.
+        changed (Iterable[str], optional): The ``--cfg-options`` keys. Only
+            these variables are propagated, so an explicit
+            ``custom_hooks.0.sparsity=...`` is never overwritten. None
+            propagates every ``gap_*`` variable the config defines.
+    """
+    keys = set(GAP_CFG_VARIABLES) if changed is None else \
+        set(changed) & set(GAP_CFG_VARIABLES)
+    for key in keys:
+        if key in cfg:
+            for hook in _gap_hooks(cfg):
+                hook[GAP_CFG_VARIABLES[key]] = cfg[key]
+
+
+def check_gap_hook_options(cfg: Config) -> None:
+    """Reject unknown GaPHook options with the valid ones listed."""
+    from gap_mm.engine import GaPHook
+    valid = [
+        p for p in inspect.signature(GaPHook.__init__).parameters
+        if p != 'self'
+    ]
+    for hook in _gap_hooks(cfg):
+        for key in hook:
+            if key in ('type', 'priority') or key in valid:
+                continue
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ''
+            raise ValueError(
+                f'GaPHook has no option {key!r}.{hint} Valid options: '
+                f'{", ".join(valid)}.')
+
+
+def _dataset_cfgs(dataset: dict) -> List[dict]:
+    """The leaf dataset configs under wrappers (RepeatDataset, ...)."""
+    if not isinstance(dataset, dict):
+        return []
+    if 'datasets' in dataset:
+        return [d for sub in dataset['datasets'] for d in _dataset_cfgs(sub)]
+    if 'dataset' in dataset:
+        return _dataset_cfgs(dataset['dataset'])
+    return [dataset]
+
+
+def check_data_paths(cfg: Config,
+                     loaders: Iterable[str] = ('train_dataloader', )) -> None:
+    """Fail early, naming the path, when a dataset's files are missing.
+
+    Checks ``data_root``, ``ann_file`` and each ``data_prefix`` folder of the
+    local datasets under ``loaders``. Remote paths (``s3://`` and the like)
+    are left to the file backend.
+    """
+    for loader in loaders:
+        loader_cfg = cfg.get(loader)
+        if not isinstance(loader_cfg, dict):
+            continue
+        for ds in _dataset_cfgs(loader_cfg.get('dataset')):
+            root = ds.get('data_root') or ''
+            if '://' in str(root):
+                continue
+            if root and not osp.isdir(root):
+                raise FileNotFoundError(
+                    f'{loader}: data_root {root!r} does not exist '
+                    f'(from {osp.abspath(root)}). Point it at your dataset '
+                    f"with --cfg-options {loader}.dataset.data_root=PATH, or "
+                    f'generate the demo data (see README).')
+            ann = ds.get('ann_file')
+            if ann:
+                path = ann if osp.isabs(ann) else osp.join(root, ann)
+                if not osp.isfile(path):
+                    raise FileNotFoundError(
+                        f'{loader}: annotation file {path!r} does not exist '
+                        f'(data_root {root!r}, ann_file {ann!r}).')
+            for key, prefix in (ds.get('data_prefix') or {}).items():
+                if isinstance(prefix, str) and prefix:
+                    path = prefix if osp.isabs(prefix) else osp.join(
+                        root, prefix)
+                    if not osp.isdir(path):
+                        raise FileNotFoundError(
+                            f'{loader}: data_prefix.{key} folder {path!r} '
+                            f'does not exist (data_root {root!r}).')

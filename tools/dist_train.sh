@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Distributed training with torchrun. On a machine without GPUs the Python
+# side uses the gloo backend, so `tools/dist_train.sh CONFIG 2` runs on CPUs.
+#
+# Usage: tools/dist_train.sh CONFIG GPUS [train.py args...]
+# Env:   NNODES (1), NODE_RANK (0), MASTER_ADDR (127.0.0.1), PORT (29500),
+#        PYTHON (python)
+set -e
+
+if [ $# -lt 2 ]; then
+    echo "Usage: $0 CONFIG GPUS [train.py args...]" >&2
+    exit 2
+fi
+
+CONFIG=$1
+GPUS=$2
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+PORT=${PORT:-29500}
+MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
+PYTHON=${PYTHON:-python}
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+
+PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" \
+exec "$PYTHON" -m torch.distributed.run \
+    --nnodes="$NNODES" \
+    --node_rank="$NODE_RANK" \
+    --master_addr="$MASTER_ADDR" \
+    --nproc_per_node="$GPUS" \
+    --master_port="$PORT" \
+    "$ROOT/tools/train.py" \
+    "$CONFIG" \
+    --launcher pytorch "${@:3}"

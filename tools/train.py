@@ -1,0 +1,166 @@
+# Copyright (c) gap_mm authors. All rights reserved.
+"""Train a model from an OpenMMLab config (mmengine, mmdet, mmdet3d, gap_mm).
+
+Examples:
+    python tools/train.py configs/xxx.py --work-dir work_dirs/xxx
+    python tools/train.py configs/xxx.py --resume            # auto-resume
+    python tools/train.py configs/xxx.py --resume ckpt.pth   # from a file
+    tools/dist_train.sh configs/xxx.py 2                     # also on CPU
+"""
+import argparse
+import logging
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from gap_mm.utils import (allow_mmengine_checkpoint_globals,
+                          check_data_paths, check_gap_hook_options,
+                          propagate_gap_variables, setup_cpu_distributed)
+
+# optim_wrapper.type -> its AMP variant for ``--amp``.
+AMP_OPTIM_WRAPPERS = {
+    'OptimWrapper': 'AmpOptimWrapper',
+    'GaPOptimWrapper': 'GaPAmpOptimWrapper',
+}
+
+
+def parse_args() -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(description='Train a model')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='If a checkpoint path is given, resume from it; if given '
+        'without a value, resume from the latest checkpoint in the work dir.')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        default=False,
+        help='enable automatic mixed precision training')
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help='enable automatically scaling LR by the config\'s auto_scale_lr')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override some settings in the used config, the key-value pair '
+        'in xxx=yyy format will be merged into config file. If the value to '
+        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
+        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
+        'Note that the quotation marks are necessary and that no white space '
+        'is allowed.')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    # torch.distributed.launch passes --local-rank (torch >= 2.0) or
+    # --local_rank; torchrun only sets the LOCAL_RANK env variable.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def enable_amp(cfg: Config) -> Config:
+    """Switch ``cfg.optim_wrapper`` to its automatic mixed precision variant.
+
+    ``OptimWrapper`` becomes ``AmpOptimWrapper`` and ``GaPOptimWrapper``
+    becomes ``GaPAmpOptimWrapper``; an AMP wrapper is kept (with a warning);
+    any other type raises. ``loss_scale`` is set to ``'dynamic'``.
+
+    Args:
+        cfg (Config): The config, modified in place.
+
+    Returns:
+        Config: The same config.
+    """
+    optim_wrapper = cfg.get('optim_wrapper')
+    if optim_wrapper is None:
+        raise ValueError('--amp needs an optim_wrapper in the config')
+    # MMEngine builds an OptimWrapper when the type is not given.
+    wrapper_type = optim_wrapper.get('type', 'OptimWrapper')
+    type_name = getattr(wrapper_type, '__name__', wrapper_type)
+    if type_name in AMP_OPTIM_WRAPPERS:
+        optim_wrapper.type = AMP_OPTIM_WRAPPERS[type_name]
+    elif type_name in AMP_OPTIM_WRAPPERS.values():
+        print_log(
+            f'AMP training is already enabled by {type_name} in the config.',
+            logger='current',
+            level=logging.WARNING)
+    else:
+        raise ValueError(
+            f'--amp supports optim_wrapper types '
+            f'{sorted(AMP_OPTIM_WRAPPERS)} (and their AMP variants '
+            f'{sorted(AMP_OPTIM_WRAPPERS.values())}), but got {type_name!r}')
+    optim_wrapper.loss_scale = 'dynamic'
+    return cfg
+
+
+def main() -> None:
+    """Build a Runner from the config and train."""
+    args = parse_args()
+
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+        # `gap_sparsity=0.9` must reach the GaPHook that captured the old
+        # value when the config file was read.
+        propagate_gap_variables(cfg, args.cfg_options.keys())
+    # Fail here with the bad value named, not deep inside mmengine/mmdet.
+    check_gap_hook_options(cfg)
+    check_data_paths(cfg, ('train_dataloader', 'val_dataloader'))
+
+    # work_dir priority: CLI > config > work_dirs/<config stem>
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+
+    if args.amp:
+        enable_amp(cfg)
+
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' in cfg and 'enable' in cfg.auto_scale_lr \
+                and 'base_batch_size' in cfg.auto_scale_lr:
+            cfg.auto_scale_lr.enable = True
+        else:
+            raise RuntimeError('Can not find "auto_scale_lr" or '
+                               '"auto_scale_lr.enable" or '
+                               '"auto_scale_lr.base_batch_size" in your'
+                               ' configuration file.')
+
+    # --resume: 'auto' resumes from the latest checkpoint in work_dir.
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+
+    # torch >= 2.6 loads checkpoints with weights_only=True by default.
+    allow_mmengine_checkpoint_globals()
+    setup_cpu_distributed(cfg, args.launcher)
+
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        runner = RUNNERS.build(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
