@@ -11,14 +11,18 @@ import argparse
 import os
 import os.path as osp
 import sys
+import warnings
 from typing import Optional
 
-from mmengine.config import Config, ConfigDict, DictAction
-from mmengine.evaluator import BaseMetric, DumpResults
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+# mmengine resolves `mmdet::` configs through the deprecated pkg_resources.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
+from mmengine.evaluator import BaseMetric, DumpResults  # noqa: E402
+from mmengine.registry import RUNNERS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
 
-from gap_mm.utils import (allow_mmengine_checkpoint_globals,
+from gap_mm.errors import GaPConfigError  # noqa: E402
+from gap_mm.utils import (allow_mmengine_checkpoint_globals,  # noqa: E402
                           check_data_paths, setup_cpu_distributed)
 
 
@@ -178,7 +182,10 @@ def main() -> None:
                                 osp.splitext(osp.basename(args.config))[0])
 
     cfg.load_from = args.checkpoint
-    check_data_paths(cfg, ('test_dataloader', ))
+    try:
+        check_data_paths(cfg, ('test_dataloader', ))
+    except GaPConfigError as err:
+        sys.exit(f'error: {err}')
 
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show, args.show_dir, args.wait_time)

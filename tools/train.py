@@ -11,13 +11,18 @@ import argparse
 import logging
 import os
 import os.path as osp
+import sys
+import warnings
 
-from mmengine.config import Config, DictAction
-from mmengine.logging import print_log
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+# mmengine resolves `mmdet::` configs through the deprecated pkg_resources.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.logging import print_log  # noqa: E402
+from mmengine.registry import RUNNERS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
 
-from gap_mm.utils import (allow_mmengine_checkpoint_globals,
+from gap_mm.errors import GaPConfigError  # noqa: E402
+from gap_mm.utils import (allow_mmengine_checkpoint_globals,  # noqa: E402
                           check_data_paths, check_gap_hook_options,
                           propagate_gap_variables, setup_cpu_distributed)
 
@@ -109,8 +114,20 @@ def enable_amp(cfg: Config) -> Config:
 
 
 def main() -> None:
-    """Build a Runner from the config and train."""
+    """Build a Runner from the config and train.
+
+    A bad config value (GaP settings, data paths, a schedule longer than the
+    run) ends with its message and exit code 1, not a traceback.
+    """
     args = parse_args()
+    try:
+        train(args)
+    except GaPConfigError as err:
+        sys.exit(f'error: {err}')
+
+
+def train(args: argparse.Namespace) -> None:
+    """Train as ``args`` say."""
 
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher

@@ -3,8 +3,10 @@
 from abc import ABCMeta, abstractmethod
 from typing import FrozenSet, List, NamedTuple, Optional
 
+from gap_mm.errors import GaPConfigError
 
-class ScheduleError(ValueError):
+
+class ScheduleError(GaPConfigError):
     """A GaP schedule that is invalid or does not fit the training run."""
 
 

@@ -21,6 +21,7 @@ from typing import Dict, Mapping, Optional, Sequence
 
 import torch
 
+from gap_mm.errors import GaPConfigError
 from .topk import num_kept, topk_masks
 
 DISTRIBUTIONS = ('uniform', 'global', 'erk')
@@ -29,10 +30,10 @@ DISTRIBUTIONS = ('uniform', 'global', 'erk')
 def check_sparsity(value: float, what: str = 'sparsity') -> float:
     """Validate a sparsity value, which must lie in ``[0, 1)``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f'{what} must be a number in [0, 1), but got '
+        raise GaPConfigError(f'{what} must be a number in [0, 1), but got '
                         f'{value!r} of type {type(value).__name__}')
     if not 0.0 <= float(value) < 1.0:
-        raise ValueError(f'{what} must be in [0, 1), but got {value}')
+        raise GaPConfigError(f'{what} must be in [0, 1), but got {value}')
     return float(value)
 
 
@@ -50,7 +51,7 @@ def match_overrides(names: Sequence[str],
         regex = re.compile(pattern)
         hits = [n for n in names if regex.search(n)]
         if not hits:
-            raise ValueError(
+            raise GaPConfigError(
                 f'override regex {pattern!r} matches no prunable parameter; '
                 f'the prunable parameters are {list(names)[:8]}'
                 f'{" ..." if len(names) > 8 else ""}')

@@ -2,6 +2,7 @@
 """Split prunable layers into the K partitions that GaP grows in turn."""
 import re
 from typing import List, Mapping, Sequence, Union
+from gap_mm.errors import GaPConfigError
 
 PartitionSpec = Union[int, Sequence[Union[str, Sequence[str]]]]
 
@@ -22,11 +23,11 @@ def auto_partitions(numels: Mapping[str, int],
     """
     names = list(numels)
     if not isinstance(num_partitions, int) or num_partitions < 1:
-        raise ValueError(
+        raise GaPConfigError(
             f'partitions must be a positive int or a list of regex groups, '
             f'but got {num_partitions!r}')
     if num_partitions > len(names):
-        raise ValueError(
+        raise GaPConfigError(
             f'partitions={num_partitions} is more than the {len(names)} '
             f'prunable layers; use at most {len(names)} partitions')
     total = sum(numels.values())
@@ -84,7 +85,7 @@ def regex_partitions(names: Sequence[str],
         problems.append('layer(s) in more than one partition: ' + ', '.join(
             f'{n} (partitions {o})' for n, o in doubled.items()))
     if problems:
-        raise ValueError('Invalid GaP partitions: ' + '; '.join(problems))
+        raise GaPConfigError('Invalid GaP partitions: ' + '; '.join(problems))
     return members
 
 
@@ -95,5 +96,5 @@ def build_partitions(numels: Mapping[str, int],
         return auto_partitions(numels, spec)
     if isinstance(spec, (list, tuple)) and spec:
         return regex_partitions(list(numels), spec)
-    raise ValueError(f'partitions must be a positive int or a non-empty list '
+    raise GaPConfigError(f'partitions must be a positive int or a non-empty list '
                      f'of regex groups, but got {spec!r}')

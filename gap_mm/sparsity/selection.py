@@ -6,6 +6,8 @@ from typing import Dict, Iterable, Optional, Sequence, Tuple, Type, Union
 
 from torch import nn
 
+from gap_mm.errors import GaPConfigError
+
 #: Layer types whose ``weight`` is prunable unless a config says otherwise.
 DEFAULT_PRUNABLE_TYPES: Tuple[Type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d,
                                                        nn.Conv3d, nn.Linear)
@@ -27,7 +29,7 @@ def _compile(patterns: Iterable[str], what: str) -> list:
         try:
             compiled.append(re.compile(pattern))
         except re.error as err:
-            raise ValueError(
+            raise GaPConfigError(
                 f'{what} regex {pattern!r} is not a valid regular expression: '
                 f'{err}') from err
     return compiled
@@ -80,7 +82,7 @@ def select_prunable(
     for regex, what in [(r, 'include') for r in include_res] + \
             [(r, 'exclude') for r in exclude_res]:
         if not any(regex.search(name) for name in candidates):
-            raise ValueError(
+            raise GaPConfigError(
                 f'{what} regex {regex.pattern!r} matches no prunable '
                 f'parameter of {type(model).__name__}. The prunable '
                 f'candidates are {_preview(candidates)}.')
@@ -90,7 +92,7 @@ def select_prunable(
         if (not include_res or any(r.search(name) for r in include_res))
         and not any(r.search(name) for r in exclude_res))
     if not selected:
-        raise ValueError(
+        raise GaPConfigError(
             f'No prunable parameter is left in {type(model).__name__} '
             f'(module types {[t.__name__ for t in types]}, include '
             f'{_as_list(include)}, exclude {_as_list(exclude)}).')

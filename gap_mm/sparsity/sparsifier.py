@@ -9,6 +9,7 @@ from typing import (Dict, Iterable, List, Mapping, Optional, Sequence, Set,
 import torch
 from torch import nn
 
+from gap_mm.errors import GaPConfigError
 from .distribution import (DISTRIBUTIONS, check_sparsity, erk_keep,
                            global_keep, match_overrides, uniform_keep)
 from .packing import pack_mask, unpack_mask
@@ -26,17 +27,17 @@ def parse_pattern(pattern: Union[str, Tuple[int, int], None]
     if isinstance(pattern, str):
         match = _NM_RE.match(pattern)
         if not match:
-            raise ValueError(f"pattern must be 'unstructured' or 'N:M' such "
+            raise GaPConfigError(f"pattern must be 'unstructured' or 'N:M' such "
                              f"as '2:4', but got {pattern!r}")
         n, m = int(match.group(1)), int(match.group(2))
     elif (isinstance(pattern, (tuple, list)) and len(pattern) == 2
           and all(isinstance(v, int) for v in pattern)):
         n, m = pattern
     else:
-        raise ValueError(f"pattern must be 'unstructured' or 'N:M' such as "
+        raise GaPConfigError(f"pattern must be 'unstructured' or 'N:M' such as "
                          f"'2:4', but got {pattern!r}")
     if not 0 < n < m:
-        raise ValueError(f'N:M pattern needs 0 < N < M, but got N={n}, M={m} '
+        raise GaPConfigError(f'N:M pattern needs 0 < N < M, but got N={n}, M={m} '
                          f'(from {pattern!r})')
     return n, m
 
@@ -84,18 +85,18 @@ class MagnitudeSparsifier:
                  partitions: PartitionSpec = 1,
                  erk_scale: float = 1.0) -> None:
         if not params:
-            raise ValueError('MagnitudeSparsifier needs at least one '
+            raise GaPConfigError('MagnitudeSparsifier needs at least one '
                              'prunable parameter')
         self.params: Dict[str, nn.Parameter] = OrderedDict(params)
         self.names: List[str] = list(self.params)
         self.nm = parse_pattern(pattern)
         self.sparsity = check_sparsity(sparsity)
         if distribution not in DISTRIBUTIONS:
-            raise ValueError(f'distribution must be one of {DISTRIBUTIONS}, '
+            raise GaPConfigError(f'distribution must be one of {DISTRIBUTIONS}, '
                              f'but got {distribution!r}')
         self.distribution = distribution
         if self.nm is not None and overrides:
-            raise ValueError('per-layer overrides do not apply to an N:M '
+            raise GaPConfigError('per-layer overrides do not apply to an N:M '
                              f'pattern ({pattern!r}); exclude those layers '
                              'instead')
         self.overrides = match_overrides(self.names, overrides)
@@ -117,7 +118,7 @@ class MagnitudeSparsifier:
             n, m = self.nm
             for name, param in self.params.items():
                 if param.dim() < 2 or param.shape[1] % m:
-                    raise ValueError(
+                    raise GaPConfigError(
                         f'N:M pattern {n}:{m} cannot prune {name} of shape '
                         f'{tuple(param.shape)}: its input dimension must '
                         f'divide by {m}. Exclude it with `exclude`.')
@@ -168,7 +169,7 @@ class MagnitudeSparsifier:
         ids = sorted(set(int(k) for k in partitions))
         bad = [k for k in ids if not 0 <= k < self.num_partitions]
         if bad:
-            raise ValueError(f'partition ids {bad} out of range; there are '
+            raise GaPConfigError(f'partition ids {bad} out of range; there are '
                              f'{self.num_partitions} partitions')
         return ids
 
@@ -372,14 +373,14 @@ class MagnitudeSparsifier:
         if state.get('partitions') is not None and [
                 list(g) for g in state['partitions']
         ] != [list(g) for g in self.partitions]:
-            raise ValueError(
+            raise GaPConfigError(
                 'The checkpoint was trained with other GaP partitions than '
                 'the current config builds; resume with the same '
                 '`partitions`, `include`/`exclude` and model')
         masks = state.get('masks', {})
         unknown = sorted(set(masks) - set(self.names))
         if unknown:
-            raise ValueError(f'The checkpoint holds GaP masks for parameters '
+            raise GaPConfigError(f'The checkpoint holds GaP masks for parameters '
                              f'that are not prunable here: {unknown}')
         pruned = OrderedDict()
         for name in self.names:
@@ -387,7 +388,7 @@ class MagnitudeSparsifier:
                 continue
             keep = unpack_mask(masks[name], name)
             if tuple(keep.shape) != tuple(self.params[name].shape):
-                raise ValueError(
+                raise GaPConfigError(
                     f'GaP mask for {name} has shape {tuple(keep.shape)}, '
                     f'the parameter has {tuple(self.params[name].shape)}')
             pruned[name] = (~keep).to(self.params[name].device)

@@ -11,6 +11,8 @@ from typing import Iterable, List, Optional
 
 from mmengine.config import Config
 
+from gap_mm.errors import GaPConfigError
+
 #: Top-level config variables and the GaPHook argument each one sets.
 GAP_CFG_VARIABLES = {
     'gap_sparsity': 'sparsity',
@@ -63,7 +65,7 @@ def check_gap_hook_options(cfg: Config) -> None:
                 continue
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ''
-            raise ValueError(
+            raise GaPConfigError(
                 f'GaPHook has no option {key!r}.{hint} Valid options: '
                 f'{", ".join(valid)}.')
 
@@ -96,7 +98,7 @@ def check_data_paths(cfg: Config,
             if '://' in str(root):
                 continue
             if root and not osp.isdir(root):
-                raise FileNotFoundError(
+                raise GaPConfigError(
                     f'{loader}: data_root {root!r} does not exist '
                     f'(from {osp.abspath(root)}). Point it at your dataset '
                     f"with --cfg-options {loader}.dataset.data_root=PATH, or "
@@ -105,7 +107,7 @@ def check_data_paths(cfg: Config,
             if ann:
                 path = ann if osp.isabs(ann) else osp.join(root, ann)
                 if not osp.isfile(path):
-                    raise FileNotFoundError(
+                    raise GaPConfigError(
                         f'{loader}: annotation file {path!r} does not exist '
                         f'(data_root {root!r}, ann_file {ann!r}).')
             for key, prefix in (ds.get('data_prefix') or {}).items():
@@ -113,6 +115,6 @@ def check_data_paths(cfg: Config,
                     path = prefix if osp.isabs(prefix) else osp.join(
                         root, prefix)
                     if not osp.isdir(path):
-                        raise FileNotFoundError(
+                        raise GaPConfigError(
                             f'{loader}: data_prefix.{key} folder {path!r} '
                             f'does not exist (data_root {root!r}).')

@@ -169,7 +169,7 @@ def test_nm_pattern_counts():
     (dict(sparsity=1.0), ValueError, r'sparsity must be in \[0, 1\), but '
      r'got 1.0'),
     (dict(sparsity=-0.1), ValueError, r'sparsity must be in \[0, 1\)'),
-    (dict(sparsity='0.8'), TypeError, 'sparsity must be a number'),
+    (dict(sparsity='0.8'), ValueError, 'sparsity must be a number'),
     (dict(pattern='4:2'), ValueError, r'0 < N < M, but got N=4, M=4|'
      r'0 < N < M, but got N=4, M=2'),
     (dict(pattern='2:2'), ValueError, '0 < N < M'),

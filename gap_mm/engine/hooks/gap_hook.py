@@ -8,10 +8,13 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 from torch import nn
 
+from gap_mm.errors import GaPConfigError
 from gap_mm.schedules import BaseGaPSchedule, build_schedule
 from gap_mm.sparsity import (DISTRIBUTIONS, MagnitudeSparsifier,
                              check_sparsity, format_layer_table,
                              parse_pattern, select_prunable)
+
+from gap_mm.errors import GaPConfigError
 from ..dist_check import verify_masks_across_ranks
 
 DATA_BATCH = Optional[Union[dict, tuple, list]]
@@ -28,14 +31,14 @@ def _resolve_types(module_types):
         if isinstance(item, str):
             cls = getattr(nn, item, None)
             if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-                raise ValueError(
+                raise GaPConfigError(
                     f'module_types entry {item!r} is not a torch.nn layer '
                     f"type; use names such as 'Conv2d' or 'Linear'")
             resolved.append(cls)
         elif isinstance(item, type) and issubclass(item, nn.Module):
             resolved.append(item)
         else:
-            raise ValueError(f'module_types entries must be nn.Module '
+            raise GaPConfigError(f'module_types entries must be nn.Module '
                              f'classes or their names, got {item!r}')
     return tuple(resolved)
 
@@ -127,16 +130,16 @@ class GaPHook(Hook):
         # bad config fails before the model is built.
         self.sparsity = check_sparsity(sparsity)
         if distribution not in DISTRIBUTIONS:
-            raise ValueError(f'distribution must be one of {DISTRIBUTIONS}, '
+            raise GaPConfigError(f'distribution must be one of {DISTRIBUTIONS}, '
                              f'but got {distribution!r}')
         parse_pattern(pattern)
         if isinstance(partitions, bool) or not isinstance(
                 partitions, (int, list, tuple)) or (isinstance(
                     partitions, int) and partitions < 1):
-            raise ValueError(f'partitions must be a positive int or a list '
+            raise GaPConfigError(f'partitions must be a positive int or a list '
                              f'of regex groups, but got {partitions!r}')
         if schedule is None:
-            raise ValueError("GaPHook needs a schedule, e.g. schedule=dict("
+            raise GaPConfigError("GaPHook needs a schedule, e.g. schedule=dict("
                              "type='cyclic', period=..., num_rounds=...) or "
                              "dict(type='static')")
         self.distribution = distribution
@@ -184,7 +187,7 @@ class GaPHook(Hook):
     def before_train(self, runner) -> None:
         wrapper = runner.optim_wrapper
         if not hasattr(wrapper, 'attach_sparsifier'):
-            raise TypeError(
+            raise GaPConfigError(
                 f'GaPHook needs an optimizer wrapper that masks gradients '
                 f"and weights: set optim_wrapper=dict(type='GaPOptimWrapper'"
                 f", ...) (GaPAmpOptimWrapper for AMP), but got "
@@ -192,7 +195,7 @@ class GaPHook(Hook):
         max_steps = runner.max_epochs if self.schedule.by_epoch \
             else runner.max_iters
         if self.schedule.by_epoch and max_steps is None:
-            raise ValueError('an epoch-based GaP schedule (by_epoch=True) '
+            raise GaPConfigError('an epoch-based GaP schedule (by_epoch=True) '
                              'needs an epoch-based train loop')
         self.schedule.check_fits(max_steps)
         wrapper.attach_sparsifier(self.sparsifier)
@@ -299,7 +302,7 @@ class GaPHook(Hook):
                 level=30)
             return
         if state.get('version') != _STATE_VERSION:
-            raise ValueError(f'unsupported GaP checkpoint state version '
+            raise GaPConfigError(f'unsupported GaP checkpoint state version '
                              f'{state.get("version")!r}; this gap_mm reads '
                              f'version {_STATE_VERSION}')
         self._loaded_state = state
