@@ -3,10 +3,11 @@
 from .sparse_format import (FORMAT_VERSION, MAGIC, SparseFormatError,
                             dense_state_dict_bytes, load_sparse_state_dict,
                             read_sparse_info, save_sparse_state_dict,
-                            verify_masked_zero)
+                            gap_masks, verify_masked_zero)
 
 __all__ = [
     'SparseFormatError', 'save_sparse_state_dict', 'load_sparse_state_dict',
     'read_sparse_info', 'dense_state_dict_bytes', 'verify_masked_zero',
+    'gap_masks',
     'FORMAT_VERSION', 'MAGIC'
 ]

@@ -759,11 +759,22 @@ def load_sparse_state_dict(
 # --------------------------------------------------------------------------
 
 
+def gap_masks(gap_state: Any) -> Dict[str, Any]:
+    """The packed masks in a checkpoint's ``gap_state`` ({} if none)."""
+    if not isinstance(gap_state, Mapping):
+        return {}
+    sparsifier = gap_state.get('sparsifier')
+    if not isinstance(sparsifier, Mapping):
+        return {}
+    return dict(sparsifier.get('masks') or {})
+
+
 def verify_masked_zero(state_dict: Mapping[str, torch.Tensor],
                        gap_state: Mapping[str, Any]) -> Dict[str, Dict]:
     """Check that every weight a GaP mask prunes is exactly zero.
 
-    Assumes ``gap_state['masks']`` maps parameter names (as in
+    ``gap_state`` is what :class:`~gap_mm.engine.GaPHook` saves:
+    ``gap_state['sparsifier']['masks']`` maps parameter names (as in
     ``state_dict``) to ``{'shape': list[int], 'packed': uint8 tensor}``:
     :func:`numpy.packbits` (default big bit order) of the flattened bool
     keep-mask, True = kept; see :mod:`gap_mm.sparsity.packing`.
@@ -784,7 +795,7 @@ def verify_masked_zero(state_dict: Mapping[str, torch.Tensor],
     """
     from gap_mm.sparsity.packing import unpack_mask
     report: Dict[str, Dict] = OrderedDict()
-    for name, entry in (gap_state.get('masks') or {}).items():
+    for name, entry in gap_masks(gap_state).items():
         if name not in state_dict:
             raise ValueError(f'gap_state has a mask for {name!r}, which is '
                              'not in the state_dict')

@@ -67,7 +67,8 @@ def _fake_checkpoint(sparsity: float = 0.9) -> dict:
             log_scalars={'train/loss': loss},
             runtime_info=dict(epoch=3, iter=300),
             resumed_keys=dict(epoch=True)),
-        gap_state=dict(masks=masks, round=1, partition=2))
+        gap_state=dict(version=1, sparsifier=dict(masks=masks), step=3,
+                       by_epoch=False, dense_partitions=[]))
 
 
 def test_export_cli(tmp_path):
@@ -111,7 +112,7 @@ def test_export_cli(tmp_path):
 def test_export_cli_refuses_nonzero_masked_weight(tmp_path):
     checkpoint = _fake_checkpoint()
     weight = checkpoint['state_dict']['4.weight']
-    masks = checkpoint['gap_state']['masks']
+    masks = checkpoint['gap_state']['sparsifier']['masks']
     pruned = torch.nonzero(weight == 0)[:3]
     weight[tuple(pruned.t())] = 0.25
     ckpt_path, out = tmp_path / 'dirty.pth', tmp_path / 'dirty.gapsp'
@@ -129,7 +130,9 @@ def test_export_cli_refuses_nonzero_masked_weight(tmp_path):
     assert 'warning: 3 weights pruned' in result.stdout
     assert torch.equal(load_sparse_state_dict(out)['4.weight'], weight)
 
-    checkpoint['gap_state']['masks'] = {'missing.weight': masks['4.weight']}
+    checkpoint['gap_state']['sparsifier']['masks'] = {
+        'missing.weight': masks['4.weight']
+    }
     torch.save(checkpoint, ckpt_path)
     result = _run(ckpt_path, out)
     assert result.returncode != 0

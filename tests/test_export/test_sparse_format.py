@@ -395,7 +395,7 @@ def test_verify_masked_zero():
     weight[~keep] = 0.0
     weight[~keep & (torch.arange(24).reshape(4, 6) % 2 == 0)] = -0.0
     state_dict = {'w': weight, 'b': torch.ones(4)}
-    gap_state = dict(masks={'w': pack_mask(keep)}, round=1)
+    gap_state = dict(sparsifier=dict(masks={'w': pack_mask(keep)}), step=1)
     report = verify_masked_zero(state_dict, gap_state)
     assert report == {
         'w': dict(numel=24, masked=int((~keep).sum()), nonzero_masked=0)
