@@ -11,10 +11,10 @@ from torch import nn
 
 from gap_mm.errors import GaPConfigError
 from .distribution import (DISTRIBUTIONS, check_sparsity, erk_keep,
-                           global_keep, match_overrides, uniform_keep)
+                           match_overrides, uniform_keep)
 from .packing import pack_mask, unpack_mask
 from .partition import PartitionSpec, build_partitions
-from .topk import nm_mask, topk_mask, topk_masks
+from .topk import nm_mask, topk_masks
 
 _NM_RE = re.compile(r'^\s*(\d+)\s*:\s*(\d+)\s*$')
 
@@ -189,10 +189,8 @@ class MagnitudeSparsifier:
                  for n in self.partitions[k]]
         if not names:
             return {}
-        keep_masks = self._select(names)
         new: Dict[str, torch.Tensor] = OrderedDict()
-        for name, keep in zip(names, keep_masks):
-            pruned = ~keep
+        for name, pruned in zip(names, self._select_pruned(names)):
             self._pruned[name] = pruned
             self.params[name].masked_fill_(pruned, 0)
             new[name] = pruned
@@ -201,11 +199,12 @@ class MagnitudeSparsifier:
             (n, self._pruned[n]) for n in self.names if n in self._pruned)
         return new
 
-    def _select(self, names: Sequence[str]) -> List[torch.Tensor]:
+    def _select_pruned(self, names: Sequence[str]) -> List[torch.Tensor]:
+        """Pruned masks (True = pruned) of ``names`` by score."""
         if self.nm is not None:
             n, m = self.nm
             return [
-                nm_mask(self.score(name, self.params[name]), n, m)
+                ~nm_mask(self.score(name, self.params[name]), n, m)
                 for name in names
             ]
         pooled = [n for n in names if n not in self.overrides]
@@ -220,10 +219,11 @@ class MagnitudeSparsifier:
                         'once before pruning single partitions')
                 total = sum(s.numel() for s in scores)
                 budget = total - int(round(self.sparsity * total))
-            masks = topk_masks(scores, budget)
+            masks = topk_masks(scores, budget, pruned=True)
             chosen = dict(zip(pooled, masks))
             for name, mask in chosen.items():
-                self.num_keep[name] = int(torch.count_nonzero(mask))
+                self.num_keep[name] = mask.numel() - int(
+                    torch.count_nonzero(mask))
             emptied = [n for n in pooled if self.num_keep[n] == 0]
             if emptied:
                 warnings.warn(
@@ -238,9 +238,9 @@ class MagnitudeSparsifier:
                 result.append(chosen[name])
             else:
                 result.append(
-                    topk_mask(
-                        self.score(name, self.params[name]),
-                        self.num_keep[name]))
+                    topk_masks([self.score(name, self.params[name])],
+                               self.num_keep[name],
+                               pruned=True)[0])
         return result
 
     @torch.no_grad()

@@ -74,15 +74,19 @@ def kth_largest(scores: Sequence[torch.Tensor], k: int) -> torch.Tensor:
 
 
 def topk_masks(scores: Sequence[torch.Tensor],
-               k: int) -> List[torch.Tensor]:
-    """Boolean keep-masks of the ``k`` largest scores over several tensors.
+               k: int,
+               pruned: bool = False) -> List[torch.Tensor]:
+    """Boolean masks of the ``k`` largest scores over several tensors.
 
     Ties at the threshold are broken by position: earlier tensors first, then
-    lower flat index. The masks together hold exactly ``k`` True values.
+    lower flat index. Together the masks mark exactly ``k`` kept entries.
 
     Args:
         scores (Sequence[Tensor]): Score tensors (any shapes, one dtype).
         k (int): Entries to keep, ``0 <= k <= total numel``.
+        pruned (bool): Return the complement, True where an entry is *not*
+            among the k largest. Cheaper than inverting keep-masks.
+            Defaults to False.
 
     Returns:
         list[Tensor]: One bool mask per score tensor, same shapes.
@@ -90,20 +94,23 @@ def topk_masks(scores: Sequence[torch.Tensor],
     total = sum(s.numel() for s in scores)
     if not 0 <= k <= total:
         raise ValueError(f'k must be in [0, {total}], but got {k}')
-    if k == 0:
-        return [torch.zeros_like(s, dtype=torch.bool) for s in scores]
-    if k == total:
-        return [torch.ones_like(s, dtype=torch.bool) for s in scores]
+    if k in (0, total):
+        value = (k == total) != pruned  # all kept, or all pruned
+        return [torch.full_like(s, value, dtype=torch.bool) for s in scores]
     flats = [s.reshape(-1) for s in scores]
     threshold = kth_largest(flats, k)
-    masks = [f > threshold for f in flats]
-    remaining = k - int(sum(int(torch.count_nonzero(m)) for m in masks))
+    if pruned:
+        masks = [f <= threshold for f in flats]
+        above = total - sum(int(torch.count_nonzero(m)) for m in masks)
+    else:
+        masks = [f > threshold for f in flats]
+        above = sum(int(torch.count_nonzero(m)) for m in masks)
+    remaining = k - above  # entries equal to the threshold still to keep
     for flat, mask in zip(flats, masks):
         if remaining <= 0:
             break
-        tied = (flat == threshold).nonzero().squeeze(1)
-        take = tied[:remaining]
-        mask[take] = True
+        take = (flat == threshold).nonzero().squeeze(1)[:remaining]
+        mask[take] = not pruned
         remaining -= take.numel()
     assert remaining == 0, 'internal error: tie-break under-filled the mask'
     return [m.view_as(s) for m, s in zip(masks, scores)]

@@ -106,3 +106,12 @@ def test_nm_mask_conv_runs_along_input_channels():
 def test_nm_mask_rejects_indivisible_input():
     with pytest.raises(ValueError, match='divide by 4'):
         nm_mask(torch.rand(4, 6), 2, 4)
+
+
+@pytest.mark.parametrize('k', [0, 3, 12])
+def test_pruned_masks_are_the_exact_complement(k):
+    scores = [torch.tensor([[1.0, 1.0], [0.5, 0.0]]), torch.ones(8)]
+    keep = topk_masks(scores, k)
+    pruned = topk_masks(scores, k, pruned=True)
+    for a, b in zip(keep, pruned):
+        assert torch.equal(a, ~b)
