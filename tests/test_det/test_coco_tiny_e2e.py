@@ -1,0 +1,238 @@
+# Copyright (c) gap_mm contributors. All rights reserved.
+"""GaP detection end to end on real COCO images (../shared/data/coco_tiny).
+
+Through the standard launchers only: two-process training with
+tools/dist_train.sh, tools/test.py with CocoMetric, a published checkpoint
+evaluated by plain mmdet in a process that never imports gap_mm, resume
+after a kill, and the errors a user meets first.
+"""
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+COCO_TINY = osp.abspath(osp.join(ROOT, '..', 'shared', 'data', 'coco_tiny'))
+pytestmark = pytest.mark.skipif(
+    not osp.isdir(COCO_TINY),
+    reason=f'real COCO test data not found at {COCO_TINY} (../shared/data '
+    'is beside the project checkout only on the project machines)')
+
+SPARSITY = 0.8
+MAX_ITERS = 10
+
+# A hook that records each rank's masks, and one that dies like `kill -9`
+# right after the checkpoint of a given iteration.
+HELPER_MODULE = '''
+import os
+import torch
+from mmengine.dist import get_rank
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class DumpRankMasksHook(Hook):
+    priority = 'LOWEST'
+
+    def after_train(self, runner):
+        gap = next(h for h in runner.hooks if type(h).__name__ == 'GaPHook')
+        masks = {n: gap.sparsifier.keep_mask(n) for n in gap.sparsifier.names}
+        torch.save(masks, os.path.join(runner.work_dir,
+                                       f'masks_rank{get_rank()}.pth'))
+
+
+@HOOKS.register_module()
+class DieAfterIterHook(Hook):
+    priority = 'LOWEST'
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        if runner.iter + 1 == int(os.environ.get('GAP_TEST_DIE_AFTER', -1)):
+            os._exit(137)
+'''
+
+
+def _config(tmp_path):
+    from mmdet.datasets import CocoDataset
+    classes = tuple(CocoDataset.METAINFO['classes'])
+    (tmp_path / 'gap_test_hooks.py').write_text(HELPER_MODULE)
+    cfg = tmp_path / 'gap_coco_tiny.py'
+    cfg.write_text(f'''
+_base_ = {osp.join(ROOT, 'configs', 'gap_retinanet_tiny_synthetic.py')!r}
+custom_imports = dict(imports=['gap_mm', 'gap_test_hooks'],
+                      allow_failed_imports=False)
+data_root = {COCO_TINY + '/'!r}
+metainfo = dict(classes={classes!r})
+model = dict(bbox_head=dict(num_classes=80))
+train_dataloader = dict(
+    batch_size=2, num_workers=0, persistent_workers=False,
+    dataset=dict(data_root=data_root, metainfo=metainfo,
+                 ann_file='annotations/instances_train2017.json',
+                 data_prefix=dict(img='train2017/')))
+val_dataloader = dict(
+    batch_size=2, num_workers=0, persistent_workers=False,
+    dataset=dict(data_root=data_root, metainfo=metainfo,
+                 ann_file='annotations/instances_val2017.json',
+                 data_prefix=dict(img='val2017/')))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+test_evaluator = val_evaluator
+train_cfg = dict(max_iters={MAX_ITERS}, val_interval=1000)
+param_scheduler = []
+default_hooks = dict(logger=dict(interval=1),
+                     checkpoint=dict(interval=5, max_keep_ckpts=3))
+randomness = dict(seed=0)
+custom_hooks = [
+    dict(type='GaPHook', sparsity={SPARSITY},
+         exclude=[r'^backbone\\.conv1\\.', r'^bbox_head\\.retina_(cls|reg)\\.'],
+         partitions=2, schedule=dict(type='cyclic', period=3, num_rounds=1)),
+    dict(type='DumpRankMasksHook'),
+    dict(type='DieAfterIterHook'),
+]
+''')
+    return str(cfg)
+
+
+def _run(args, tmp_path, check=True, **env):
+    full_env = dict(os.environ, PYTHONPATH=f'{tmp_path}{os.pathsep}{ROOT}',
+                    OMP_NUM_THREADS='1', **env)
+    proc = subprocess.run(args, cwd=ROOT, env=full_env, capture_output=True,
+                          text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'{args} failed ({proc.returncode}):\n'
+                             f'{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}')
+    return proc
+
+
+def _load(path):
+    import gap_mm  # noqa: F401  (allow-lists mmengine's checkpoint classes)
+    return torch.load(path, map_location='cpu', weights_only=True)
+
+
+def _masks(ckpt):
+    from gap_mm.sparsity import unpack_mask
+    return {
+        n: unpack_mask(e, n)
+        for n, e in ckpt['gap_state']['sparsifier']['masks'].items()
+    }
+
+
+def _test_metrics(work_dir):
+    for root, _, files in os.walk(work_dir):
+        for name in sorted(files):
+            if name.endswith('.json'):
+                for line in open(osp.join(root, name)):
+                    record = json.loads(line)
+                    if 'coco/bbox_mAP' in record:
+                        return record
+    raise AssertionError(f'no coco/bbox_mAP under {work_dir}')
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """`tools/dist_train.sh <config> 2` on real COCO images."""
+    tmp_path = tmp_path_factory.mktemp('coco_tiny')
+    cfg = _config(tmp_path)
+    work = tmp_path / 'dist'
+    _run(['bash', 'tools/dist_train.sh', cfg, '2', '--work-dir', str(work)],
+         tmp_path, PORT='29631')
+    return tmp_path, cfg, work
+
+
+def test_dist_train_exact_sparsity_and_identical_masks(trained):
+    _, _, work = trained
+    ckpt = _load(work / f'iter_{MAX_ITERS}.pth')
+    masks = _masks(ckpt)
+    assert len(masks) == 29  # every conv but the stem and the two outputs
+    for name, keep in masks.items():
+        n = keep.numel()
+        assert int(keep.sum()) == n - round(SPARSITY * n), name
+        weight = ckpt['state_dict'][name]
+        assert (weight[~keep] == 0).all(), name
+    rank0 = torch.load(work / 'masks_rank0.pth', weights_only=True)
+    rank1 = torch.load(work / 'masks_rank1.pth', weights_only=True)
+    assert set(rank0) == set(masks)
+    for name in masks:
+        assert torch.equal(rank0[name], rank1[name]), name
+        assert torch.equal(rank0[name], masks[name]), name
+
+
+def test_test_py_then_plain_mmdet_without_gap_mm(trained):
+    tmp_path, cfg, work = trained
+    ckpt = work / f'iter_{MAX_ITERS}.pth'
+    out = tmp_path / 'results.pkl'
+    _run([sys.executable, 'tools/test.py', cfg, str(ckpt), '--work-dir',
+          str(tmp_path / 'test'), '--out', str(out)], tmp_path)
+    assert out.stat().st_size > 0
+    ours = _test_metrics(tmp_path / 'test')
+
+    published = tmp_path / 'published.pth'
+    _run([sys.executable, 'tools/model_converters/publish_model.py',
+          str(ckpt), str(published)], tmp_path)
+    script = f'''
+import sys
+from mmengine.config import Config
+from mmengine.runner import Runner
+cfg = Config.fromfile({cfg!r}, import_custom_modules=False)
+runner = Runner(
+    model=cfg.model, work_dir={str(tmp_path / 'plain')!r},
+    test_dataloader=cfg.test_dataloader, test_evaluator=cfg.test_evaluator,
+    test_cfg=cfg.test_cfg, load_from={str(published)!r},
+    default_scope='mmdet', env_cfg=dict(dist_cfg=dict(backend='gloo')))
+metrics = runner.test()
+assert not any(m == 'gap_mm' or m.startswith('gap_mm.') for m in sys.modules)
+print('PLAIN_MAP', metrics['coco/bbox_mAP'], metrics['coco/bbox_mAP_50'])
+'''
+    proc = _run([sys.executable, '-c', script], tmp_path)
+    line = next(x for x in proc.stdout.splitlines()
+                if x.startswith('PLAIN_MAP'))
+    plain_map, plain_map50 = map(float, line.split()[1:])
+    assert plain_map == pytest.approx(ours['coco/bbox_mAP'], abs=1e-9)
+    assert plain_map50 == pytest.approx(ours['coco/bbox_mAP_50'], abs=1e-9)
+
+
+def test_resume_after_kill_matches_uninterrupted(trained):
+    tmp_path, cfg, _ = trained
+    straight, killed = tmp_path / 'straight', tmp_path / 'killed'
+    _run([sys.executable, 'tools/train.py', cfg, '--work-dir', str(straight)],
+         tmp_path)
+    proc = _run([sys.executable, 'tools/train.py', cfg, '--work-dir',
+                 str(killed)], tmp_path, check=False, GAP_TEST_DIE_AFTER='5')
+    assert proc.returncode == 137
+    assert not (killed / f'iter_{MAX_ITERS}.pth').exists()
+    _run([sys.executable, 'tools/train.py', cfg, '--work-dir', str(killed),
+          '--resume'], tmp_path)
+    a = _load(straight / f'iter_{MAX_ITERS}.pth')
+    b = _load(killed / f'iter_{MAX_ITERS}.pth')
+    ma, mb = _masks(a), _masks(b)
+    assert set(ma) == set(mb)
+    for name in ma:
+        assert torch.equal(ma[name], mb[name]), name
+    for key, value in a['state_dict'].items():
+        assert torch.equal(value, b['state_dict'][key]), key
+
+
+@pytest.mark.parametrize('options, message', [
+    (['train_dataloader.dataset.data_root=/no/such/coco/'],
+     "data_root '/no/such/coco/' does not exist"),
+    (['train_dataloader.dataset.ann_file=annotations/missing.json'],
+     'annotation file .*annotations/missing.json does not exist'),
+    (['custom_hooks.0.sparsty=0.9'],
+     "GaPHook has no option 'sparsty'. Did you mean 'sparsity'"),
+    (["custom_hooks.0.partitions=['^backbone','^roi_head']"],
+     r"partition 1 '\^roi_head' matches no prunable layer"),
+])
+def test_bad_input_gets_a_clear_error(trained, options, message):
+    import re
+    tmp_path, cfg, _ = trained
+    proc = _run([sys.executable, 'tools/train.py', cfg, '--work-dir',
+                 str(tmp_path / 'bad'), '--cfg-options', *options], tmp_path,
+                check=False)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert 'Traceback' not in proc.stderr
+    assert re.search(message, proc.stderr), proc.stderr[-2000:]
