@@ -4,7 +4,7 @@
 #
 # Usage: tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args...]
 # Env:   NNODES (1), NODE_RANK (0), MASTER_ADDR (127.0.0.1), PORT (29500),
-#        PYTHON (python)
+#        PYTHON (.venv/bin/python if present, else python)
 set -e
 
 if [ $# -lt 3 ]; then
@@ -19,8 +19,10 @@ NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-PYTHON=${PYTHON:-python}
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# The checkout's .venv (scripts/setup.sh) when there is one.
+if [ -x "$ROOT/.venv/bin/python" ]; then DEFAULT_PYTHON="$ROOT/.venv/bin/python"; else DEFAULT_PYTHON=python; fi
+PYTHON=${PYTHON:-$DEFAULT_PYTHON}
 
 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" \
 exec "$PYTHON" -m torch.distributed.run \

@@ -4,7 +4,7 @@
 # Usage: tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [GPUS]
 #                             [train.py args...]
 # Env:   GPUS (8, when not given as the 5th argument), GPUS_PER_NODE (8),
-#        CPUS_PER_TASK (5), SRUN_ARGS (""), PYTHON (python)
+#        CPUS_PER_TASK (5), SRUN_ARGS (""), PYTHON (.venv/bin/python if present, else python)
 set -x
 
 if [ $# -lt 4 ]; then
@@ -28,8 +28,10 @@ if [ "$GPUS" -lt "$GPUS_PER_NODE" ]; then
 fi
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-""}
-PYTHON=${PYTHON:-python}
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# The checkout's .venv (scripts/setup.sh) when there is one.
+if [ -x "$ROOT/.venv/bin/python" ]; then DEFAULT_PYTHON="$ROOT/.venv/bin/python"; else DEFAULT_PYTHON=python; fi
+PYTHON=${PYTHON:-$DEFAULT_PYTHON}
 
 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" \
 srun -p "$PARTITION" \
