@@ -18,6 +18,9 @@ Usage::
 
     python benchmarks/bench_masking.py            # the standard condition
     python benchmarks/bench_masking.py --steps 3 --size 320   # quicker
+    # the demo's small detector against its dense twin:
+    python benchmarks/bench_masking.py --skip-prune \
+        --config configs/gap_retinanet_tiny_synthetic.py --size 160 --batch 8
 """
 import argparse
 import statistics
@@ -67,30 +70,40 @@ class FloatMulSparsifier(BoolMulSparsifier):
         return self._keep_cache
 
 
-def build_detector(size):
+DEFAULT_CONFIG = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
+
+
+def build_detector(size, config=DEFAULT_CONFIG, batch=2):
     from mmdet.registry import MODELS
     from mmdet.structures import DetDataSample
+    from mmengine.config import Config
     from mmengine.structures import InstanceData
     init_default_scope('mmdet')
-    cfg = get_config('mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py')
+    cfg = get_config(config) if '::' in config else Config.fromfile(config)
     cfg.model.backbone.init_cfg = None
     cfg.model.backbone.frozen_stages = -1  # as configs/gap_faster_rcnn.py
     model = MODELS.build(cfg.model)
     model.init_weights()
     model.train()
+    num_classes = (cfg.model.get('bbox_head')
+                   or cfg.model.roi_head.bbox_head).num_classes
     gen = torch.Generator().manual_seed(0)
     inputs, samples = [], []
-    for _ in range(2):
-        inputs.append(torch.randint(0, 255, (3, size, size), generator=gen,
-                                    dtype=torch.uint8))
-        sample = DetDataSample(metainfo=dict(
-            img_shape=(size, size), ori_shape=(size, size),
-            scale_factor=(1.0, 1.0), pad_shape=(size, size)))
+    for _ in range(batch):
+        inputs.append(
+            torch.randint(
+                0, 255, (3, size, size), generator=gen, dtype=torch.uint8))
+        sample = DetDataSample(
+            metainfo=dict(
+                img_shape=(size, size),
+                ori_shape=(size, size),
+                scale_factor=(1.0, 1.0),
+                pad_shape=(size, size)))
         xy = torch.rand(4, 2, generator=gen) * size * 0.6
         wh = torch.rand(4, 2, generator=gen) * size * 0.3 + 16
         sample.gt_instances = InstanceData(
             bboxes=torch.cat([xy, xy + wh], 1),
-            labels=torch.randint(0, 80, (4, ), generator=gen))
+            labels=torch.randint(0, num_classes, (4, ), generator=gen))
         samples.append(sample)
     data = dict(inputs=inputs, data_samples=samples)
     return model, data
@@ -108,11 +121,11 @@ def time_steps(model, data, wrappers, steps):
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def bench_step(size, steps, sparsity):
-    model, data = build_detector(size)
+def bench_step(size, steps, sparsity, config, batch):
+    model, data = build_detector(size, config, batch)
     params = select_prunable(model)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9,
-                                weight_decay=1e-4)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=1e-4, momentum=0.9, weight_decay=1e-4)
     wrappers = {'dense': OptimWrapper(optimizer)}
     for label, cls in [('gap (masked_fill_, bool)', MagnitudeSparsifier),
                        ('bool mul_', BoolMulSparsifier),
@@ -123,13 +136,18 @@ def bench_step(size, steps, sparsity):
         wrapper.attach_sparsifier(sp)
         wrappers[label] = wrapper
     n = sum(p.numel() for p in params.values())
-    print(f'\n## Train step, Faster R-CNN R50-FPN, batch 2, {size}x{size}, '
+    print(f'\n## Train step, {model.__class__.__name__} from {config}, '
+          f'batch {batch}, {size}x{size}, '
           f'{n / 1e6:.2f} M prunable weights all masked at {sparsity:.0%}, '
           f'SGD momentum; medians of {steps} interleaved steps, '
           f'{torch.get_num_threads()} threads')
     medians = time_steps(model, data, wrappers, steps)
-    bytes_per = {'dense': 0, 'gap (masked_fill_, bool)': 1, 'bool mul_': 1,
-                 'float mul_': 4}
+    bytes_per = {
+        'dense': 0,
+        'gap (masked_fill_, bool)': 1,
+        'bool mul_': 1,
+        'float mul_': 4
+    }
     print('| masking | step (s) | vs dense | mask bytes / weight |')
     print('|---|---|---|---|')
     for name, sec in medians.items():
@@ -163,8 +181,8 @@ def bench_prune(model, sparsity, repeats):
 
     def torch_prune():
         modules = [(m, 'weight') for m in model.modules()
-                   if getattr(m, 'weight', None) is not None
-                   and any(m.weight is p for p in params.values())]
+                   if getattr(m, 'weight', None) is not None and any(
+                       m.weight is p for p in params.values())]
         tprune.global_unstructured(
             modules, pruning_method=tprune.L1Unstructured, amount=sparsity)
         for m, name in modules:
@@ -174,8 +192,8 @@ def bench_prune(model, sparsity, repeats):
     for label, fn in [('gap global top-k (exact)', ours),
                       ('gap uniform top-k (exact)', ours_uniform),
                       ('per-layer np.percentile (reference)', percentile),
-                      ('torch.nn.utils.prune.global_unstructured',
-                       torch_prune)]:
+                      ('torch.nn.utils.prune.global_unstructured', torch_prune)
+                      ]:
         ts = []
         for _ in range(repeats):
             restore()
@@ -197,8 +215,7 @@ def bench_memory(model, sparsity):
     n = sum(p.numel() for p in params.values())
     sp = MagnitudeSparsifier(params, sparsity, 'global')
     sp.prune([0])
-    in_memory = sum(m.numel() * m.element_size()
-                    for m in sp._pruned.values())
+    in_memory = sum(m.numel() * m.element_size() for m in sp._pruned.values())
     packed = sum(e['packed'].numel()
                  for e in sp.state_dict()['masks'].values())
     # torch.nn.utils.prune keeps weight_orig (a copy) plus a float mask.
@@ -221,14 +238,19 @@ def main():
     parser.add_argument('--sparsity', type=float, default=0.8)
     parser.add_argument('--prune-repeats', type=int, default=3)
     parser.add_argument('--skip-step', action='store_true')
+    parser.add_argument('--skip-prune', action='store_true')
+    parser.add_argument('--config', default=DEFAULT_CONFIG)
+    parser.add_argument('--batch', type=int, default=2)
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.skip_step:
-        model, _ = build_detector(64)
+        model, _ = build_detector(64, args.config)
     else:
-        model = bench_step(args.size, args.steps, args.sparsity)
-    bench_prune(model, args.sparsity, args.prune_repeats)
-    bench_memory(model, args.sparsity)
+        model = bench_step(args.size, args.steps, args.sparsity, args.config,
+                           args.batch)
+    if not args.skip_prune:
+        bench_prune(model, args.sparsity, args.prune_repeats)
+        bench_memory(model, args.sparsity)
 
 
 if __name__ == '__main__':

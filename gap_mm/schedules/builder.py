@@ -24,9 +24,8 @@ def build_schedule(cfg: Union[Mapping, BaseGaPSchedule],
         schedule = cfg
     else:
         if not isinstance(cfg, Mapping) or 'type' not in cfg:
-            raise ScheduleError(
-                f"schedule must be a dict with a 'type' in "
-                f'{sorted(SCHEDULES)}, but got {cfg!r}')
+            raise ScheduleError(f"schedule must be a dict with a 'type' in "
+                                f'{sorted(SCHEDULES)}, but got {cfg!r}')
         args = dict(cfg)
         kind = args.pop('type')
         if kind not in SCHEDULES:

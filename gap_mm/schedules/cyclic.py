@@ -50,8 +50,9 @@ class CyclicGaPSchedule(BaseGaPSchedule):
 
     def dense_partitions(self, t: int, group: int = 0) -> FrozenSet[int]:
         if self.begin <= t < self.gap_end:
-            return frozenset(
-                {((t - self.begin) // self.period) % self.num_partitions})
+            return frozenset({
+                ((t - self.begin) // self.period) % self.num_partitions
+            })
         return frozenset()
 
     def phase(self, t: int, group: int = 0) -> str:

@@ -11,9 +11,9 @@ from .topk import kth_largest, nm_mask, num_kept, topk_mask, topk_masks
 
 __all__ = [
     'DISTRIBUTIONS', 'DEFAULT_PRUNABLE_TYPES', 'MagnitudeSparsifier',
-    'format_layer_table',
-    'auto_partitions', 'build_partitions', 'check_sparsity', 'erk_keep',
-    'global_keep', 'kth_largest', 'match_overrides', 'nm_mask', 'num_kept',
-    'pack_mask', 'parse_pattern', 'regex_partitions', 'select_prunable',
-    'topk_mask', 'topk_masks', 'uniform_keep', 'unpack_mask'
+    'format_layer_table', 'auto_partitions', 'build_partitions',
+    'check_sparsity', 'erk_keep', 'global_keep', 'kth_largest',
+    'match_overrides', 'nm_mask', 'num_kept', 'pack_mask', 'parse_pattern',
+    'regex_partitions', 'select_prunable', 'topk_mask', 'topk_masks',
+    'uniform_keep', 'unpack_mask'
 ]

@@ -31,15 +31,15 @@ def check_sparsity(value: float, what: str = 'sparsity') -> float:
     """Validate a sparsity value, which must lie in ``[0, 1)``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise GaPConfigError(f'{what} must be a number in [0, 1), but got '
-                        f'{value!r} of type {type(value).__name__}')
+                             f'{value!r} of type {type(value).__name__}')
     if not 0.0 <= float(value) < 1.0:
         raise GaPConfigError(f'{what} must be in [0, 1), but got {value}')
     return float(value)
 
 
-def match_overrides(names: Sequence[str],
-                    overrides: Optional[Mapping[str, float]]
-                    ) -> 'OrderedDict[str, float]':
+def match_overrides(
+        names: Sequence[str],
+        overrides: Optional[Mapping[str, float]]) -> 'OrderedDict[str, float]':
     """Resolve regex overrides to ``{name: sparsity}``.
 
     The first regex (in the mapping's order) that :func:`re.search`-matches
@@ -67,7 +67,8 @@ def uniform_keep(numels: Mapping[str, int],
         (name, num_kept(n, sparsity)) for name, n in numels.items())
 
 
-def erk_keep(shapes: Mapping[str, Sequence[int]], sparsity: float,
+def erk_keep(shapes: Mapping[str, Sequence[int]],
+             sparsity: float,
              scale: float = 1.0) -> 'OrderedDict[str, int]':
     """Erdős–Rényi-kernel allocation (RigL).
 

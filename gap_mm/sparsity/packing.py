@@ -14,8 +14,7 @@ def pack_mask(mask: torch.Tensor) -> Dict[str, object]:
     """
     flat = mask.detach().reshape(-1).cpu().numpy().astype(bool, copy=False)
     return dict(
-        shape=list(mask.shape),
-        packed=torch.from_numpy(np.packbits(flat)))
+        shape=list(mask.shape), packed=torch.from_numpy(np.packbits(flat)))
 
 
 def unpack_mask(entry: Dict[str, object], name: str = '?') -> torch.Tensor:

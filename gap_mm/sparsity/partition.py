@@ -40,17 +40,18 @@ def auto_partitions(numels: Mapping[str, int],
         target = j * total / num_partitions
         # The group must keep one layer and leave one for each group after.
         lo, hi = start + 1, len(names) - (num_partitions - j)
-        best = min(range(lo, hi + 1),
-                   key=lambda i: (abs(cumulative[i - 1] - target), i))
+        best = min(
+            range(lo, hi + 1),
+            key=lambda i: (abs(cumulative[i - 1] - target), i))
         bounds.append(best)
         start = best
     edges = [0] + bounds + [len(names)]
     return [names[a:b] for a, b in zip(edges[:-1], edges[1:])]
 
 
-def regex_partitions(names: Sequence[str],
-                     groups: Sequence[Union[str, Sequence[str]]]
-                     ) -> List[List[str]]:
+def regex_partitions(
+        names: Sequence[str],
+        groups: Sequence[Union[str, Sequence[str]]]) -> List[List[str]]:
     """Partitions given by regex groups.
 
     Each group is a regex or a list of regexes (:func:`re.search`); every
@@ -82,8 +83,9 @@ def regex_partitions(names: Sequence[str],
         problems.append(f'{len(unassigned)} prunable layer(s) are in no '
                         f'partition: {unassigned}')
     if doubled:
-        problems.append('layer(s) in more than one partition: ' + ', '.join(
-            f'{n} (partitions {o})' for n, o in doubled.items()))
+        problems.append('layer(s) in more than one partition: ' +
+                        ', '.join(f'{n} (partitions {o})'
+                                  for n, o in doubled.items()))
     if problems:
         raise GaPConfigError('Invalid GaP partitions: ' + '; '.join(problems))
     return members
@@ -96,5 +98,6 @@ def build_partitions(numels: Mapping[str, int],
         return auto_partitions(numels, spec)
     if isinstance(spec, (list, tuple)) and spec:
         return regex_partitions(list(numels), spec)
-    raise GaPConfigError(f'partitions must be a positive int or a non-empty list '
-                     f'of regex groups, but got {spec!r}')
+    raise GaPConfigError(
+        f'partitions must be a positive int or a non-empty list '
+        f'of regex groups, but got {spec!r}')

@@ -89,8 +89,9 @@ def select_prunable(
 
     selected = OrderedDict(
         (name, param) for name, param in candidates.items()
-        if (not include_res or any(r.search(name) for r in include_res))
-        and not any(r.search(name) for r in exclude_res))
+        if (not include_res or any(r.search(name)
+                                   for r in include_res)) and not any(
+                                       r.search(name) for r in exclude_res))
     if not selected:
         raise GaPConfigError(
             f'No prunable parameter is left in {type(model).__name__} '

@@ -19,26 +19,30 @@ from .topk import nm_mask, topk_masks
 _NM_RE = re.compile(r'^\s*(\d+)\s*:\s*(\d+)\s*$')
 
 
-def parse_pattern(pattern: Union[str, Tuple[int, int], None]
-                  ) -> Optional[Tuple[int, int]]:
+def parse_pattern(
+        pattern: Union[str, Tuple[int, int],
+                       None]) -> Optional[Tuple[int, int]]:
     """``'unstructured'`` → None; ``'2:4'`` or ``(2, 4)`` → ``(2, 4)``."""
     if pattern in (None, 'unstructured'):
         return None
     if isinstance(pattern, str):
         match = _NM_RE.match(pattern)
         if not match:
-            raise GaPConfigError(f"pattern must be 'unstructured' or 'N:M' such "
-                             f"as '2:4', but got {pattern!r}")
+            raise GaPConfigError(
+                f"pattern must be 'unstructured' or 'N:M' such "
+                f"as '2:4', but got {pattern!r}")
         n, m = int(match.group(1)), int(match.group(2))
     elif (isinstance(pattern, (tuple, list)) and len(pattern) == 2
           and all(isinstance(v, int) for v in pattern)):
         n, m = pattern
     else:
-        raise GaPConfigError(f"pattern must be 'unstructured' or 'N:M' such as "
-                         f"'2:4', but got {pattern!r}")
+        raise GaPConfigError(
+            f"pattern must be 'unstructured' or 'N:M' such as "
+            f"'2:4', but got {pattern!r}")
     if not 0 < n < m:
-        raise GaPConfigError(f'N:M pattern needs 0 < N < M, but got N={n}, M={m} '
-                         f'(from {pattern!r})')
+        raise GaPConfigError(
+            f'N:M pattern needs 0 < N < M, but got N={n}, M={m} '
+            f'(from {pattern!r})')
     return n, m
 
 
@@ -86,26 +90,28 @@ class MagnitudeSparsifier:
                  erk_scale: float = 1.0) -> None:
         if not params:
             raise GaPConfigError('MagnitudeSparsifier needs at least one '
-                             'prunable parameter')
+                                 'prunable parameter')
         self.params: Dict[str, nn.Parameter] = OrderedDict(params)
         self.names: List[str] = list(self.params)
         self.nm = parse_pattern(pattern)
         self.sparsity = check_sparsity(sparsity)
         if distribution not in DISTRIBUTIONS:
-            raise GaPConfigError(f'distribution must be one of {DISTRIBUTIONS}, '
-                             f'but got {distribution!r}')
+            raise GaPConfigError(
+                f'distribution must be one of {DISTRIBUTIONS}, '
+                f'but got {distribution!r}')
         self.distribution = distribution
         if self.nm is not None and overrides:
-            raise GaPConfigError('per-layer overrides do not apply to an N:M '
-                             f'pattern ({pattern!r}); exclude those layers '
-                             'instead')
+            raise GaPConfigError(
+                'per-layer overrides do not apply to an N:M '
+                f'pattern ({pattern!r}); exclude those layers '
+                'instead')
         self.overrides = match_overrides(self.names, overrides)
         numels = OrderedDict((n, p.numel()) for n, p in self.params.items())
-        self.partitions: List[List[str]] = build_partitions(
-            numels, partitions)
+        self.partitions: List[List[str]] = build_partitions(numels, partitions)
         self.partition_of: Dict[str, int] = {
             name: k
-            for k, group in enumerate(self.partitions) for name in group
+            for k, group in enumerate(self.partitions)
+            for name in group
         }
         self.erk_scale = erk_scale
         # Target kept weights per layer; 'global' fills them at first prune.
@@ -169,8 +175,9 @@ class MagnitudeSparsifier:
         ids = sorted(set(int(k) for k in partitions))
         bad = [k for k in ids if not 0 <= k < self.num_partitions]
         if bad:
-            raise GaPConfigError(f'partition ids {bad} out of range; there are '
-                             f'{self.num_partitions} partitions')
+            raise GaPConfigError(
+                f'partition ids {bad} out of range; there are '
+                f'{self.num_partitions} partitions')
         return ids
 
     @torch.no_grad()
@@ -185,8 +192,10 @@ class MagnitudeSparsifier:
             dict[str, Tensor]: The new pruned masks (True = pruned) of the
             layers touched, for zeroing optimizer state.
         """
-        names = [n for k in self._check_partitions(partitions)
-                 for n in self.partitions[k]]
+        names = [
+            n for k in self._check_partitions(partitions)
+            for n in self.partitions[k]
+        ]
         if not names:
             return {}
         new: Dict[str, torch.Tensor] = OrderedDict()
@@ -352,8 +361,7 @@ class MagnitudeSparsifier:
             rows.append(
                 torch.stack([
                     torch.tensor(idx.numel()),
-                    idx.sum(),
-                    (idx * idx + idx * 40503).sum()
+                    idx.sum(), (idx * idx + idx * 40503).sum()
                 ]))
         return torch.stack(rows)
 
@@ -380,8 +388,9 @@ class MagnitudeSparsifier:
         masks = state.get('masks', {})
         unknown = sorted(set(masks) - set(self.names))
         if unknown:
-            raise GaPConfigError(f'The checkpoint holds GaP masks for parameters '
-                             f'that are not prunable here: {unknown}')
+            raise GaPConfigError(
+                f'The checkpoint holds GaP masks for parameters '
+                f'that are not prunable here: {unknown}')
         pruned = OrderedDict()
         for name in self.names:
             if name not in masks:
@@ -393,7 +402,8 @@ class MagnitudeSparsifier:
                     f'the parameter has {tuple(self.params[name].shape)}')
             pruned[name] = (~keep).to(self.params[name].device)
         self._pruned = pruned
-        self.num_keep.update(
-            {k: int(v)
-             for k, v in state.get('num_keep', {}).items()})
+        self.num_keep.update({
+            k: int(v)
+            for k, v in state.get('num_keep', {}).items()
+        })
         self.apply_masks_()

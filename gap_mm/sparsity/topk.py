@@ -51,7 +51,8 @@ def kth_largest(scores: Sequence[torch.Tensor], k: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(0)
     sample = torch.cat([
         s.reshape(-1)[torch.randint(
-            s.numel(), (max(1, _SAMPLE_SIZE * s.numel() // total), ),
+            s.numel(), (max(1,
+                            _SAMPLE_SIZE * s.numel() // total), ),
             generator=gen)] for s in scores if s.numel()
     ])
     m = sample.numel()

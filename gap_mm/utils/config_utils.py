@@ -24,7 +24,8 @@ GAP_CFG_VARIABLES = {
 def _gap_hooks(cfg: Config) -> List[dict]:
     return [
         h for h in (cfg.get('custom_hooks') or [])
-        if isinstance(h, dict) and h.get('type') in ('GaPHook', 'gap_mm.GaPHook')
+        if isinstance(h, dict) and h.get('type') in ('GaPHook',
+                                                     'gap_mm.GaPHook')
     ]
 
 
@@ -82,7 +83,8 @@ def _dataset_cfgs(dataset: dict) -> List[dict]:
 
 
 def check_data_paths(cfg: Config,
-                     loaders: Iterable[str] = ('train_dataloader', )) -> None:
+                     loaders: Iterable[str] = ('train_dataloader', )
+                     ) -> None:
     """Fail early, naming the path, when a dataset's files are missing.
 
     Checks ``data_root``, ``ann_file`` and each ``data_prefix`` folder of the

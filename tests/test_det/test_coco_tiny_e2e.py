@@ -91,7 +91,8 @@ default_hooks = dict(logger=dict(interval=1),
 randomness = dict(seed=0)
 custom_hooks = [
     dict(type='GaPHook', sparsity={SPARSITY},
-         exclude=[r'^backbone\\.conv1\\.', r'^bbox_head\\.retina_(cls|reg)\\.'],
+         exclude=[r'^backbone\\.conv1\\.',
+                  r'^bbox_head\\.retina_(cls|reg)\\.'],
          partitions=2, schedule=dict(type='cyclic', period=3, num_rounds=1)),
     dict(type='DumpRankMasksHook'),
     dict(type='DieAfterIterHook'),
@@ -101,10 +102,19 @@ custom_hooks = [
 
 
 def _run(args, tmp_path, check=True, **env):
-    full_env = dict(os.environ, PYTHONPATH=f'{tmp_path}{os.pathsep}{ROOT}',
-                    PYTHON=sys.executable, OMP_NUM_THREADS='1', **env)
-    proc = subprocess.run(args, cwd=ROOT, env=full_env, capture_output=True,
-                          text=True, timeout=600)
+    full_env = dict(
+        os.environ,
+        PYTHONPATH=f'{tmp_path}{os.pathsep}{ROOT}',
+        PYTHON=sys.executable,
+        OMP_NUM_THREADS='1',
+        **env)
+    proc = subprocess.run(
+        args,
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f'{args} failed ({proc.returncode}):\n'
                              f'{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}')
@@ -141,8 +151,10 @@ def trained(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp('coco_tiny')
     cfg = _config(tmp_path)
     work = tmp_path / 'dist'
-    _run(['bash', 'tools/dist_train.sh', cfg, '2', '--work-dir', str(work)],
-         tmp_path, PORT='29631')
+    _run(['bash', 'tools/dist_train.sh', cfg, '2', '--work-dir',
+          str(work)],
+         tmp_path,
+         PORT='29631')
     return tmp_path, cfg, work
 
 
@@ -168,14 +180,21 @@ def test_test_py_then_plain_mmdet_without_gap_mm(trained):
     tmp_path, cfg, work = trained
     ckpt = work / f'iter_{MAX_ITERS}.pth'
     out = tmp_path / 'results.pkl'
-    _run([sys.executable, 'tools/test.py', cfg, str(ckpt), '--work-dir',
-          str(tmp_path / 'test'), '--out', str(out)], tmp_path)
+    _run([
+        sys.executable, 'tools/test.py', cfg,
+        str(ckpt), '--work-dir',
+        str(tmp_path / 'test'), '--out',
+        str(out)
+    ], tmp_path)
     assert out.stat().st_size > 0
     ours = _test_metrics(tmp_path / 'test')
 
     published = tmp_path / 'published.pth'
-    _run([sys.executable, 'tools/model_converters/publish_model.py',
-          str(ckpt), str(published)], tmp_path)
+    _run([
+        sys.executable, 'tools/model_converters/publish_model.py',
+        str(ckpt),
+        str(published)
+    ], tmp_path)
     script = f'''
 import sys
 from mmengine.config import Config
@@ -201,14 +220,20 @@ print('PLAIN_MAP', metrics['coco/bbox_mAP'], metrics['coco/bbox_mAP_50'])
 def test_resume_after_kill_matches_uninterrupted(trained):
     tmp_path, cfg, _ = trained
     straight, killed = tmp_path / 'straight', tmp_path / 'killed'
-    _run([sys.executable, 'tools/train.py', cfg, '--work-dir', str(straight)],
-         tmp_path)
-    proc = _run([sys.executable, 'tools/train.py', cfg, '--work-dir',
-                 str(killed)], tmp_path, check=False, GAP_TEST_DIE_AFTER='5')
+    _run([sys.executable, 'tools/train.py', cfg, '--work-dir',
+          str(straight)], tmp_path)
+    proc = _run(
+        [sys.executable, 'tools/train.py', cfg, '--work-dir',
+         str(killed)],
+        tmp_path,
+        check=False,
+        GAP_TEST_DIE_AFTER='5')
     assert proc.returncode == 137
     assert not (killed / f'iter_{MAX_ITERS}.pth').exists()
-    _run([sys.executable, 'tools/train.py', cfg, '--work-dir', str(killed),
-          '--resume'], tmp_path)
+    _run([
+        sys.executable, 'tools/train.py', cfg, '--work-dir',
+        str(killed), '--resume'
+    ], tmp_path)
     a = _load(straight / f'iter_{MAX_ITERS}.pth')
     b = _load(killed / f'iter_{MAX_ITERS}.pth')
     ma, mb = _masks(a), _masks(b)
@@ -220,20 +245,23 @@ def test_resume_after_kill_matches_uninterrupted(trained):
 
 
 @pytest.mark.parametrize('options, message', [
-    (['train_dataloader.dataset.data_root=/no/such/coco/'],
-     "data_root '/no/such/coco/' does not exist"),
-    (['train_dataloader.dataset.ann_file=annotations/missing.json'],
-     "annotation file .*annotations/missing.json' does not exist"),
-    (['custom_hooks.0.sparsty=0.9'],
-     "GaPHook has no option 'sparsty'. Did you mean 'sparsity'"),
-    (["custom_hooks.0.partitions=['^backbone','^roi_head']"],
-     r"partition 1 '\^roi_head' matches no prunable layer"),
+    (['train_dataloader.dataset.data_root=/no/such/coco/'
+      ], "data_root '/no/such/coco/' does not exist"),
+    (['train_dataloader.dataset.ann_file=annotations/missing.json'
+      ], "annotation file .*annotations/missing.json' does not exist"),
+    (['custom_hooks.0.sparsty=0.9'
+      ], "GaPHook has no option 'sparsty'. Did you mean 'sparsity'"),
+    (["custom_hooks.0.partitions=['^backbone','^roi_head']"
+      ], r"partition 1 '\^roi_head' matches no prunable layer"),
 ])
 def test_bad_input_gets_a_clear_error(trained, options, message):
     import re
     tmp_path, cfg, _ = trained
-    proc = _run([sys.executable, 'tools/train.py', cfg, '--work-dir',
-                 str(tmp_path / 'bad'), '--cfg-options', *options], tmp_path,
+    proc = _run([
+        sys.executable, 'tools/train.py', cfg, '--work-dir',
+        str(tmp_path / 'bad'), '--cfg-options', *options
+    ],
+                tmp_path,
                 check=False)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert 'Traceback' not in proc.stderr

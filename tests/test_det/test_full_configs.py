@@ -31,11 +31,14 @@ def _batch(size=128, num_classes=80):
     inputs, samples = [], []
     for _ in range(2):
         inputs.append(
-            torch.randint(0, 255, (3, size, size), generator=gen,
-                          dtype=torch.uint8))
+            torch.randint(
+                0, 255, (3, size, size), generator=gen, dtype=torch.uint8))
         sample = DetDataSample(
-            metainfo=dict(img_shape=(size, size), ori_shape=(size, size),
-                          scale_factor=(1.0, 1.0), pad_shape=(size, size)))
+            metainfo=dict(
+                img_shape=(size, size),
+                ori_shape=(size, size),
+                scale_factor=(1.0, 1.0),
+                pad_shape=(size, size)))
         xy = torch.rand(3, 2, generator=gen) * size * 0.5
         sample.gt_instances = InstanceData(
             bboxes=torch.cat([xy, xy + 24 + xy / 2], 1),
@@ -75,8 +78,12 @@ def test_full_config_builds_and_trains_one_step(name, dense_excluded):
     assert isinstance(hook, GaPHook)
 
     runner = SimpleNamespace(
-        model=model, optim_wrapper=wrapper, iter=0, epoch=0,
-        max_epochs=cfg.train_cfg.max_epochs, max_iters=None,
+        model=model,
+        optim_wrapper=wrapper,
+        iter=0,
+        epoch=0,
+        max_epochs=cfg.train_cfg.max_epochs,
+        max_iters=None,
         message_hub=MessageHub.get_instance(f'test_full_{name}'))
     hook.before_run(runner)
     sp = hook.sparsifier
@@ -104,5 +111,4 @@ def test_full_config_builds_and_trains_one_step(name, dense_excluded):
     # partition 0 regrew after that first prune.
     all_numel = sum(p.numel() for p in sp.params.values())
     assert sum(sp.num_keep.values()) == num_kept(all_numel, 0.9)
-    assert kept == sum(sp.num_keep[n] for n in sp.names
-                       if sp.is_sparse(n))
+    assert kept == sum(sp.num_keep[n] for n in sp.names if sp.is_sparse(n))

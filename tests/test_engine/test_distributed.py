@@ -19,8 +19,11 @@ def _free_port():
 
 def _worker(rank, port, work_dir):
     os.environ.update(
-        MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank),
-        LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD))
+        MASTER_ADDR='127.0.0.1',
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(WORLD))
     from mmengine.config import Config
     from mmengine.registry import DATASETS, MODELS
     from mmengine.runner import Runner
@@ -48,8 +51,8 @@ def _worker(rank, port, work_dir):
                 optimizer=dict(type='SGD', lr=0.05, momentum=0.9)),
             train_cfg=dict(by_epoch=False, max_iters=10),
             default_hooks=dict(
-                checkpoint=dict(type='CheckpointHook', interval=10,
-                                by_epoch=False)),
+                checkpoint=dict(
+                    type='CheckpointHook', interval=10, by_epoch=False)),
             log_processor=dict(by_epoch=False),
             custom_hooks=[
                 dict(
@@ -93,10 +96,12 @@ def _worker(rank, port, work_dir):
 @pytest.mark.timeout(300)
 def test_two_ranks_identical_masks_and_divergence_detected(tmp_path):
     mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD)
-    r0, r1 = (torch.load(tmp_path / f'rank{r}.pt', weights_only=True)
-              for r in range(WORLD))
-    assert set(r0['masks']) == {'conv.weight', 'fc1.weight', 'fc2.weight',
-                                'head.weight'}
+    r0, r1 = (
+        torch.load(tmp_path / f'rank{r}.pt', weights_only=True)
+        for r in range(WORLD))
+    assert set(r0['masks']) == {
+        'conv.weight', 'fc1.weight', 'fc2.weight', 'head.weight'
+    }
     for name, mask in r0['masks'].items():
         assert mask is not None, f'{name} still dense after the schedule'
         assert torch.equal(mask, r1['masks'][name]), name

@@ -26,7 +26,10 @@ class MaskInvariantHook(Hook):
         self.prunes = 0
         self._prev = {}
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
                          outputs=None):
         self._check(runner)
         self.steps += 1
@@ -75,7 +78,10 @@ class KillAtHook(Hook):
     def __init__(self, iteration):
         self.iteration = iteration
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
                          outputs=None):
         if runner.iter + 1 == self.iteration:
             raise _Killed
@@ -102,8 +108,8 @@ class TestGaPHook(RunnerTestCase):
         cfg.randomness = dict(seed=0)
         cfg.optim_wrapper = dict(
             type='GaPOptimWrapper',
-            optimizer=dict(type='SGD', lr=0.05, momentum=0.9,
-                           weight_decay=1e-2))
+            optimizer=dict(
+                type='SGD', lr=0.05, momentum=0.9, weight_decay=1e-2))
         cfg.default_hooks.checkpoint = dict(
             type='CheckpointHook', interval=8, by_epoch=False)
         # 4 prunable layers in 2 partitions; T=3, R=2: grow/prune events at
@@ -120,8 +126,8 @@ class TestGaPHook(RunnerTestCase):
 
     def _hooks(self, runner):
         gap = next(h for h in runner.hooks if isinstance(h, GaPHook))
-        check = next(h for h in runner.hooks
-                     if isinstance(h, MaskInvariantHook))
+        check = next(
+            h for h in runner.hooks if isinstance(h, MaskInvariantHook))
         return gap, check
 
     def _train(self, cfg, name):
@@ -177,11 +183,10 @@ class TestGaPHook(RunnerTestCase):
 
     def test_epoch_schedule_and_static_baseline(self):
         cfg = copy.deepcopy(self.cfg)
-        cfg.train_dataloader.sampler = dict(type='DefaultSampler',
-                                            shuffle=True)
+        cfg.train_dataloader.sampler = dict(
+            type='DefaultSampler', shuffle=True)
         cfg.train_cfg = dict(by_epoch=True, max_epochs=5)
-        cfg.default_hooks.checkpoint = dict(type='CheckpointHook',
-                                            interval=1)
+        cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1)
         cfg.custom_hooks[0]['schedule'] = dict(
             type='cyclic', period=1, num_rounds=2, by_epoch=True)
         runner = self._train(cfg, 'epochs')
@@ -214,8 +219,7 @@ class TestGaPHook(RunnerTestCase):
             keep = unpack_mask(entry, name)
             # weights in the plain state_dict are already zero where masked
             self.assertTrue((ckpt['state_dict'][name][~keep] == 0).all())
-            self.assertLessEqual(entry['packed'].numel() * 8,
-                                 keep.numel() + 7)
+            self.assertLessEqual(entry['packed'].numel() * 8, keep.numel() + 7)
 
         cfg = copy.deepcopy(self.cfg)
         cfg.resume = True
@@ -225,8 +229,9 @@ class TestGaPHook(RunnerTestCase):
         gap_b, _ = self._hooks(resumed)
         for name in gap_a.sparsifier.names:
             self.assertTrue(
-                torch.equal(gap_a.sparsifier.keep_mask(name),
-                            gap_b.sparsifier.keep_mask(name)), name)
+                torch.equal(
+                    gap_a.sparsifier.keep_mask(name),
+                    gap_b.sparsifier.keep_mask(name)), name)
         sa, sb = straight.model.state_dict(), resumed.model.state_dict()
         for key in sa:
             self.assertTrue(torch.equal(sa[key], sb[key]), key)
@@ -244,8 +249,10 @@ class TestGaPHook(RunnerTestCase):
             (dict(schedule=dict(type='cyclic', period=4, num_rounds=2)),
              ScheduleError, r'\(K 2 x R 2 x T 4 = 16 iterations\) leaves no '
              r'fine-tune in a run of 16 iterations'),
-            (dict(schedule=dict(type='cyclic', period=4, num_rounds=2,
-                                finetune=4)), ScheduleError,
+            (dict(
+                schedule=dict(
+                    type='cyclic', period=4, num_rounds=2, finetune=4)),
+             ScheduleError,
              r'needs K 2 x R 2 x T 4 \+ finetune 4 = 20 iterations, but the'
              r' training run has only 16'),
             (dict(module_types=['Conv9d']), ValueError,

@@ -12,8 +12,7 @@ def test_found_from_every_default_scope(scope):
     # mmdet's and mmdet3d's registries are siblings under mmengine's root,
     # so only a root registration is visible from both.
     with DefaultScope.overwrite_default_scope(scope):
-        hook = HOOKS.build(
-            dict(type='GaPHook', schedule=dict(type='static')))
+        hook = HOOKS.build(dict(type='GaPHook', schedule=dict(type='static')))
         assert isinstance(hook, GaPHook)
         param = torch.nn.Parameter(torch.zeros(2))
         wrapper = OPTIM_WRAPPERS.build(

@@ -1,26 +1,39 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
 import pytest
 
-from gap_mm.schedules import (CyclicGaPSchedule, ScheduleError,
-                              StaticSchedule, build_schedule)
+from gap_mm.schedules import (CyclicGaPSchedule, ScheduleError, StaticSchedule,
+                              build_schedule)
 
 
 def test_cyclic_timeline_matches_hand_written_expectation():
     # K=3 partitions, T=2, R=2 rounds, after 1 sparse warm-up step,
     # then 3 steps of fine-tune: 1 + 12 + 3 = 16 steps.
-    s = CyclicGaPSchedule(num_partitions=3, period=2, num_rounds=2,
-                          finetune=3, begin=1)
-    expected = [None,            # warm-up, all sparse
-                0, 0, 1, 1, 2, 2,  # round 0
-                0, 0, 1, 1, 2, 2,  # round 1
-                None, None, None]  # fine-tune
+    s = CyclicGaPSchedule(
+        num_partitions=3, period=2, num_rounds=2, finetune=3, begin=1)
+    expected = [
+        None,  # warm-up, all sparse
+        0,
+        0,
+        1,
+        1,
+        2,
+        2,  # round 0
+        0,
+        0,
+        1,
+        1,
+        2,
+        2,  # round 1
+        None,
+        None,
+        None
+    ]  # fine-tune
     got = [next(iter(s.dense_partitions(t)), None) for t in range(16)]
     assert got == expected
-    assert [s.phase(t) for t in (0, 1, 12, 13, 15)] == [
-        'sparse', 'grow', 'grow', 'finetune', 'finetune'
-    ]
-    assert [s.round_at(t) for t in (0, 1, 6, 7, 12, 13)] == [-1, 0, 0, 1, 1,
-                                                             -1]
+    assert [s.phase(t) for t in (0, 1, 12, 13, 15)
+            ] == ['sparse', 'grow', 'grow', 'finetune', 'finetune']
+    assert [s.round_at(t)
+            for t in (0, 1, 6, 7, 12, 13)] == [-1, 0, 0, 1, 1, -1]
     assert s.required_length() == 16
     assert s.finetune_start() == 13
     s.check_fits(16)
@@ -30,9 +43,9 @@ def test_cyclic_timeline_matches_hand_written_expectation():
 def test_segments_cut_at_every_grow_and_prune():
     s = CyclicGaPSchedule(num_partitions=2, period=3, num_rounds=1)
     segs = s.segments(8)
-    assert [(g.start, g.end, sorted(g.dense), g.phase) for g in segs] == [
-        (0, 3, [0], 'grow'), (3, 6, [1], 'grow'), (6, 8, [], 'finetune')
-    ]
+    assert [(g.start, g.end, sorted(g.dense), g.phase)
+            for g in segs] == [(0, 3, [0], 'grow'), (3, 6, [1], 'grow'),
+                               (6, 8, [], 'finetune')]
 
 
 def test_static_schedule_is_always_sparse():
@@ -42,8 +55,8 @@ def test_static_schedule_is_always_sparse():
 
 
 def test_overlong_schedule_error_gives_the_numbers():
-    s = CyclicGaPSchedule(num_partitions=4, period=100, num_rounds=2,
-                          finetune=200)
+    s = CyclicGaPSchedule(
+        num_partitions=4, period=100, num_rounds=2, finetune=200)
     with pytest.raises(ScheduleError) as info:
         s.check_fits(800)
     assert str(info.value).startswith(
@@ -66,8 +79,8 @@ def test_overlong_schedule_error_gives_the_numbers():
     (dict(type='cyclic', period=2), 'bad arguments for GaP schedule'),
     (dict(type='linear'), "unknown GaP schedule type 'linear'"),
     (dict(period=3), "must be a dict with a 'type'"),
-    (dict(type='cyclic', period=2, num_rounds=1, num_partitions=3),
-     'num_partitions=3 but the model is split into 4'),
+    (dict(type='cyclic', period=2, num_rounds=1,
+          num_partitions=3), 'num_partitions=3 but the model is split into 4'),
     (dict(type='static', by_epoch='yes'), 'by_epoch must be a bool'),
 ])
 def test_build_schedule_errors(cfg, message):

@@ -39,11 +39,12 @@ def _kept(sp):
 
 def test_select_prunable_types_and_regexes():
     net = _net()
-    assert dict((k, v.numel())
-                for k, v in select_prunable(net).items()) == NUMELS
+    assert dict(
+        (k, v.numel()) for k, v in select_prunable(net).items()) == NUMELS
     sel = select_prunable(net, exclude=[r'^stem\.', r'^fc\.'])
-    assert list(sel) == ['block1.0.weight', 'block2.0.weight',
-                         'block2.1.weight']
+    assert list(sel) == [
+        'block1.0.weight', 'block2.0.weight', 'block2.1.weight'
+    ]
     sel = select_prunable(net, module_types=[nn.Linear])
     assert list(sel) == ['fc.weight']
     sel = select_prunable(net, include=r'^block2\.')
@@ -79,8 +80,10 @@ def test_uniform_exact_counts(sparsity):
 
 def test_global_exact_total_and_one_threshold():
     net = _net()
-    init = {k: v.detach().abs().clone()
-            for k, v in select_prunable(net).items()}
+    init = {
+        k: v.detach().abs().clone()
+        for k, v in select_prunable(net).items()
+    }
     sp = MagnitudeSparsifier(select_prunable(net), 0.8, 'global')
     sp.prune([0])
     total = sum(NUMELS.values())
@@ -95,8 +98,7 @@ def test_global_exact_total_and_one_threshold():
 
 def test_global_reprune_of_one_partition_keeps_its_budget():
     net = _net()
-    sp = MagnitudeSparsifier(select_prunable(net), 0.8, 'global',
-                             partitions=2)
+    sp = MagnitudeSparsifier(select_prunable(net), 0.8, 'global', partitions=2)
     sp.prune([0, 1])
     before = _kept(sp)
     budget = sum(before[n] for n in sp.partitions[1])
@@ -138,22 +140,27 @@ def test_erk_counts_match_rigl_formula():
 def test_overrides_on_top_of_distribution():
     net = _net()
     sp = MagnitudeSparsifier(
-        select_prunable(net), 0.8, 'uniform',
-        overrides={r'^stem\.': 0.5, r'^fc\.': 0.0})
+        select_prunable(net),
+        0.8,
+        'uniform',
+        overrides={
+            r'^stem\.': 0.5,
+            r'^fc\.': 0.0
+        })
     sp.prune([0])
     kept = _kept(sp)
     assert kept['stem.weight'] == 108
     assert kept['fc.weight'] == 80
     assert kept['block1.0.weight'] == 1152 - round(0.8 * 1152)
     with pytest.raises(ValueError, match="override regex 'nope'"):
-        MagnitudeSparsifier(select_prunable(net), 0.8,
-                            overrides={'nope': 0.5})
+        MagnitudeSparsifier(select_prunable(net), 0.8, overrides={'nope': 0.5})
 
 
 def test_nm_pattern_counts():
     net = _net()
     sp = MagnitudeSparsifier(
-        select_prunable(net, exclude=[r'^stem\.']), pattern='2:4',
+        select_prunable(net, exclude=[r'^stem\.']),
+        pattern='2:4',
         partitions=2)
     sp.prune([0, 1])
     for name, kept in _kept(sp).items():
@@ -196,8 +203,7 @@ def test_auto_partitions_contiguous_and_balanced():
 
 def test_regex_partitions_and_their_errors():
     names = list(NUMELS)
-    groups = regex_partitions(names, [r'^stem|^block1', r'^block2',
-                                      [r'^fc']])
+    groups = regex_partitions(names, [r'^stem|^block1', r'^block2', [r'^fc']])
     assert groups == [['stem.weight', 'block1.0.weight'],
                       ['block2.0.weight', 'block2.1.weight'], ['fc.weight']]
     with pytest.raises(ValueError) as info:
@@ -261,8 +267,7 @@ def test_zero_optimizer_state_at_pruned_positions(opt_cls, kwargs):
 
 def test_state_dict_round_trip_is_bit_packed():
     net = _net()
-    sp = MagnitudeSparsifier(select_prunable(net), 0.8, 'global',
-                             partitions=2)
+    sp = MagnitudeSparsifier(select_prunable(net), 0.8, 'global', partitions=2)
     sp.prune([0, 1])
     sp.grow([1])
     state = sp.state_dict()
@@ -272,8 +277,8 @@ def test_state_dict_round_trip_is_bit_packed():
         assert entry['packed'].numel() == (NUMELS[name] + 7) // 8
         assert torch.equal(unpack_mask(entry, name), sp.keep_mask(name))
     fresh_net = _net(seed=1)
-    fresh = MagnitudeSparsifier(select_prunable(fresh_net), 0.8, 'global',
-                                partitions=2)
+    fresh = MagnitudeSparsifier(
+        select_prunable(fresh_net), 0.8, 'global', partitions=2)
     fresh.load_state_dict(state)
     assert fresh.dense_partitions == {1}
     assert torch.equal(fresh.fingerprint(), sp.fingerprint())

@@ -17,8 +17,8 @@ def _reference_masks(scores, k):
 
 
 @pytest.mark.parametrize('n, s, expected', [(10, 0.8, 2), (7, 0.5, 3),
-                                             (5, 0.5, 3), (1000, 0.9, 100),
-                                             (3, 0.0, 3), (9, 0.99, 0)])
+                                            (5, 0.5, 3), (1000, 0.9, 100),
+                                            (3, 0.0, 3), (9, 0.99, 0)])
 def test_num_kept(n, s, expected):
     # n - round(s * n), Python's round (half to even): 7 * 0.5 = 3.5 -> 4.
     assert num_kept(n, s) == expected
@@ -35,9 +35,8 @@ def test_topk_exact_count_and_choice(k):
 
 def test_ties_keep_lower_index_first():
     score = torch.tensor([1.0, 0.0, 0.5, 0.5, 0.5, 0.0, 2.0])
-    assert topk_mask(score, 4).tolist() == [
-        True, False, True, True, False, False, True
-    ]
+    assert topk_mask(
+        score, 4).tolist() == [True, False, True, True, False, False, True]
     # An all-zero tensor (a freshly regrown layer) still keeps exactly k.
     zeros = torch.zeros(3, 5)
     mask = topk_mask(zeros, 6)
@@ -56,8 +55,10 @@ def test_large_tensors_take_bracket_path_and_stay_exact(dups, monkeypatch):
     # Force the sampled-bracket path on tensors of modest size.
     monkeypatch.setattr(topk_module, '_BRACKET_MIN_NUMEL', 1000)
     gen = torch.Generator().manual_seed(3)
-    scores = [torch.rand(300, 70, generator=gen), torch.rand(5000,
-                                                             generator=gen)]
+    scores = [
+        torch.rand(300, 70, generator=gen),
+        torch.rand(5000, generator=gen)
+    ]
     if dups:  # heavy ties: quantised magnitudes and a block of zeros
         scores = [torch.round(s * 20) / 20 for s in scores]
         scores[1][:2000] = 0

@@ -1,7 +1,6 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import Dict, Mapping, Optional, Sequence, Union
 
-import torch
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
@@ -11,10 +10,8 @@ from torch import nn
 from gap_mm.errors import GaPConfigError
 from gap_mm.schedules import BaseGaPSchedule, build_schedule
 from gap_mm.sparsity import (DISTRIBUTIONS, MagnitudeSparsifier,
-                             check_sparsity, format_layer_table,
-                             parse_pattern, select_prunable)
-
-from gap_mm.errors import GaPConfigError
+                             check_sparsity, format_layer_table, parse_pattern,
+                             select_prunable)
 from ..dist_check import verify_masks_across_ranks
 
 DATA_BATCH = Optional[Union[dict, tuple, list]]
@@ -39,7 +36,7 @@ def _resolve_types(module_types):
             resolved.append(item)
         else:
             raise GaPConfigError(f'module_types entries must be nn.Module '
-                             f'classes or their names, got {item!r}')
+                                 f'classes or their names, got {item!r}')
     return tuple(resolved)
 
 
@@ -130,18 +127,21 @@ class GaPHook(Hook):
         # bad config fails before the model is built.
         self.sparsity = check_sparsity(sparsity)
         if distribution not in DISTRIBUTIONS:
-            raise GaPConfigError(f'distribution must be one of {DISTRIBUTIONS}, '
-                             f'but got {distribution!r}')
+            raise GaPConfigError(
+                f'distribution must be one of {DISTRIBUTIONS}, '
+                f'but got {distribution!r}')
         parse_pattern(pattern)
-        if isinstance(partitions, bool) or not isinstance(
-                partitions, (int, list, tuple)) or (isinstance(
-                    partitions, int) and partitions < 1):
-            raise GaPConfigError(f'partitions must be a positive int or a list '
-                             f'of regex groups, but got {partitions!r}')
+        bad_int = isinstance(partitions, int) and (
+            isinstance(partitions, bool) or partitions < 1)
+        if bad_int or not isinstance(partitions, (int, list, tuple)):
+            raise GaPConfigError(
+                f'partitions must be a positive int or a list '
+                f'of regex groups, but got {partitions!r}')
         if schedule is None:
-            raise GaPConfigError("GaPHook needs a schedule, e.g. schedule=dict("
-                             "type='cyclic', period=..., num_rounds=...) or "
-                             "dict(type='static')")
+            raise GaPConfigError(
+                "GaPHook needs a schedule, e.g. schedule=dict("
+                "type='cyclic', period=..., num_rounds=...) or "
+                "dict(type='static')")
         self.distribution = distribution
         self.pattern = pattern
         self.partitions = partitions
@@ -196,21 +196,25 @@ class GaPHook(Hook):
             else runner.max_iters
         if self.schedule.by_epoch and max_steps is None:
             raise GaPConfigError('an epoch-based GaP schedule (by_epoch=True) '
-                             'needs an epoch-based train loop')
+                                 'needs an epoch-based train loop')
         self.schedule.check_fits(max_steps)
         wrapper.attach_sparsifier(self.sparsifier)
         step = self._step(runner)
         if self._loaded_state is not None:
             self.sparsifier.load_state_dict(self._loaded_state['sparsifier'])
+            state = self._loaded_state
             print_log(
-                f'GaP: restored masks of {len(self._loaded_state["sparsifier"]["masks"])} '
-                f'sparse layers at {self.schedule.unit[:-1]} '
-                f'{self._loaded_state["step"]}',
+                f'GaP: restored the masks of '
+                f'{len(state["sparsifier"]["masks"])} sparse layers at '
+                f'{self.schedule.unit[:-1]} {state["step"]}',
                 logger='current')
         else:
             # Start sparse: every layer at its target, by initial magnitude.
-            self._event(runner, step, prune=range(
-                self.sparsifier.num_partitions), grow=())
+            self._event(
+                runner,
+                step,
+                prune=range(self.sparsifier.num_partitions),
+                grow=())
         self._reconcile(runner, step)
         if self.print_table:
             print_log(
@@ -223,8 +227,8 @@ class GaPHook(Hook):
         """Bring the masks to the schedule's state for ``step``."""
         target = self.schedule.dense_partitions(step, self.group)
         current = self.sparsifier.dense_partitions
-        self._event(runner, step, prune=current - target,
-                    grow=target - current)
+        self._event(
+            runner, step, prune=current - target, grow=target - current)
 
     def _event(self, runner, step: int, prune, grow) -> None:
         prune, grow = sorted(prune), sorted(grow)
@@ -302,7 +306,8 @@ class GaPHook(Hook):
                 level=30)
             return
         if state.get('version') != _STATE_VERSION:
-            raise GaPConfigError(f'unsupported GaP checkpoint state version '
-                             f'{state.get("version")!r}; this gap_mm reads '
-                             f'version {_STATE_VERSION}')
+            raise GaPConfigError(
+                f'unsupported GaP checkpoint state version '
+                f'{state.get("version")!r}; this gap_mm reads '
+                f'version {_STATE_VERSION}')
         self._loaded_state = state
