@@ -15,9 +15,9 @@
 # (slowly) without a GPU. The result is an ordinary mmdet3d checkpoint whose
 # pruned weights are 0.
 _base_ = 'mmdet3d::_base_/default_runtime.py'
-# 'gap_mm.models' registers PointNet2PartSeg and PartSegHead.
-custom_imports = dict(
-    imports=['gap_mm', 'gap_mm.models'], allow_failed_imports=False)
+# gap_mm registers GaPHook, the GaP optimizer wrappers, ShapeNetPartDataset,
+# PartSegMetric and the PointNet2PartSeg model.
+custom_imports = dict(imports=['gap_mm'], allow_failed_imports=False)
 
 # ---------------------------------------------------------------- data
 # The real benchmark: download shapenetcore_partanno_segmentation_benchmark_
@@ -117,8 +117,13 @@ train_cfg = dict(
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 param_scheduler = [
-    dict(type='StepLR', by_epoch=True, step_size=20, gamma=0.5, begin=0,
-         end=max_epochs)
+    dict(
+        type='StepLR',
+        by_epoch=True,
+        step_size=20,
+        gamma=0.5,
+        begin=0,
+        end=max_epochs)
 ]
 auto_scale_lr = dict(enable=False, base_batch_size=128)
 
@@ -151,11 +156,12 @@ custom_hooks = [
         sparsity=gap_sparsity,
         distribution=gap_distribution,
         # Stay dense: the first SA layer of every scale (it sees the raw
-        # xyz offsets and normals; 0.6 k weights for SSG) and the final
+        # xyz offsets and normals; 384 weights for SSG) and the final
         # part classifier (128 x 50): tiny, and pruning them costs accuracy
         # for no saving.
-        exclude=[r'^sa_modules\.0\.mlps\.\d+\.layer0\.',
-                 r'^decode_head\.conv_seg\.'],
+        exclude=[
+            r'^sa_modules\.0\.mlps\.\d+\.layer0\.', r'^decode_head\.conv_seg\.'
+        ],
         # K = 3: set abstraction / feature propagation / head.
         partitions=[r'^sa_modules\.', r'^fp_modules\.', r'^decode_head\.'],
         schedule=dict(

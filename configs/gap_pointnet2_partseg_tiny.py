@@ -7,7 +7,7 @@
 #
 # The model, head, optimizer and GaP partitions are those of the full
 # config; this file shrinks the clouds (512 points), the widths (SSG at
-# about 1/4 width, 0.12 M parameters) and the schedule (epochs of 9
+# about 1/4 width, 0.19 M parameters) and the schedule (epochs of 9
 # iterations at batch 16).
 _base_ = './gap_pointnet2_partseg_shapenet.py'
 
@@ -47,25 +47,37 @@ test_dataloader = dict(
 
 model = dict(
     sa_cfgs=[
-        dict(num_point=128, radii=(0.2, ), sample_nums=(16, ),
-             mlp_channels=((32, 32, 64), )),
-        dict(num_point=32, radii=(0.4, ), sample_nums=(16, ),
-             mlp_channels=((64, 64, 128), )),
+        dict(
+            num_point=128,
+            radii=(0.2, ),
+            sample_nums=(16, ),
+            mlp_channels=((32, 32, 64), )),
+        dict(
+            num_point=32,
+            radii=(0.4, ),
+            sample_nums=(16, ),
+            mlp_channels=((64, 64, 128), )),
         dict(num_point=None, mlp_channels=((128, 256), )),
     ],
     fp_channels=[(128, 128), (128, 64), (64, 64)],
     decode_head=dict(channels=64))
 
-# 24 epochs: K 3 x T 4 epochs x R 1 round = 12 epochs of grow-and-prune,
-# then 12 epochs of fine-tune with all masks fixed; the LR halves every
-# 8 epochs.
-max_epochs = 24
+# 36 epochs of 9 iterations: K 3 x T 6 epochs x R 1 round = 18 epochs of
+# grow-and-prune, then 18 epochs of fine-tune with all masks fixed. Twice
+# the full config's LR (batch 16 on one process), halved every 12 epochs.
+max_epochs = 36
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 param_scheduler = [
-    dict(type='StepLR', by_epoch=True, step_size=8, gamma=0.5, begin=0,
-         end=max_epochs)
+    dict(
+        type='StepLR',
+        by_epoch=True,
+        step_size=12,
+        gamma=0.5,
+        begin=0,
+        end=max_epochs)
 ]
-gap_period = 4
+optim_wrapper = dict(optimizer=dict(lr=2e-3))
+gap_period = 6
 gap_num_rounds = 1
 # Restated: custom_hooks is a list, replaced rather than merged, and it
 # captured the base's gap_period.
@@ -74,8 +86,9 @@ custom_hooks = [
         type='GaPHook',
         sparsity={{_base_.gap_sparsity}},
         distribution={{_base_.gap_distribution}},
-        exclude=[r'^sa_modules\.0\.mlps\.\d+\.layer0\.',
-                 r'^decode_head\.conv_seg\.'],
+        exclude=[
+            r'^sa_modules\.0\.mlps\.\d+\.layer0\.', r'^decode_head\.conv_seg\.'
+        ],
         partitions=[r'^sa_modules\.', r'^fp_modules\.', r'^decode_head\.'],
         schedule=dict(
             type='cyclic',

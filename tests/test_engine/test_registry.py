@@ -23,8 +23,9 @@ def test_found_from_every_default_scope(scope):
 
 
 def test_import_registers_the_task_modules():
-    from mmdet3d.registry import DATASETS, METRICS, TRANSFORMS
+    from mmdet3d.registry import DATASETS, METRICS, MODELS, TRANSFORMS
     assert DATASETS.get('ShapeNetPartDataset') is not None
     assert METRICS.get('PartSegMetric') is not None
     assert TRANSFORMS.get('PackPartSegInputs') is not None
+    assert MODELS.get('PointNet2PartSeg') is not None
     assert gap_mm.__version__

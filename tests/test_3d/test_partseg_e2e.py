@@ -1,0 +1,282 @@
+# Copyright (c) gap_mm contributors. All rights reserved.
+"""GaP PointNet++ part segmentation end to end, on generated ShapeNet data.
+
+Through the standard launchers only: two-process (gloo) training with
+tools/dist_train.sh on configs/gap_pointnet2_partseg_tiny.py, tools/test.py
+with PartSegMetric, and the published checkpoint evaluated by mmdet3d's own
+Runner in a process whose config holds no GaP hook or wrapper.
+"""
+import importlib.util
+import json
+import os
+import os.path as osp
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TINY_CONFIG = osp.join(ROOT, 'configs', 'gap_pointnet2_partseg_tiny.py')
+GENERATOR = osp.join(ROOT, 'tools', 'dataset_converters',
+                     'gen_shapenet_part.py')
+pytestmark = pytest.mark.skipif(
+    not (osp.isfile(TINY_CONFIG) and osp.isfile(GENERATOR)
+         and shutil.which('bash') is not None),
+    reason='needs configs/gap_pointnet2_partseg_tiny.py, the ShapeNet part '
+    'generator and bash (tools/dist_train.sh)')
+
+SPARSITY = 0.8
+MAX_EPOCHS = 4
+# Prunable layers of the tiny model: SA 2 + 3 + 2 convs (the first conv is
+# excluded), FP 2 + 2 + 2, head 1 (the classifier is excluded).
+NUM_PRUNABLE = 14
+
+# Records each rank's masks after training. LOWEST priority: it runs after
+# GaPHook and every other hook has finished with the masks.
+HELPER_MODULE = '''
+import os
+import torch
+from mmengine.dist import get_rank
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class DumpPartSegRankMasksHook(Hook):
+    priority = 'LOWEST'
+
+    def after_train(self, runner):
+        gap = next(h for h in runner.hooks if type(h).__name__ == 'GaPHook')
+        masks = {n: gap.sparsifier.keep_mask(n) for n in gap.sparsifier.names}
+        torch.save(masks, os.path.join(runner.work_dir,
+                                       f'masks_rank{get_rank()}.pth'))
+'''
+
+
+def _generate(out):
+    spec = importlib.util.spec_from_file_location('gen_shapenet_part',
+                                                  GENERATOR)
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    # 5 categories x 6 shapes: train 20, val 5, test 5.
+    return gen.generate(
+        str(out), shapes_per_category=6, num_points=512, seed=0)
+
+
+def _config(tmp_path, data_root):
+    (tmp_path / 'gap_partseg_test_hooks.py').write_text(HELPER_MODULE)
+    cfg = tmp_path / 'gap_partseg_e2e.py'
+    cfg.write_text(f'''
+_base_ = {TINY_CONFIG!r}
+custom_imports = dict(
+    imports=['gap_mm', 'gap_mm.models', 'gap_partseg_test_hooks'],
+    allow_failed_imports=False)
+data_root = {str(data_root) + '/'!r}
+train_dataloader = dict(batch_size=4, dataset=dict(data_root=data_root))
+val_dataloader = dict(batch_size=4, dataset=dict(data_root=data_root))
+test_dataloader = dict(batch_size=4, dataset=dict(data_root=data_root))
+train_cfg = dict(max_epochs={MAX_EPOCHS}, val_interval={MAX_EPOCHS})
+param_scheduler = []
+default_hooks = dict(logger=dict(interval=1),
+                     checkpoint=dict(interval={MAX_EPOCHS}))
+randomness = dict(seed=0)
+custom_hooks = [
+    dict(type='GaPHook', sparsity={SPARSITY},
+         exclude=[r'^sa_modules\\.0\\.mlps\\.\\d+\\.layer0\\.',
+                  r'^decode_head\\.conv_seg\\.'],
+         partitions=[r'^sa_modules\\.', r'^fp_modules\\.',
+                     r'^decode_head\\.'],
+         schedule=dict(type='cyclic', period=1, num_rounds=1,
+                       by_epoch=True)),
+    dict(type='DumpPartSegRankMasksHook'),
+]
+''')
+    # What a user without gap_mm's training engine would write: the same
+    # model and data, no GaPHook, a plain optimizer wrapper, and only the
+    # task registrations imported.
+    plain = tmp_path / 'plain_partseg.py'
+    plain.write_text(f'''
+_base_ = {str(cfg)!r}
+custom_imports = dict(
+    imports=['gap_mm.datasets', 'gap_mm.evaluation', 'gap_mm.models'],
+    allow_failed_imports=False)
+optim_wrapper = dict(_delete_=True, type='OptimWrapper',
+                     optimizer=dict(type='Adam', lr=1e-3))
+custom_hooks = []
+''')
+    return str(cfg), str(plain)
+
+
+def _run(args, tmp_path, check=True, **env):
+    full_env = dict(
+        os.environ,
+        PYTHONPATH=f'{tmp_path}{os.pathsep}{ROOT}',
+        OMP_NUM_THREADS='1',
+        **env)
+    proc = subprocess.run(
+        args,
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'{args} failed ({proc.returncode}):\n'
+                             f'{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}')
+    return proc
+
+
+def _free_port():
+    # A fixed port collides with other distributed runs on the machine.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(('127.0.0.1', 0))
+        return str(sock.getsockname()[1])
+
+
+def _load(path):
+    import gap_mm  # noqa: F401  (allow-lists mmengine's checkpoint classes)
+    return torch.load(path, map_location='cpu', weights_only=True)
+
+
+def _masks(ckpt):
+    from gap_mm.sparsity import unpack_mask
+    return {
+        n: unpack_mask(e, n)
+        for n, e in ckpt['gap_state']['sparsifier']['masks'].items()
+    }
+
+
+def _test_metrics(work_dir):
+    for root, _, files in os.walk(work_dir):
+        for name in sorted(files):
+            if name.endswith('.json'):
+                for line in open(osp.join(root, name)):
+                    record = json.loads(line)
+                    if 'part_seg/instance_miou' in record:
+                        return record
+    raise AssertionError(f'no part_seg/instance_miou under {work_dir}')
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """`tools/dist_train.sh <tiny config> 2` on generated shapes."""
+    tmp_path = tmp_path_factory.mktemp('partseg')
+    data_root = tmp_path / 'shapenet_part'
+    counts = _generate(data_root)
+    assert counts == dict(train=20, val=5, test=5)
+    cfg, plain = _config(tmp_path, data_root)
+    work = tmp_path / 'dist'
+    _run(['bash', 'tools/dist_train.sh', cfg, '2', '--work-dir',
+          str(work)],
+         tmp_path,
+         PORT=_free_port())
+    return tmp_path, cfg, plain, work
+
+
+@pytest.fixture(scope='module')
+def evaluated(trained):
+    """tools/test.py, publish_model.py and a plain mmdet3d Runner."""
+    tmp_path, cfg, plain, work = trained
+    ckpt = work / f'epoch_{MAX_EPOCHS}.pth'
+    _run([
+        sys.executable, 'tools/test.py', cfg,
+        str(ckpt), '--work-dir',
+        str(tmp_path / 'test')
+    ], tmp_path)
+    ours = _test_metrics(tmp_path / 'test')
+
+    published = tmp_path / 'published.pth'
+    _run([
+        sys.executable, 'tools/model_converters/publish_model.py',
+        str(ckpt),
+        str(published)
+    ], tmp_path)
+    script = f'''
+import json
+import sys
+
+import torch
+
+# Plain torch loads the published file, before anything of gap_mm exists.
+state = torch.load({str(published)!r}, map_location='cpu',
+                   weights_only=True)
+assert set(state) == {{'state_dict', 'meta'}}, set(state)
+assert not [m for m in sys.modules if m.split('.')[0] == 'gap_mm']
+
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+cfg = Config.fromfile({plain!r})  # imports the three task packages
+assert cfg.custom_hooks == []
+assert cfg.optim_wrapper.type == 'OptimWrapper'
+cfg.work_dir = {str(tmp_path / 'plain')!r}
+cfg.load_from = {str(published)!r}
+runner = Runner.from_cfg(cfg)
+metrics = runner.test()
+hooks = sorted(type(h).__name__ for h in runner.hooks)
+print('PLAIN', json.dumps(dict(
+    metrics=metrics, hooks=hooks,
+    optim_wrapper=str(runner.optim_wrapper),
+    model=type(runner.model).__module__ + '.' + type(runner.model).__name__,
+    gap_modules=sorted(m for m in sys.modules
+                       if m.split('.')[0] == 'gap_mm'))))
+'''
+    proc = _run([sys.executable, '-c', script], tmp_path)
+    line = next(x for x in proc.stdout.splitlines() if x.startswith('PLAIN'))
+    return ours, json.loads(line[len('PLAIN'):])
+
+
+def test_dist_train_exact_sparsity_and_identical_masks(trained):
+    _, _, _, work = trained
+    ckpt = _load(work / f'epoch_{MAX_EPOCHS}.pth')
+    masks = _masks(ckpt)
+    assert len(masks) == NUM_PRUNABLE
+    assert {n.split('.')[0]
+            for n in masks} == {'sa_modules', 'fp_modules', 'decode_head'}
+    for name, keep in masks.items():
+        n = keep.numel()
+        assert int(keep.sum()) == n - round(SPARSITY * n), name
+        weight = ckpt['state_dict'][name]
+        assert (weight[~keep] == 0).all(), name
+    rank0 = torch.load(work / 'masks_rank0.pth', weights_only=True)
+    rank1 = torch.load(work / 'masks_rank1.pth', weights_only=True)
+    assert set(rank0) == set(masks)
+    for name in masks:
+        assert torch.equal(rank0[name], rank1[name]), name
+        assert torch.equal(rank0[name], masks[name]), name
+
+
+def test_test_py_reports_part_seg_miou(evaluated):
+    ours, _ = evaluated
+    for key in ('part_seg/instance_miou', 'part_seg/class_miou'):
+        assert 0.0 <= ours[key] <= 1.0, key
+
+
+def test_published_checkpoint_in_plain_mmdet3d_runner(evaluated):
+    ours, plain = evaluated
+    metrics = plain['metrics']
+    for key in ('part_seg/instance_miou', 'part_seg/class_miou'):
+        assert metrics[key] == pytest.approx(ours[key], abs=1e-9), key
+    # No GaP machinery was built: no GaPHook, no GaP optimizer wrapper.
+    assert not [h for h in plain['hooks'] if 'GaP' in h], plain['hooks']
+    assert 'GaP' not in plain['optim_wrapper']
+    assert plain['model'] == 'gap_mm.models.pointnet2_part_seg.' \
+        'PointNet2PartSeg'
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason='importing gap_mm.datasets / .evaluation / .models runs '
+    'gap_mm/__init__.py, which imports the sparsity engine (gap_mm.engine, '
+    'gap_mm.sparsity); XPASS means __init__ became lazy: drop this marker')
+def test_plain_runner_does_not_import_the_sparsity_engine(evaluated):
+    _, plain = evaluated
+    loaded = plain['gap_modules']
+    assert 'gap_mm.models' in loaded
+    assert not [
+        m for m in loaded if m.startswith(('gap_mm.engine', 'gap_mm.sparsity',
+                                           'gap_mm.schedules'))
+    ], loaded
