@@ -8,15 +8,16 @@ Runner in a process whose config holds no GaP hook or wrapper.
 """
 import importlib.util
 import json
-import os
 import os.path as osp
 import shutil
-import socket
-import subprocess
 import sys
 
 import pytest
 import torch
+
+from gap_mm.testing.e2e import (RANK_MASK_HOOK_SOURCE, checkpoint_masks,
+                                free_port, load_checkpoint, logged_metrics,
+                                run_tool)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TINY_CONFIG = osp.join(ROOT, 'configs', 'gap_pointnet2_partseg_tiny.py')
@@ -34,27 +35,6 @@ MAX_EPOCHS = 4
 # excluded), FP 2 + 2 + 2, head 1 (the classifier is excluded).
 NUM_PRUNABLE = 14
 
-# Records each rank's masks after training. LOWEST priority: it runs after
-# GaPHook and every other hook has finished with the masks.
-HELPER_MODULE = '''
-import os
-import torch
-from mmengine.dist import get_rank
-from mmengine.hooks import Hook
-from mmengine.registry import HOOKS
-
-
-@HOOKS.register_module()
-class DumpPartSegRankMasksHook(Hook):
-    priority = 'LOWEST'
-
-    def after_train(self, runner):
-        gap = next(h for h in runner.hooks if type(h).__name__ == 'GaPHook')
-        masks = {n: gap.sparsifier.keep_mask(n) for n in gap.sparsifier.names}
-        torch.save(masks, os.path.join(runner.work_dir,
-                                       f'masks_rank{get_rank()}.pth'))
-'''
-
 
 def _generate(out):
     spec = importlib.util.spec_from_file_location('gen_shapenet_part',
@@ -67,7 +47,7 @@ def _generate(out):
 
 
 def _config(tmp_path, data_root):
-    (tmp_path / 'gap_partseg_test_hooks.py').write_text(HELPER_MODULE)
+    (tmp_path / 'gap_partseg_test_hooks.py').write_text(RANK_MASK_HOOK_SOURCE)
     cfg = tmp_path / 'gap_partseg_e2e.py'
     cfg.write_text(f'''
 _base_ = {TINY_CONFIG!r}
@@ -91,7 +71,7 @@ custom_hooks = [
                      r'^decode_head\\.'],
          schedule=dict(type='cyclic', period=1, num_rounds=1,
                        by_epoch=True)),
-    dict(type='DumpPartSegRankMasksHook'),
+    dict(type='DumpRankMasksHook'),
 ]
 ''')
     # What a user without gap_mm's training engine would write: the same
@@ -111,53 +91,7 @@ custom_hooks = []
 
 
 def _run(args, tmp_path, check=True, **env):
-    full_env = dict(
-        os.environ,
-        PYTHONPATH=f'{tmp_path}{os.pathsep}{ROOT}',
-        OMP_NUM_THREADS='1',
-        **env)
-    proc = subprocess.run(
-        args,
-        cwd=ROOT,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f'{args} failed ({proc.returncode}):\n'
-                             f'{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}')
-    return proc
-
-
-def _free_port():
-    # A fixed port collides with other distributed runs on the machine.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(('127.0.0.1', 0))
-        return str(sock.getsockname()[1])
-
-
-def _load(path):
-    import gap_mm  # noqa: F401  (allow-lists mmengine's checkpoint classes)
-    return torch.load(path, map_location='cpu', weights_only=True)
-
-
-def _masks(ckpt):
-    from gap_mm.sparsity import unpack_mask
-    return {
-        n: unpack_mask(e, n)
-        for n, e in ckpt['gap_state']['sparsifier']['masks'].items()
-    }
-
-
-def _test_metrics(work_dir):
-    for root, _, files in os.walk(work_dir):
-        for name in sorted(files):
-            if name.endswith('.json'):
-                for line in open(osp.join(root, name)):
-                    record = json.loads(line)
-                    if 'part_seg/instance_miou' in record:
-                        return record
-    raise AssertionError(f'no part_seg/instance_miou under {work_dir}')
+    return run_tool(args, ROOT, [tmp_path], check=check, timeout=300, **env)
 
 
 @pytest.fixture(scope='module')
@@ -172,7 +106,7 @@ def trained(tmp_path_factory):
     _run(['bash', 'tools/dist_train.sh', cfg, '2', '--work-dir',
           str(work)],
          tmp_path,
-         PORT=_free_port())
+         PORT=str(free_port()))
     return tmp_path, cfg, plain, work
 
 
@@ -186,7 +120,7 @@ def evaluated(trained):
         str(ckpt), '--work-dir',
         str(tmp_path / 'test')
     ], tmp_path)
-    ours = _test_metrics(tmp_path / 'test')
+    ours = logged_metrics(tmp_path / 'test', 'part_seg/instance_miou')
 
     published = tmp_path / 'published.pth'
     _run([
@@ -231,8 +165,8 @@ print('PLAIN', json.dumps(dict(
 
 def test_dist_train_exact_sparsity_and_identical_masks(trained):
     _, _, _, work = trained
-    ckpt = _load(work / f'epoch_{MAX_EPOCHS}.pth')
-    masks = _masks(ckpt)
+    ckpt = load_checkpoint(work / f'epoch_{MAX_EPOCHS}.pth')
+    masks = checkpoint_masks(ckpt)
     assert len(masks) == NUM_PRUNABLE
     assert {n.split('.')[0]
             for n in masks} == {'sa_modules', 'fp_modules', 'decode_head'}

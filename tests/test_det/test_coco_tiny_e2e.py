@@ -6,14 +6,15 @@ tools/dist_train.sh, tools/test.py with CocoMetric, a published checkpoint
 evaluated by plain mmdet in a process that never imports gap_mm, resume
 after a kill, and the errors a user meets first.
 """
-import json
-import os
 import os.path as osp
-import subprocess
 import sys
 
 import pytest
 import torch
+
+from gap_mm.testing.e2e import (RANK_MASK_HOOK_SOURCE, checkpoint_masks,
+                                free_port, load_checkpoint, logged_metrics,
+                                run_tool)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 COCO_TINY = osp.abspath(osp.join(ROOT, '..', 'shared', 'data', 'coco_tiny'))
@@ -25,25 +26,11 @@ pytestmark = pytest.mark.skipif(
 SPARSITY = 0.8
 MAX_ITERS = 10
 
-# A hook that records each rank's masks, and one that dies like `kill -9`
-# right after the checkpoint of a given iteration.
-HELPER_MODULE = '''
+# Dies like `kill -9` right after the checkpoint of a given iteration.
+KILL_HOOK_SOURCE = '''
 import os
-import torch
-from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
-
-
-@HOOKS.register_module()
-class DumpRankMasksHook(Hook):
-    priority = 'LOWEST'
-
-    def after_train(self, runner):
-        gap = next(h for h in runner.hooks if type(h).__name__ == 'GaPHook')
-        masks = {n: gap.sparsifier.keep_mask(n) for n in gap.sparsifier.names}
-        torch.save(masks, os.path.join(runner.work_dir,
-                                       f'masks_rank{get_rank()}.pth'))
 
 
 @HOOKS.register_module()
@@ -60,7 +47,8 @@ class DieAfterIterHook(Hook):
 def _config(tmp_path):
     from mmdet.datasets import CocoDataset
     classes = tuple(CocoDataset.METAINFO['classes'])
-    (tmp_path / 'gap_test_hooks.py').write_text(HELPER_MODULE)
+    (tmp_path / 'gap_test_hooks.py').write_text(RANK_MASK_HOOK_SOURCE +
+                                                KILL_HOOK_SOURCE)
     cfg = tmp_path / 'gap_coco_tiny.py'
     cfg.write_text(f'''
 _base_ = {osp.join(ROOT, 'configs', 'gap_retinanet_tiny_synthetic.py')!r}
@@ -102,47 +90,7 @@ custom_hooks = [
 
 
 def _run(args, tmp_path, check=True, **env):
-    full_env = dict(
-        os.environ,
-        PYTHONPATH=f'{tmp_path}{os.pathsep}{ROOT}',
-        PYTHON=sys.executable,
-        OMP_NUM_THREADS='1',
-        **env)
-    proc = subprocess.run(
-        args,
-        cwd=ROOT,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f'{args} failed ({proc.returncode}):\n'
-                             f'{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}')
-    return proc
-
-
-def _load(path):
-    import gap_mm  # noqa: F401  (allow-lists mmengine's checkpoint classes)
-    return torch.load(path, map_location='cpu', weights_only=True)
-
-
-def _masks(ckpt):
-    from gap_mm.sparsity import unpack_mask
-    return {
-        n: unpack_mask(e, n)
-        for n, e in ckpt['gap_state']['sparsifier']['masks'].items()
-    }
-
-
-def _test_metrics(work_dir):
-    for root, _, files in os.walk(work_dir):
-        for name in sorted(files):
-            if name.endswith('.json'):
-                for line in open(osp.join(root, name)):
-                    record = json.loads(line)
-                    if 'coco/bbox_mAP' in record:
-                        return record
-    raise AssertionError(f'no coco/bbox_mAP under {work_dir}')
+    return run_tool(args, ROOT, [tmp_path], check=check, **env)
 
 
 @pytest.fixture(scope='module')
@@ -154,14 +102,14 @@ def trained(tmp_path_factory):
     _run(['bash', 'tools/dist_train.sh', cfg, '2', '--work-dir',
           str(work)],
          tmp_path,
-         PORT='29631')
+         PORT=str(free_port()))
     return tmp_path, cfg, work
 
 
 def test_dist_train_exact_sparsity_and_identical_masks(trained):
     _, _, work = trained
-    ckpt = _load(work / f'iter_{MAX_ITERS}.pth')
-    masks = _masks(ckpt)
+    ckpt = load_checkpoint(work / f'iter_{MAX_ITERS}.pth')
+    masks = checkpoint_masks(ckpt)
     assert len(masks) == 29  # every conv but the stem and the two outputs
     for name, keep in masks.items():
         n = keep.numel()
@@ -187,7 +135,7 @@ def test_test_py_then_plain_mmdet_without_gap_mm(trained):
         str(out)
     ], tmp_path)
     assert out.stat().st_size > 0
-    ours = _test_metrics(tmp_path / 'test')
+    ours = logged_metrics(tmp_path / 'test', 'coco/bbox_mAP')
 
     published = tmp_path / 'published.pth'
     _run([
@@ -234,9 +182,9 @@ def test_resume_after_kill_matches_uninterrupted(trained):
         sys.executable, 'tools/train.py', cfg, '--work-dir',
         str(killed), '--resume'
     ], tmp_path)
-    a = _load(straight / f'iter_{MAX_ITERS}.pth')
-    b = _load(killed / f'iter_{MAX_ITERS}.pth')
-    ma, mb = _masks(a), _masks(b)
+    a = load_checkpoint(straight / f'iter_{MAX_ITERS}.pth')
+    b = load_checkpoint(killed / f'iter_{MAX_ITERS}.pth')
+    ma, mb = checkpoint_masks(a), checkpoint_masks(b)
     assert set(ma) == set(mb)
     for name in ma:
         assert torch.equal(ma[name], mb[name]), name
