@@ -80,16 +80,20 @@ def _worker(rank, port, work_dir):
         })
     # The deliberately broken case: one rank's mask moves by one bit.
     if rank == 1:
-        pruned = sp._pruned['fc2.weight'].view(-1)
-        i = int(pruned.nonzero()[0])
-        j = int((~pruned).nonzero()[0])
-        pruned[i], pruned[j] = False, True
+        word = sp._words['fc2.weight'].view(-1)
+        i = int((word == 0).nonzero()[0])
+        j = int((word != 0).nonzero()[0])
+        word[i], word[j] = -1, 0  # move one pruned position
     try:
         verify_masks_across_ranks(sp, 'in the test')
         result['error'] = None
     except MaskDivergenceError as err:
         result['error'] = str(err)
     torch.save(result, osp.join(work_dir, f'rank{rank}.pt'))
+    # Both ranks must be done with gloo before either tears it down; a rank
+    # that destroys the group while the other still talks aborts ("terminate
+    # called without an active exception").
+    torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 
 

@@ -302,8 +302,8 @@ def test_fingerprint_detects_a_moved_mask_bit():
     sp = MagnitudeSparsifier(select_prunable(net), 0.8)
     sp.prune([0])
     before = sp.fingerprint().clone()
-    pruned = sp._pruned['fc.weight']
-    i = int(pruned.reshape(-1).nonzero()[0])
-    j = int((~pruned).reshape(-1).nonzero()[0])
-    pruned.view(-1)[i], pruned.view(-1)[j] = False, True
+    word = sp._words['fc.weight'].view(-1)
+    i = int((word == 0).nonzero()[0])
+    j = int((word != 0).nonzero()[0])
+    word[i], word[j] = -1, 0  # move one pruned position
     assert not torch.equal(before, sp.fingerprint())
