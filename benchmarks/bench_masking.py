@@ -149,11 +149,15 @@ def bench_step(size, steps, sparsity, config, batch):
     optimizer = torch.optim.SGD(
         model.parameters(), lr=1e-4, momentum=0.9, weight_decay=1e-4)
     wrappers = {'dense': OptimWrapper(optimizer)}
-    for label, cls in [('gap (int8 keep word, bitwise AND)',
-                        MagnitudeSparsifier),
-                       ('masked_fill_ (bool)', MaskedFillSparsifier),
-                       ('mul_ (bool)', BoolMulSparsifier),
-                       ('mul_ (float)', FloatMulSparsifier)]:
+    variants = [  # label, class, mask bytes per weight
+        ('gap (int8 keep word, bitwise AND)', MagnitudeSparsifier, 1),
+        ('masked_fill_ (bool)', MaskedFillSparsifier, 1),
+        ('mul_ (bool)', BoolMulSparsifier, 1),
+        ('mul_ (float)', FloatMulSparsifier, 4),
+    ]
+    bytes_per = {'dense': 0}
+    for label, cls, mask_bytes in variants:
+        bytes_per[label] = mask_bytes
         sp = cls(params, sparsity, 'global')
         sp.prune([0])
         wrapper = GaPOptimWrapper(optimizer)
@@ -166,12 +170,6 @@ def bench_step(size, steps, sparsity, config, batch):
           f'SGD momentum; medians of {steps} interleaved steps, '
           f'{torch.get_num_threads()} threads')
     medians = time_steps(model, data, wrappers, steps)
-    bytes_per = {
-        'dense': 0,
-        'gap (masked_fill_, bool)': 1,
-        'bool mul_': 1,
-        'float mul_': 4
-    }
     print('| masking | step (s) | vs dense | mask bytes / weight |')
     print('|---|---|---|---|')
     for name, sec in medians.items():

@@ -14,7 +14,7 @@ to a full :func:`torch.kthvalue` when the bracket misses. The result is exact
 either way; the sample only decides how fast it is.
 """
 import math
-from typing import List, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
@@ -41,37 +41,52 @@ def kth_largest(scores: Sequence[torch.Tensor], k: int) -> torch.Tensor:
     Returns:
         Tensor: 0-dim tensor holding the value.
     """
+    return _kth_largest_and_ties(scores, k)[0]
+
+
+def _kth_largest_and_ties(
+    scores: Sequence[torch.Tensor], k: int
+) -> Tuple[torch.Tensor, Optional[List[torch.Tensor]], Optional[int]]:
+    """:func:`kth_largest`, plus, when the sampled bracket found it, the
+    sorted flat positions per tensor of the entries equal to it and the
+    number of entries above it (else None, None)."""
     total = sum(s.numel() for s in scores)
     if not 1 <= k <= total:
         raise ValueError(f'k must be in [1, {total}], but got {k}')
-    if total < _BRACKET_MIN_NUMEL:
-        flat = torch.cat([s.reshape(-1) for s in scores])
-        return torch.kthvalue(flat, total - k + 1).values
-    # Fixed-seed sample, proportional to each tensor's size.
-    gen = torch.Generator().manual_seed(0)
-    sample = torch.cat([
-        s.reshape(-1)[torch.randint(
-            s.numel(), (max(1,
-                            _SAMPLE_SIZE * s.numel() // total), ),
-            generator=gen)] for s in scores if s.numel()
-    ])
-    m = sample.numel()
-    q = 1.0 - k / total  # quantile of the answer in ascending order
-    margin = 6.0 * math.sqrt(max(q * (1 - q), 1.0 / m) / m) + 4.0 / m
-    lo_rank = min(m - 1, max(0, int((q - margin) * m)))
-    hi_rank = min(m - 1, max(0, int(math.ceil((q + margin) * m))))
-    sorted_sample = torch.sort(sample).values
-    lo, hi = sorted_sample[lo_rank], sorted_sample[hi_rank]
-    # Fewer than k entries above hi and at least k at or above lo put the
-    # answer inside [lo, hi]: select it exactly among those few entries.
-    n_above_hi = sum(int(torch.count_nonzero(s > hi)) for s in scores)
-    if n_above_hi < k:
-        inside = torch.cat([s[(s >= lo) & (s <= hi)] for s in scores])
-        rank = k - n_above_hi  # rank of the answer among ``inside``
-        if rank <= inside.numel():
-            return torch.kthvalue(inside, inside.numel() - rank + 1).values
+    if total >= _BRACKET_MIN_NUMEL:
+        # Fixed-seed sample, proportional to each tensor's size.
+        gen = torch.Generator().manual_seed(0)
+        sample = torch.cat([
+            s.reshape(-1)[torch.randint(
+                s.numel(), (max(1,
+                                _SAMPLE_SIZE * s.numel() // total), ),
+                generator=gen)] for s in scores if s.numel()
+        ])
+        m = sample.numel()
+        q = 1.0 - k / total  # quantile of the answer in ascending order
+        margin = 6.0 * math.sqrt(max(q * (1 - q), 1.0 / m) / m) + 4.0 / m
+        lo_rank = min(m - 1, max(0, int((q - margin) * m)))
+        hi_rank = min(m - 1, max(0, int(math.ceil((q + margin) * m))))
+        sorted_sample = torch.sort(sample).values
+        lo, hi = sorted_sample[lo_rank], sorted_sample[hi_rank]
+        # Fewer than k entries above hi and at least k at or above lo put
+        # the answer inside [lo, hi]: select it exactly among those few
+        # entries, whose positions also locate the ties.
+        n_above_hi = sum(int(torch.count_nonzero(s > hi)) for s in scores)
+        if n_above_hi < k:
+            where = [((s >= lo) & (s <= hi)).nonzero().squeeze(1)
+                     for s in scores]
+            values = [s[i] for s, i in zip(scores, where)]
+            inside = torch.cat(values)
+            rank = k - n_above_hi  # rank of the answer among ``inside``
+            if rank <= inside.numel():
+                value = torch.kthvalue(inside,
+                                       inside.numel() - rank + 1).values
+                ties = [i[v == value] for i, v in zip(where, values)]
+                above = n_above_hi + int(torch.count_nonzero(inside > value))
+                return value, ties, above
     flat = torch.cat([s.reshape(-1) for s in scores])
-    return torch.kthvalue(flat, total - k + 1).values
+    return torch.kthvalue(flat, total - k + 1).values, None, None
 
 
 def topk_masks(scores: Sequence[torch.Tensor],
@@ -99,18 +114,24 @@ def topk_masks(scores: Sequence[torch.Tensor],
         value = (k == total) != pruned  # all kept, or all pruned
         return [torch.full_like(s, value, dtype=torch.bool) for s in scores]
     flats = [s.reshape(-1) for s in scores]
-    threshold = kth_largest(flats, k)
+    threshold, ties, above = _kth_largest_and_ties(flats, k)
     if pruned:
         masks = [f <= threshold for f in flats]
-        above = total - sum(int(torch.count_nonzero(m)) for m in masks)
+        if above is None:
+            above = total - sum(int(torch.count_nonzero(m)) for m in masks)
     else:
         masks = [f > threshold for f in flats]
-        above = sum(int(torch.count_nonzero(m)) for m in masks)
+        if above is None:
+            above = sum(int(torch.count_nonzero(m)) for m in masks)
     remaining = k - above  # entries equal to the threshold still to keep
-    for flat, mask in zip(flats, masks):
+    if ties is None:
+        ties = (None, ) * len(flats)
+    for flat, mask, tied in zip(flats, masks, ties):
         if remaining <= 0:
             break
-        take = (flat == threshold).nonzero().squeeze(1)[:remaining]
+        if tied is None:
+            tied = (flat == threshold).nonzero().squeeze(1)
+        take = tied[:remaining]
         mask[take] = not pruned
         remaining -= take.numel()
     assert remaining == 0, 'internal error: tie-break under-filled the mask'
