@@ -69,22 +69,32 @@ def _kth_largest_and_ties(
         hi_rank = min(m - 1, max(0, int(math.ceil((q + margin) * m))))
         sorted_sample = torch.sort(sample).values
         lo, hi = sorted_sample[lo_rank], sorted_sample[hi_rank]
-        # Fewer than k entries above hi and at least k at or above lo put
-        # the answer inside [lo, hi]: select it exactly among those few
-        # entries, whose positions also locate the ties.
-        n_above_hi = sum(int(torch.count_nonzero(s > hi)) for s in scores)
+
+        # The answer t lies in [lo, hi] when fewer than k entries are above
+        # hi and at least k are at or above lo. If at least k are above lo,
+        # t is in (lo, hi]: select it exactly among those few entries, whose
+        # positions also give the ties. Otherwise t == lo, a value so
+        # frequent that it fills the bracket's lower end (the zeros of an
+        # already sparse layer); its ties are found by an early-exit scan.
+        def count(pred):
+            return sum(int(torch.count_nonzero(pred(s))) for s in scores)
+
+        n_above_hi = count(lambda s: s > hi)
         if n_above_hi < k:
-            where = [((s >= lo) & (s <= hi)).nonzero().squeeze(1)
-                     for s in scores]
-            values = [s[i] for s, i in zip(scores, where)]
-            inside = torch.cat(values)
-            rank = k - n_above_hi  # rank of the answer among ``inside``
-            if rank <= inside.numel():
+            n_above_lo = count(lambda s: s > lo)
+            if n_above_lo >= k:
+                where = [((s > lo) & (s <= hi)).nonzero().squeeze(1)
+                         for s in scores]
+                values = [s[i] for s, i in zip(scores, where)]
+                inside = torch.cat(values)
+                rank = k - n_above_hi  # rank of the answer among ``inside``
                 value = torch.kthvalue(inside,
                                        inside.numel() - rank + 1).values
                 ties = [i[v == value] for i, v in zip(where, values)]
                 above = n_above_hi + int(torch.count_nonzero(inside > value))
                 return value, ties, above
+            if count(lambda s: s >= lo) >= k:
+                return lo, None, n_above_lo
     flat = torch.cat([s.reshape(-1) for s in scores])
     return torch.kthvalue(flat, total - k + 1).values, None, None
 

@@ -116,3 +116,19 @@ def test_pruned_masks_are_the_exact_complement(k):
     pruned = topk_masks(scores, k, pruned=True)
     for a, b in zip(keep, pruned):
         assert torch.equal(a, ~b)
+
+
+def test_bracket_collapsed_on_a_frequent_value(monkeypatch):
+    # 80% exact zeros (an already sparse layer): the sampled bracket
+    # collapses onto 0 and the ties are found by the early-exit scan.
+    monkeypatch.setattr(topk_module, '_BRACKET_MIN_NUMEL', 1000)
+    gen = torch.Generator().manual_seed(5)
+    scores = [torch.rand(4000, generator=gen) for _ in range(3)]
+    for s in scores:
+        s[torch.rand(4000, generator=gen) < 0.8] = 0
+    total = 12000
+    for k in (100, int((scores[0] > 0).sum()), total // 2):
+        got = topk_masks(scores, k)
+        want = _reference_masks(scores, k)
+        for g, w in zip(got, want):
+            assert torch.equal(g.reshape(-1), w)
