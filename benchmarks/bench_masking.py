@@ -1,7 +1,7 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
 """Cost of GaP masking on mmdet's Faster R-CNN R50-FPN, on the CPU.
 
-Three measurements, each printed as a table of ratios taken side by side in
+Four measurements, each printed as a table of ratios taken side by side in
 one run:
 
 1. Train-step time with GaP masking against the same dense step (batch 2,
@@ -13,6 +13,9 @@ one run:
    and ``torch.nn.utils.prune.global_unstructured``.
 3. Mask memory per weight, in memory and in the checkpoint, against
    ``torch.nn.utils.prune`` (which keeps ``weight_orig`` and a float mask).
+4. The masking alone (gradients before and weights after a step) with cold
+   caches, for each masking method, as a share of the dense step: whole
+   steps vary by a few % from run to run here, the masking does not.
 
 Usage::
 
@@ -92,6 +95,13 @@ class FloatMulSparsifier(BoolMulSparsifier):
         return self.keep_mask(name).float()
 
 
+VARIANTS = [  # label, class, mask bytes per weight
+    ('gap (int8 keep word, bitwise AND)', MagnitudeSparsifier, 1),
+    ('masked_fill_ (bool)', MaskedFillSparsifier, 1),
+    ('mul_ (bool)', BoolMulSparsifier, 1),
+    ('mul_ (float)', FloatMulSparsifier, 4),
+]
+
 DEFAULT_CONFIG = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
 
 
@@ -149,14 +159,8 @@ def bench_step(size, steps, sparsity, config, batch):
     optimizer = torch.optim.SGD(
         model.parameters(), lr=1e-4, momentum=0.9, weight_decay=1e-4)
     wrappers = {'dense': OptimWrapper(optimizer)}
-    variants = [  # label, class, mask bytes per weight
-        ('gap (int8 keep word, bitwise AND)', MagnitudeSparsifier, 1),
-        ('masked_fill_ (bool)', MaskedFillSparsifier, 1),
-        ('mul_ (bool)', BoolMulSparsifier, 1),
-        ('mul_ (float)', FloatMulSparsifier, 4),
-    ]
     bytes_per = {'dense': 0}
-    for label, cls, mask_bytes in variants:
+    for label, cls, mask_bytes in VARIANTS:
         bytes_per[label] = mask_bytes
         sp = cls(params, sparsity, 'global')
         sp.prune([0])
@@ -175,7 +179,43 @@ def bench_step(size, steps, sparsity, config, batch):
     for name, sec in medians.items():
         print(f'| {name} | {sec:.3f} | {sec / medians["dense"]:.3f}x | '
               f'{bytes_per[name]} |')
-    return model
+    return model, medians['dense']
+
+
+def bench_primitives(model, sparsity, repeats=7, step_seconds=None):
+    """Time the masking itself (gradients before + weights after a step),
+    with the CPU caches flushed first as they are after backward. Far less
+    noisy than whole steps, whose run-to-run spread here is a few %."""
+    params = select_prunable(model)
+    for p in params.values():
+        p.grad = torch.randn_like(p)
+    flush = torch.empty(64 * 2**20)
+    rows = []
+    for label, cls, mask_bytes in VARIANTS:
+        sp = cls(params, sparsity, 'global')
+        sp.prune([0])
+        sp.mask_grads_()  # builds the cached masks of the alternatives
+        ts = []
+        for _ in range(repeats):
+            flush.fill_(1.0)
+            start = time.perf_counter()
+            sp.mask_grads_()
+            sp.apply_masks_()
+            ts.append(time.perf_counter() - start)
+        rows.append((label, statistics.median(ts), mask_bytes))
+    n = sum(p.numel() for p in params.values())
+    print(f'\n## Masking per step (gradients + weights) over {n / 1e6:.2f} M '
+          f'weights, cold caches, median of {repeats}')
+    head = '| masking | ms per step | mask bytes / weight |'
+    if step_seconds:
+        head += f' share of a {step_seconds:.2f} s dense step |'
+    print(head)
+    print('|---|---|---|' + ('---|' if step_seconds else ''))
+    for label, sec, mask_bytes in rows:
+        line = f'| {label} | {sec * 1e3:.1f} | {mask_bytes} |'
+        if step_seconds:
+            line += f' {100 * sec / step_seconds:.2f}% |'
+        print(line)
 
 
 def bench_prune(model, sparsity, repeats, note):
@@ -265,20 +305,22 @@ def main():
     parser.add_argument('--batch', type=int, default=2)
     args = parser.parse_args()
     torch.manual_seed(0)
-    stepped = None
+    stepped, dense_seconds = None, None
     if not args.skip_step:
-        stepped = bench_step(args.size, args.steps, args.sparsity, args.config,
-                             args.batch)
+        stepped, dense_seconds = bench_step(args.size, args.steps,
+                                            args.sparsity, args.config,
+                                            args.batch)
+    fresh, _ = build_detector(64, args.config)
     if not args.skip_prune:
         # A GaP prune event selects from dense weights: at the start, and
         # for the partition that was just trained dense.
-        fresh, _ = build_detector(64, args.config)
         bench_prune(fresh, args.sparsity, args.prune_repeats,
                     'freshly initialised (dense) weights')
         if stepped is not None:  # its weights are 80% exact zeros now
             bench_prune(stepped, args.sparsity, args.prune_repeats,
                         'weights already masked to 80% zeros (re-prune)')
         bench_memory(fresh, args.sparsity)
+    bench_primitives(fresh, args.sparsity, step_seconds=dense_seconds)
 
 
 if __name__ == '__main__':
