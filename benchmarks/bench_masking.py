@@ -277,7 +277,8 @@ def bench_memory(model, sparsity):
     n = sum(p.numel() for p in params.values())
     sp = MagnitudeSparsifier(params, sparsity, 'global')
     sp.prune([0])
-    in_memory = sum(m.numel() * m.element_size() for m in sp._pruned.values())
+    in_memory = sum(w.numel() * w.element_size()
+                    for w in sp._words.values())
     packed = sum(e['packed'].numel()
                  for e in sp.state_dict()['masks'].values())
     # torch.nn.utils.prune keeps weight_orig (a copy) plus a float mask.
