@@ -7,18 +7,14 @@ are built from them exactly as the Runner would, and one iteration runs on
 two small random images.
 """
 import os.path as osp
-from types import SimpleNamespace
 
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.logging import MessageHub
-from mmengine.optim import build_optim_wrapper
-from mmengine.registry import HOOKS, init_default_scope
 
 import gap_mm  # noqa: F401
-from gap_mm.engine import GaPHook, GaPOptimWrapper
 from gap_mm.sparsity import num_kept
+from gap_mm.testing.config_check import build_gap_training
 from gap_mm.utils import propagate_gap_variables
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -67,30 +63,12 @@ def test_full_config_builds_and_trains_one_step(name, dense_excluded):
     assert cfg.custom_hooks[0]['sparsity'] == 0.9
     assert cfg.custom_hooks[0]['distribution'] == 'global'
 
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    from mmdet.registry import MODELS
     cfg.model.backbone.init_cfg = None  # no downloads in tests
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
-    assert isinstance(wrapper, GaPOptimWrapper)
-    hook = HOOKS.build(cfg.custom_hooks[0])
-    assert isinstance(hook, GaPHook)
-
-    runner = SimpleNamespace(
-        model=model,
-        optim_wrapper=wrapper,
-        iter=0,
-        epoch=0,
-        max_epochs=cfg.train_cfg.max_epochs,
-        max_iters=None,
-        message_hub=MessageHub.get_instance(f'test_full_{name}'))
-    hook.before_run(runner)
+    model, wrapper, hook, runner = build_gap_training(cfg, name)
     sp = hook.sparsifier
     assert sp.num_partitions == 4
     for excluded in dense_excluded:
         assert excluded not in sp.params
-    hook.before_train(runner)
     assert sp.dense_partitions == {0}  # partition 0 grown at epoch 0
 
     model.train()

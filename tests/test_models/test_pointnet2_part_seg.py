@@ -2,7 +2,6 @@
 """PointNet++ part segmentation on the CPU: SSG/MSG, the category one-hot,
 predictions restricted to a shape's own parts, and the full configs."""
 import os.path as osp
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,17 +9,24 @@ from mmdet3d.models.layers import PointFPModule, PointSAModuleMSG
 from mmdet3d.registry import MODELS
 from mmdet3d.structures import Det3DDataSample, PointData
 from mmengine.config import Config
-from mmengine.logging import MessageHub
-from mmengine.optim import build_optim_wrapper
-from mmengine.registry import HOOKS, init_default_scope
+from mmengine.registry import DefaultScope
 
 import gap_mm  # noqa: F401
 from gap_mm.datasets import SHAPENET_PART_CATEGORY_PARTS
-from gap_mm.engine import GaPHook, GaPOptimWrapper
 from gap_mm.models import (PartSegHead, PointNet2FPModule, PointNet2PartSeg,
                            PointNet2SAModule)
+from gap_mm.testing.config_check import build_gap_training
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+@pytest.fixture(autouse=True)
+def mmdet3d_scope():
+    """Build in mmdet3d's scope whatever scope earlier tests left."""
+    with DefaultScope.overwrite_default_scope('mmdet3d'):
+        yield
+
+
 AIRPLANE, CHAIR, TABLE = 0, 4, 15
 
 TINY_SA = [
@@ -237,22 +243,7 @@ def test_full_gap_config_builds_and_trains_one_step(variant):
     cfg.model.variant = variant
     assert cfg.train_dataloader.batch_size == 16
     assert cfg.train_pipeline[1].num_points == 2048
-    init_default_scope('mmdet3d')
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
-    assert isinstance(wrapper, GaPOptimWrapper)
-    hook = HOOKS.build(cfg.custom_hooks[0])
-    assert isinstance(hook, GaPHook)
-    runner = SimpleNamespace(
-        model=model,
-        optim_wrapper=wrapper,
-        iter=0,
-        epoch=0,
-        max_epochs=cfg.train_cfg.max_epochs,
-        max_iters=None,
-        message_hub=MessageHub.get_instance(f'test_partseg_{variant}'))
-    hook.before_run(runner)
+    model, wrapper, hook, runner = build_gap_training(cfg, variant)
     sp = hook.sparsifier
     assert sp.num_partitions == 3
     assert 'decode_head.conv_seg.weight' not in sp.params
@@ -267,7 +258,6 @@ def test_full_gap_config_builds_and_trains_one_step(variant):
         1: {'fp_modules'},
         2: {'decode_head'}
     }
-    hook.before_train(runner)
     assert sp.dense_partitions == {0}
 
     model.train()
