@@ -236,9 +236,11 @@ class ShapeNetPartDataset(BaseDataset):
             redefine ``classes``, ``categories``, ``synsets`` or
             ``category_parts``.
             Defaults to None.
-        pipeline (list[dict | Callable]): Processing pipeline. Dicts are
-            built from mmdet3d's ``TRANSFORMS`` registry, so the dataset also
-            works outside a Runner whose ``default_scope`` is ``'mmdet3d'``.
+        pipeline (list[dict | Callable]): Processing pipeline. A dict
+            without ``_scope_`` is built in the ``'mmdet3d'`` scope
+            (mmdet3d's ``TRANSFORMS``, then mmengine's), whatever the
+            current default scope, so the dataset also works under a
+            Runner or script whose ``default_scope`` is another one.
             Defaults to an empty list.
         test_mode (bool): Whether the dataset is used for testing. Defaults
             to False.
@@ -306,8 +308,10 @@ class ShapeNetPartDataset(BaseDataset):
             metainfo=metainfo,
             data_root=data_root,
             pipeline=[
-                TRANSFORMS.build(t) if isinstance(t, dict) else t
-                for t in pipeline
+                TRANSFORMS.build({
+                    '_scope_': 'mmdet3d',
+                    **t
+                }) if isinstance(t, dict) else t for t in pipeline
             ],
             test_mode=test_mode,
             **kwargs)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from mmdet3d.registry import DATASETS, TRANSFORMS
 from mmdet3d.structures import Det3DDataSample
+from mmengine.registry import DefaultScope
 
 from gap_mm.datasets import (
     SHAPENET_PART_CATEGORIES, SHAPENET_PART_CATEGORY_PARTS,
@@ -93,28 +94,32 @@ def test_reads_generated_tree(generated_root):
         assert f'shape_data/{info["synset"]}/{info["shape_id"]}' in entries
         assert dataset.get_cat_ids(idx) == [info['category_id']]
 
-    built = DATASETS.build(
-        dict(
-            type='ShapeNetPartDataset',
-            data_root=generated_root,
-            ann_file='train_test_split/shuffled_test_file_list.json',
-            check_files=True))
+    with DefaultScope.overwrite_default_scope('mmdet3d'):
+        built = DATASETS.build(
+            dict(
+                type='ShapeNetPartDataset',
+                data_root=generated_root,
+                ann_file='train_test_split/shuffled_test_file_list.json',
+                check_files=True))
     assert len(built) == 5
 
 
-def test_pipeline_output(generated_root):
-    dataset = ShapeNetPartDataset(
-        data_root=generated_root,
-        ann_file=TRAIN,
-        pipeline=[
-            dict(type='LoadShapeNetPartPoints'),
-            dict(type='PartPointSample', num_points=64),
-            dict(type='NormalizePointsToUnitSphere'),
-            dict(type='RandomAnisotropicScale'),
-            dict(type='RandomPointTranslate'),
-            dict(type='RandomPointJitter'),
-            dict(type='PackPartSegInputs'),
-        ])
+@pytest.mark.parametrize('scope', [None, 'mmdet3d', 'mmengine', 'mmdet'])
+def test_pipeline_output(generated_root, scope):
+    # The transforms are mmdet3d's whatever default scope is current.
+    with DefaultScope.overwrite_default_scope(scope):
+        dataset = ShapeNetPartDataset(
+            data_root=generated_root,
+            ann_file=TRAIN,
+            pipeline=[
+                dict(type='LoadShapeNetPartPoints'),
+                dict(type='PartPointSample', num_points=64),
+                dict(type='NormalizePointsToUnitSphere'),
+                dict(type='RandomAnisotropicScale'),
+                dict(type='RandomPointTranslate'),
+                dict(type='RandomPointJitter'),
+                dict(type='PackPartSegInputs'),
+            ])
     for idx in (0, len(dataset) - 1):
         out = dataset[idx]
         points = out['inputs']['points']
