@@ -393,12 +393,14 @@ class MagnitudeSparsifier:
             if word is None:
                 rows.append(torch.full((3, ), -1, dtype=torch.int64))
                 continue
+            # Reduced on the mask's device; only three numbers go to the
+            # CPU, so the result is a CPU tensor whatever the device.
             idx = (word.reshape(-1) == 0).nonzero().squeeze(1).to(torch.int64)
             rows.append(
                 torch.stack([
-                    torch.tensor(idx.numel()),
+                    idx.new_tensor(idx.numel()),
                     idx.sum(), (idx * idx + idx * 40503).sum()
-                ]))
+                ]).cpu())
         return torch.stack(rows)
 
     def state_dict(self) -> Dict[str, object]:
