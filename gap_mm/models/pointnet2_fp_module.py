@@ -53,9 +53,11 @@ class PointNet2FPModule(PointFPModule):
             dist, idx = three_nn(target.contiguous(), source.contiguous())
             dist_reciprocal = 1.0 / (dist + 1e-8)
             norm = torch.sum(dist_reciprocal, dim=2, keepdim=True)
-            weight = dist_reciprocal / norm
+            # Under autocast the MLPs give fp16 features while the weights
+            # from fp32 xyz stay fp32; mmcv's kernel needs one dtype.
+            weight = (dist_reciprocal / norm).to(source_feats.dtype)
             interpolated = three_interpolate(source_feats.contiguous(), idx,
-                                             weight)
+                                             weight.contiguous())
         else:
             interpolated = source_feats.expand(*source_feats.shape[:2],
                                                target.size(1))

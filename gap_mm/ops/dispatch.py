@@ -10,9 +10,10 @@ implementation from the device of the input tensor, at every call:
 - a tensor on any other device (CUDA, NPU, MLU) goes to ``mmcv.ops``, the
   kernels that mmdet3d uses, unchanged. ``mmcv.ops`` is imported only then,
   so this module imports, and the CPU path works, with an mmcv that was
-  built without ops. If that import fails for a non-CPU tensor, the call
-  falls back to the pure-torch code (which is device agnostic) with a
-  one-time warning.
+  built without ops. If that import fails for a non-CPU tensor, or a CUDA
+  tensor meets an mmcv built without CUDA (``FORCE_CUDA=0`` on a machine
+  without nvcc, then reused from pip's wheel cache), the call falls back to
+  the pure-torch code (which is device agnostic) with a one-time warning.
 
 The decision is made by :func:`get_point_op`, the one place that holds it.
 Nothing in mmcv or mmdet3d is patched: code that wants the CPU path, such as
@@ -47,9 +48,18 @@ def _import_mmcv_ops():
     """Import ``mmcv.ops`` once, or return None when it is unavailable."""
     try:
         import mmcv.ops as mmcv_ops
-    except (ImportError, OSError):
+    except (ImportError, OSError, AssertionError):
+        # AssertionError: mmcv's ext_loader asserts that every symbol of a
+        # partial build is present.
         return None
     return mmcv_ops
+
+
+def _has_cuda_kernels(mmcv_ops) -> bool:
+    """Whether ``mmcv_ops`` was compiled with its CUDA kernels (a cheap
+    call into mmcv's extension)."""
+    version = getattr(mmcv_ops, 'get_compiling_cuda_version', None)
+    return version is not None and version() != 'not available'
 
 
 def get_point_op(name: str, tensor: Tensor) -> Callable:
@@ -65,17 +75,21 @@ def get_point_op(name: str, tensor: Tensor) -> Callable:
         ``mmcv.ops.<name>`` (or ``point_ops_cpu.<name>`` when ``mmcv.ops``
         cannot be imported).
     """
-    if tensor.device.type != 'cpu':
+    device = tensor.device.type
+    if device != 'cpu':
         mmcv_ops = _import_mmcv_ops()
-        if mmcv_ops is not None:
+        if mmcv_ops is None:
+            reason = 'mmcv.ops could not be imported'
+        elif device == 'cuda' and not _has_cuda_kernels(mmcv_ops):
+            reason = ('mmcv was built without CUDA ops (rebuild it with '
+                      'MMCV_WITH_OPS=1 FORCE_CUDA=1)')
+        else:
             return getattr(mmcv_ops, name)
         global _MMCV_FALLBACK_WARNED
         if not _MMCV_FALLBACK_WARNED:
             _MMCV_FALLBACK_WARNED = True
-            warnings.warn(
-                'mmcv.ops could not be imported; the point operators use '
-                f'the slower pure-torch code on {tensor.device.type} '
-                'tensors.')
+            warnings.warn(f'{reason}; the point operators use the slower '
+                          f'pure-torch code on {device} tensors.')
     return getattr(point_ops_cpu, name)
 
 
@@ -89,6 +103,8 @@ def furthest_point_sample(points_xyz: Tensor, num_points: int) -> Tensor:
     Returns:
         Tensor: (B, num_points) int32 indices, starting with 0.
     """
+    if points_xyz.device.type != 'cpu':
+        points_xyz = points_xyz.float()  # mmcv's kernel reads float32 only
     return get_point_op('furthest_point_sample',
                         points_xyz)(points_xyz, num_points)
 

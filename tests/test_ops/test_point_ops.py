@@ -344,6 +344,26 @@ def test_dispatch_other_devices(monkeypatch):
         dispatch.get_point_op('three_nn', meta)
 
 
+def test_dispatch_cuda_needs_an_mmcv_built_with_cuda(monkeypatch):
+    cuda_tensor = types.SimpleNamespace(device=torch.device('cuda'))
+    built = dict(cuda='12.4', cpu='not available')
+    for build, expected in (('cuda', 'mmcv'), ('cpu', 'torch')):
+        fake_ops = types.SimpleNamespace(
+            three_nn=object(),
+            get_compiling_cuda_version=lambda b=build: built[b])
+        monkeypatch.setattr(dispatch, '_import_mmcv_ops', lambda: fake_ops)
+        monkeypatch.setattr(dispatch, '_MMCV_FALLBACK_WARNED', False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            op = dispatch.get_point_op('three_nn', cuda_tensor)
+        if expected == 'mmcv':
+            assert op is fake_ops.three_nn and not caught
+        else:
+            assert op is point_ops_cpu.three_nn
+            assert 'mmcv was built without CUDA ops' in str(
+                caught[0].message)
+
+
 # ------------------------------------------------------- against mmcv (GPU)
 def _assert_same_or_near_tie(points, ours, theirs):
     """Two FPS sequences agree up to a first pick that is a near tie.
