@@ -8,7 +8,6 @@ Examples:
     tools/dist_test.sh configs/xxx.py ckpt.pth 2              # also on CPU
 """
 import argparse
-import os
 import os.path as osp
 import sys
 import warnings
@@ -23,7 +22,9 @@ from mmengine.runner import Runner  # noqa: E402
 
 from gap_mm.errors import GaPConfigError  # noqa: E402
 from gap_mm.utils import (allow_mmengine_checkpoint_globals,  # noqa: E402
-                          check_data_paths, setup_cpu_distributed)
+                          check_data_paths, check_gap_hook_options,
+                          export_local_rank, propagate_gap_variables,
+                          setup_cpu_distributed)
 
 
 def parse_args() -> argparse.Namespace:
@@ -66,8 +67,7 @@ def parse_args() -> argparse.Namespace:
         '--tta', action='store_true', help='test with test-time augmentation')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    export_local_rank(args.local_rank)
     return args
 
 
@@ -164,15 +164,30 @@ def checkpoint_exists(checkpoint: str) -> bool:
 
 
 def main() -> None:
-    """Build a Runner from the config and test the checkpoint."""
+    """Build a Runner from the config and test the checkpoint.
+
+    A missing checkpoint or data file and a bad GaP setting end with their
+    message and exit code 1, not a traceback.
+    """
     args = parse_args()
     if not checkpoint_exists(args.checkpoint):
         sys.exit(f'error: checkpoint file not found: {args.checkpoint}')
+    try:
+        test(args)
+    except GaPConfigError as err:
+        sys.exit(f'error: {err}')
 
+
+def test(args: argparse.Namespace) -> None:
+    """Test as ``args`` say."""
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+        propagate_gap_variables(cfg, args.cfg_options.keys())
+    # A GaP config builds its GaPHook for testing too (it does nothing
+    # there); reject its bad options here, with the value named.
+    check_gap_hook_options(cfg)
 
     # work_dir priority: CLI > config > work_dirs/<config stem>
     if args.work_dir is not None:
@@ -182,10 +197,7 @@ def main() -> None:
                                 osp.splitext(osp.basename(args.config))[0])
 
     cfg.load_from = args.checkpoint
-    try:
-        check_data_paths(cfg, ('test_dataloader', ))
-    except GaPConfigError as err:
-        sys.exit(f'error: {err}')
+    check_data_paths(cfg, ('test_dataloader', ))
 
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show, args.show_dir, args.wait_time)

@@ -9,7 +9,6 @@ Examples:
 """
 import argparse
 import logging
-import os
 import os.path as osp
 import sys
 import warnings
@@ -24,7 +23,8 @@ from mmengine.runner import Runner  # noqa: E402
 from gap_mm.errors import GaPConfigError  # noqa: E402
 from gap_mm.utils import (allow_mmengine_checkpoint_globals,  # noqa: E402
                           check_data_paths, check_gap_hook_options,
-                          propagate_gap_variables, setup_cpu_distributed)
+                          export_local_rank, propagate_gap_variables,
+                          setup_cpu_distributed)
 
 # optim_wrapper.type -> its AMP variant for ``--amp``.
 AMP_OPTIM_WRAPPERS = {
@@ -73,8 +73,7 @@ def parse_args() -> argparse.Namespace:
     # --local_rank; torchrun only sets the LOCAL_RANK env variable.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    export_local_rank(args.local_rank)
     return args
 
 

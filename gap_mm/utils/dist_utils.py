@@ -25,6 +25,24 @@ from torch.nn.parallel import DistributedDataParallel
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 
 
+def export_local_rank(cli_local_rank: int = 0) -> None:
+    """Set ``LOCAL_RANK``, which ``Runner.wrap_model`` reads for DDP's
+    ``device_ids``, when the launcher has not.
+
+    torchrun sets it; ``torch.distributed.launch`` passes ``--local-rank``;
+    Open MPI sets only ``OMPI_COMM_WORLD_LOCAL_RANK`` (and MMEngine's
+    ``init_dist('mpi')`` selects that GPU without exporting it), so without
+    this every rank of an MPI job would wrap its model for ``cuda:0``.
+    Slurm jobs get it from MMEngine's ``init_dist('slurm')``.
+
+    Args:
+        cli_local_rank (int): The ``--local-rank`` argument. Defaults to 0.
+    """
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = os.environ.get('OMPI_COMM_WORLD_LOCAL_RANK',
+                                                  str(cli_local_rank))
+
+
 def has_accelerator() -> bool:
     """Whether MMEngine would run on an accelerator (CUDA, NPU, MLU, MUSA).
 

@@ -20,7 +20,7 @@ import torch
 from mmengine.config import Config
 
 from gap_mm.utils import (allow_mmengine_checkpoint_globals,
-                          setup_cpu_distributed)
+                          export_local_rank, setup_cpu_distributed)
 
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 TOY_DIR = osp.join(osp.dirname(osp.abspath(__file__)), 'toy_cfg')
@@ -247,3 +247,18 @@ def test_setup_cpu_distributed(monkeypatch):
     assert cfg.env_cfg.dist_cfg == dict(backend='gloo', timeout=60)
     # The user's wrapper options are kept; only device_ids is added.
     assert cfg.model_wrapper_cfg == dict(user_wrapper, device_ids=None)
+
+
+@pytest.mark.parametrize('env, cli, expected', [
+    (dict(LOCAL_RANK='3', OMPI_COMM_WORLD_LOCAL_RANK='5'), 0, '3'),  # torchrun
+    (dict(OMPI_COMM_WORLD_LOCAL_RANK='5'), 0, '5'),  # mpirun
+    (dict(), 2, '2'),  # torch.distributed.launch --local-rank 2
+    (dict(), 0, '0'),  # a single process
+])
+def test_export_local_rank(monkeypatch, env, cli, expected):
+    for key in ('LOCAL_RANK', 'OMPI_COMM_WORLD_LOCAL_RANK'):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    export_local_rank(cli)
+    assert os.environ['LOCAL_RANK'] == expected
