@@ -7,6 +7,7 @@ evaluated by plain mmdet in a process that never imports gap_mm, resume
 after a kill, and the errors a user meets first.
 """
 import os.path as osp
+import pickle
 import sys
 
 import pytest
@@ -138,6 +139,7 @@ def test_test_py_then_plain_mmdet_without_gap_mm(trained):
     ours = logged_metrics(tmp_path / 'test', 'coco/bbox_mAP')
 
     published = tmp_path / 'published.pth'
+    plain_out = tmp_path / 'plain_results.pkl'
     _run([
         sys.executable, 'tools/model_converters/publish_model.py',
         str(ckpt),
@@ -150,7 +152,10 @@ from mmengine.runner import Runner
 cfg = Config.fromfile({cfg!r}, import_custom_modules=False)
 runner = Runner(
     model=cfg.model, work_dir={str(tmp_path / 'plain')!r},
-    test_dataloader=cfg.test_dataloader, test_evaluator=cfg.test_evaluator,
+    test_dataloader=cfg.test_dataloader,
+    test_evaluator=[cfg.test_evaluator,
+                    dict(type='DumpDetResults',
+                         out_file_path={str(plain_out)!r})],
     test_cfg=cfg.test_cfg, load_from={str(published)!r},
     default_scope='mmdet', env_cfg=dict(dist_cfg=dict(backend='gloo')))
 metrics = runner.test()
@@ -163,6 +168,23 @@ print('PLAIN_MAP', metrics['coco/bbox_mAP'], metrics['coco/bbox_mAP_50'])
     plain_map, plain_map50 = map(float, line.split()[1:])
     assert plain_map == pytest.approx(ours['coco/bbox_mAP'], abs=1e-9)
     assert plain_map50 == pytest.approx(ours['coco/bbox_mAP_50'], abs=1e-9)
+    # After 10 iterations the mAP is ~0 on both sides, so compare the
+    # detections themselves, box for box.
+    with open(out, 'rb') as f:
+        ours_pred = pickle.load(f)
+    with open(plain_out, 'rb') as f:
+        plain_pred = pickle.load(f)
+    assert [r['img_id'] for r in ours_pred] == \
+        [r['img_id'] for r in plain_pred]
+    assert len(ours_pred) == 6  # the val split of coco_tiny
+    for a, b in zip(ours_pred, plain_pred):
+        a, b = a['pred_instances'], b['pred_instances']
+        assert len(a['scores']) == 50  # max_per_img, score_thr=0
+        assert torch.equal(a['labels'], b['labels'])
+        torch.testing.assert_close(a['bboxes'], b['bboxes'], rtol=0,
+                                   atol=1e-4)
+        torch.testing.assert_close(a['scores'], b['scores'], rtol=0,
+                                   atol=1e-6)
 
 
 def test_resume_after_kill_matches_uninterrupted(trained):
@@ -208,6 +230,29 @@ def test_bad_input_gets_a_clear_error(trained, options, message):
     proc = _run([
         sys.executable, 'tools/train.py', cfg, '--work-dir',
         str(tmp_path / 'bad'), '--cfg-options', *options
+    ],
+                tmp_path,
+                check=False)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert 'Traceback' not in proc.stderr
+    assert re.search(message, proc.stderr), proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize('options, message', [
+    (['custom_hooks.0.sparsty=0.9'
+      ], "GaPHook has no option 'sparsty'. Did you mean 'sparsity'"),
+    (["custom_hooks.0.partitions=['^backbone','^roi_head']"
+      ], r"partition 1 '\^roi_head' matches no prunable layer"),
+    (['test_dataloader.dataset.data_root=/no/such/coco/'
+      ], "data_root '/no/such/coco/' does not exist"),
+])
+def test_test_py_bad_input_gets_a_clear_error(trained, options, message):
+    import re
+    tmp_path, cfg, work = trained
+    proc = _run([
+        sys.executable, 'tools/test.py', cfg,
+        str(work / f'iter_{MAX_ITERS}.pth'), '--work-dir',
+        str(tmp_path / 'bad_test'), '--cfg-options', *options
     ],
                 tmp_path,
                 check=False)
