@@ -28,7 +28,8 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     python_requires='>=3.8',
-    packages=find_packages(include=['gap_mm', 'gap_mm.*']),
+    packages=find_packages(
+        include=['gap_mm', 'gap_mm.*', 'gap_mm3d', 'gap_mm3d.*']),
     install_requires=[
         'torch>=2.0',
         'numpy',

@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 
-from gap_mm.ops import dispatch, point_ops_cpu
+from gap_mm3d.ops import dispatch, point_ops_cpu
 
 # The set-abstraction stages of PointNet++ SSG part-seg. ``channels`` are
 # the grouped features: normals + xyz for SA1, SA1's 128 + xyz for SA2.
@@ -42,7 +42,7 @@ def parse_args() -> argparse.Namespace:
         '--impl',
         choices=['dispatch', 'torch'],
         default='dispatch',
-        help='dispatch: gap_mm.ops (mmcv kernels on CUDA); torch: the '
+        help='dispatch: gap_mm3d.ops (mmcv kernels on CUDA); torch: the '
         'pure-torch code on any device')
     parser.add_argument('--repeats', type=int, help='timed runs per entry')
     parser.add_argument('--threads', type=int, help='torch CPU threads')

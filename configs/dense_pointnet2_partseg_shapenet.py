@@ -3,10 +3,8 @@
 # so the two can never drift apart, and switches GaP off).
 #   tools/dist_train.sh configs/dense_pointnet2_partseg_shapenet.py 8
 _base_ = './gap_pointnet2_partseg_shapenet.py'
-# The dataset, metric and model still come from gap_mm.
-custom_imports = dict(
-    imports=['gap_mm.datasets', 'gap_mm.evaluation', 'gap_mm.models'],
-    allow_failed_imports=False)
+# The dataset, metric and model come from gap_mm3d, without the GaP engine.
+custom_imports = dict(imports=['gap_mm3d'], allow_failed_imports=False)
 optim_wrapper = dict(type='OptimWrapper')
 custom_hooks = []
 # A dense model may keep its best validation checkpoint.

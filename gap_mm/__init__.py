@@ -2,19 +2,25 @@
 """gap_mm: scheduled grow-and-prune (GaP) sparse training for OpenMMLab.
 
 ``import gap_mm`` registers everything: the hook and optimizer wrappers in
-MMEngine's root registries, so every ``default_scope`` finds them, and the
-ShapeNet part dataset, transforms, metric and the PointNet++ part
-segmentation model in mmdet3d's. It also
-allow-lists, for ``torch.load(weights_only=True)``, exactly the MMEngine
-classes a checkpoint holds, so that ``--resume`` works under torch >= 2.6
-without ever switching ``weights_only`` off.
+MMEngine's root registries, so every ``default_scope`` finds them, and, when
+mmdet3d is installed, the task modules of :mod:`gap_mm3d` (the ShapeNet part
+dataset, transforms, metric and the PointNet++ part segmentation model) in
+mmdet3d's. It also allow-lists, for ``torch.load(weights_only=True)``,
+exactly the MMEngine classes a checkpoint holds, so that ``--resume`` works
+under torch >= 2.6 without ever switching ``weights_only`` off.
 """
+from importlib.util import find_spec
+
 from . import engine, schedules, sparsity  # noqa: F401
-from . import datasets, evaluation, models  # noqa: F401  (mmdet3d)
 from .engine import GaPAmpOptimWrapper, GaPHook, GaPOptimWrapper
 from .utils.safe_load import allow_mmengine_checkpoint_globals
 from .version import __version__
 
 allow_mmengine_checkpoint_globals()
+
+# The point-cloud tasks need mmdet3d (the `3d` extra); detection needs only
+# mmdet. With mmdet3d present, a failing gap_mm3d import stays loud.
+if find_spec('mmdet3d') is not None:
+    import gap_mm3d  # noqa: F401,E402
 
 __all__ = ['GaPAmpOptimWrapper', 'GaPHook', 'GaPOptimWrapper', '__version__']

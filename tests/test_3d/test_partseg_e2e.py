@@ -52,7 +52,7 @@ def _config(tmp_path, data_root):
     cfg.write_text(f'''
 _base_ = {TINY_CONFIG!r}
 custom_imports = dict(
-    imports=['gap_mm', 'gap_mm.models', 'gap_partseg_test_hooks'],
+    imports=['gap_mm', 'gap_partseg_test_hooks'],
     allow_failed_imports=False)
 data_root = {str(data_root) + '/'!r}
 train_dataloader = dict(batch_size=4, dataset=dict(data_root=data_root))
@@ -76,13 +76,11 @@ custom_hooks = [
 ''')
     # What a user without gap_mm's training engine would write: the same
     # model and data, no GaPHook, a plain optimizer wrapper, and only the
-    # task registrations imported.
+    # task registrations (gap_mm3d) imported.
     plain = tmp_path / 'plain_partseg.py'
     plain.write_text(f'''
 _base_ = {str(cfg)!r}
-custom_imports = dict(
-    imports=['gap_mm.datasets', 'gap_mm.evaluation', 'gap_mm.models'],
-    allow_failed_imports=False)
+custom_imports = dict(imports=['gap_mm3d'], allow_failed_imports=False)
 optim_wrapper = dict(_delete_=True, type='OptimWrapper',
                      optimizer=dict(type='Adam', lr=1e-3))
 custom_hooks = []
@@ -118,7 +116,8 @@ def evaluated(trained):
     _run([
         sys.executable, 'tools/test.py', cfg,
         str(ckpt), '--work-dir',
-        str(tmp_path / 'test')
+        str(tmp_path / 'test'), '--out',
+        str(tmp_path / 'predictions.pkl')
     ], tmp_path)
     ours = logged_metrics(tmp_path / 'test', 'part_seg/instance_miou')
 
@@ -143,7 +142,7 @@ assert not [m for m in sys.modules if m.split('.')[0] == 'gap_mm']
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-cfg = Config.fromfile({plain!r})  # imports the three task packages
+cfg = Config.fromfile({plain!r})  # imports gap_mm3d
 assert cfg.custom_hooks == []
 assert cfg.optim_wrapper.type == 'OptimWrapper'
 cfg.work_dir = {str(tmp_path / 'plain')!r}
@@ -156,7 +155,7 @@ print('PLAIN', json.dumps(dict(
     optim_wrapper=str(runner.optim_wrapper),
     model=type(runner.model).__module__ + '.' + type(runner.model).__name__,
     gap_modules=sorted(m for m in sys.modules
-                       if m.split('.')[0] == 'gap_mm'))))
+                       if m.split('.')[0] in ('gap_mm', 'gap_mm3d')))))
 '''
     proc = _run([sys.executable, '-c', script], tmp_path)
     line = next(x for x in proc.stdout.splitlines() if x.startswith('PLAIN'))
@@ -183,10 +182,43 @@ def test_dist_train_exact_sparsity_and_identical_masks(trained):
         assert torch.equal(rank0[name], masks[name]), name
 
 
-def test_test_py_reports_part_seg_miou(evaluated):
+def _shape_iou(pred, gt, parts):
+    """Mean IoU over ``parts``; a part in neither counts as 1."""
+    ious = []
+    for part in parts:
+        inter = int(((pred == part) & (gt == part)).sum())
+        union = int(((pred == part) | (gt == part)).sum())
+        ious.append(1.0 if union == 0 else inter / union)
+    return sum(ious) / len(ious)
+
+
+def test_test_py_reports_part_seg_miou(evaluated, trained):
+    # The mIoUs test.py logs are those of the predictions it dumped with
+    # --out, recomputed here from the definition.
+    import pickle
+    from gap_mm3d.datasets import (SHAPENET_PART_CATEGORIES,
+                                   SHAPENET_PART_CATEGORY_PARTS)
     ours, _ = evaluated
-    for key in ('part_seg/instance_miou', 'part_seg/class_miou'):
-        assert 0.0 <= ours[key] <= 1.0, key
+    with open(trained[0] / 'predictions.pkl', 'rb') as f:
+        samples = pickle.load(f)
+    assert len(samples) == 5  # the generated test split
+    by_category = {}
+    for sample in samples:
+        category = SHAPENET_PART_CATEGORIES[int(sample['category_id'])]
+        pred = sample['pred_pts_seg']['pts_semantic_mask']
+        gt = sample['gt_pts_seg']['pts_semantic_mask']
+        assert pred.shape == gt.shape == (512, )
+        by_category.setdefault(category, []).append(
+            _shape_iou(pred, gt, SHAPENET_PART_CATEGORY_PARTS[category]))
+    ious = [v for values in by_category.values() for v in values]
+    instance = sum(ious) / len(ious)
+    per_class = [sum(v) / len(v) for v in by_category.values()]
+    assert ours['part_seg/instance_miou'] == pytest.approx(instance, abs=1e-9)
+    assert ours['part_seg/class_miou'] == pytest.approx(
+        sum(per_class) / len(per_class), abs=1e-9)
+    for category, values in by_category.items():
+        assert ours[f'part_seg/{category}_miou'] == pytest.approx(
+            sum(values) / len(values), abs=1e-9), category
 
 
 def test_published_checkpoint_in_plain_mmdet3d_runner(evaluated):
@@ -197,20 +229,15 @@ def test_published_checkpoint_in_plain_mmdet3d_runner(evaluated):
     # No GaP machinery was built: no GaPHook, no GaP optimizer wrapper.
     assert not [h for h in plain['hooks'] if 'GaP' in h], plain['hooks']
     assert 'GaP' not in plain['optim_wrapper']
-    assert plain['model'] == 'gap_mm.models.pointnet2_part_seg.' \
+    assert plain['model'] == 'gap_mm3d.models.pointnet2_part_seg.' \
         'PointNet2PartSeg'
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='importing gap_mm.datasets / .evaluation / .models runs '
-    'gap_mm/__init__.py, which imports the sparsity engine (gap_mm.engine, '
-    'gap_mm.sparsity); XPASS means __init__ became lazy: drop this marker')
 def test_plain_runner_does_not_import_the_sparsity_engine(evaluated):
+    # gap_mm3d (dataset, metric, model) never imports gap_mm, whose
+    # __init__ would load the engine.
     _, plain = evaluated
     loaded = plain['gap_modules']
-    assert 'gap_mm.models' in loaded
-    assert not [
-        m for m in loaded if m.startswith(('gap_mm.engine', 'gap_mm.sparsity',
-                                           'gap_mm.schedules'))
-    ], loaded
+    assert 'gap_mm3d.models' in loaded
+    assert 'gap_mm3d.evaluation' in loaded
+    assert not [m for m in loaded if m.split('.')[0] == 'gap_mm'], loaded

@@ -7,8 +7,8 @@ import os.path as osp
 import numpy as np
 import pytest
 
-from gap_mm.datasets import (SHAPENET_PART_CATEGORY_PARTS,
-                             SHAPENET_PART_SYNSETS, load_shapenet_part_txt)
+from gap_mm3d.datasets import (SHAPENET_PART_CATEGORY_PARTS,
+                               SHAPENET_PART_SYNSETS, load_shapenet_part_txt)
 
 GEN_PATH = osp.join(
     osp.dirname(__file__), '..', '..', 'tools', 'dataset_converters',

@@ -12,7 +12,7 @@ from mmdet3d.registry import DATASETS, TRANSFORMS
 from mmdet3d.structures import Det3DDataSample
 from mmengine.registry import DefaultScope
 
-from gap_mm.datasets import (
+from gap_mm3d.datasets import (
     SHAPENET_PART_CATEGORIES, SHAPENET_PART_CATEGORY_PARTS,
     LoadShapeNetPartPoints, NormalizePointsToUnitSphere, PackPartSegInputs,
     PartPointSample, RandomAnisotropicScale, RandomPointJitter,

@@ -1,4 +1,7 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
+import subprocess
+import sys
+
 import pytest
 import torch
 from mmengine.registry import HOOKS, OPTIM_WRAPPERS, DefaultScope
@@ -22,10 +25,55 @@ def test_found_from_every_default_scope(scope):
         assert OPTIM_WRAPPERS.get('GaPAmpOptimWrapper') is GaPAmpOptimWrapper
 
 
-def test_import_registers_the_task_modules():
-    from mmdet3d.registry import DATASETS, METRICS, MODELS, TRANSFORMS
-    assert DATASETS.get('ShapeNetPartDataset') is not None
-    assert METRICS.get('PartSegMetric') is not None
-    assert TRANSFORMS.get('PackPartSegInputs') is not None
-    assert MODELS.get('PointNet2PartSeg') is not None
-    assert gap_mm.__version__
+def _fresh_interpreter(code):
+    """Run ``code`` in a new interpreter: this one imported everything at
+    collection already."""
+    proc = subprocess.run([sys.executable, '-c', code],
+                          capture_output=True,
+                          text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_import_registers_everything():
+    out = _fresh_interpreter("""
+import gap_mm
+from mmdet3d.registry import DATASETS, METRICS, MODELS, TRANSFORMS
+from mmengine.registry import HOOKS, OPTIM_WRAPPERS
+assert HOOKS.get('GaPHook') is gap_mm.GaPHook
+assert OPTIM_WRAPPERS.get('GaPOptimWrapper') is gap_mm.GaPOptimWrapper
+assert OPTIM_WRAPPERS.get('GaPAmpOptimWrapper') is gap_mm.GaPAmpOptimWrapper
+for registry, name in [(DATASETS, 'ShapeNetPartDataset'),
+                       (METRICS, 'PartSegMetric'),
+                       (TRANSFORMS, 'PackPartSegInputs'),
+                       (MODELS, 'PointNet2PartSeg'),
+                       (MODELS, 'PartSegHead')]:
+    assert registry.get(name).__module__.startswith('gap_mm3d.'), name
+print('OK', gap_mm.__version__)
+""")
+    assert out.startswith('OK ' + gap_mm.__version__)
+
+
+def test_task_package_does_not_import_the_engine():
+    out = _fresh_interpreter("""
+import sys
+import gap_mm3d
+from mmdet3d.registry import MODELS
+assert MODELS.get('PointNet2PartSeg') is not None
+print(sorted({m.split('.')[0] for m in sys.modules if m.startswith('gap_')}))
+""")
+    assert out.strip() == "['gap_mm3d']"
+
+
+def test_import_without_mmdet3d_registers_the_engine():
+    # Detection-only installs (`pip install gap_mm[det]`) have no mmdet3d.
+    out = _fresh_interpreter("""
+import sys
+sys.modules['mmdet3d'] = None  # as if it were not installed
+import gap_mm
+from mmengine.registry import HOOKS
+assert HOOKS.get('GaPHook') is gap_mm.GaPHook
+print(sorted(m for m in sys.modules if m.startswith('gap_mm3d')))
+""")
+    assert out.strip() == '[]'

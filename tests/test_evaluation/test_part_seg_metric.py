@@ -6,8 +6,8 @@ from mmdet3d.registry import METRICS
 from mmdet3d.structures import Det3DDataSample, PointData
 from mmengine.evaluator import Evaluator
 
-from gap_mm.datasets import ShapeNetPartDataset
-from gap_mm.evaluation import PartSegMetric, shape_part_iou
+from gap_mm3d.datasets import ShapeNetPartDataset
+from gap_mm3d.evaluation import PartSegMetric, shape_part_iou
 
 MUG, TABLE = 11, 15  # category ids; Mug parts 36-37, Table parts 47-49
 

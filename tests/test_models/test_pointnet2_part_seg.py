@@ -12,10 +12,11 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 import gap_mm  # noqa: F401
-from gap_mm.datasets import SHAPENET_PART_CATEGORY_PARTS
-from gap_mm.models import (PartSegHead, PointNet2FPModule, PointNet2PartSeg,
-                           PointNet2SAModule)
-from gap_mm.ops import point_ops_cpu
+from gap_mm3d.datasets import (SHAPENET_PART_CATEGORIES,
+                               SHAPENET_PART_CATEGORY_PARTS)
+from gap_mm3d.models import (PartSegHead, PointNet2FPModule, PointNet2PartSeg,
+                             PointNet2SAModule)
+from gap_mm3d.ops import point_ops_cpu
 from gap_mm.testing.config_check import build_gap_training
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -55,7 +56,7 @@ def _batch(num_points=128, categories=(AIRPLANE, CHAIR), seed=0):
             torch.randn(num_points, 3, generator=gen), dim=1)
         points.append(torch.cat([xyz, normals], dim=1))
         parts = torch.tensor(SHAPENET_PART_CATEGORY_PARTS[
-            gap_mm.datasets.SHAPENET_PART_CATEGORIES[category_id]])
+            SHAPENET_PART_CATEGORIES[category_id]])
         sample = Det3DDataSample(metainfo=dict(category_id=category_id))
         sample.gt_pts_seg = PointData(pts_semantic_mask=parts[torch.randint(
             0, len(parts), (num_points, ), generator=gen)])
@@ -70,7 +71,7 @@ def _tiny(**kwargs):
 
 
 def _own_parts(category_id):
-    name = gap_mm.datasets.SHAPENET_PART_CATEGORIES[category_id]
+    name = SHAPENET_PART_CATEGORIES[category_id]
     return set(SHAPENET_PART_CATEGORY_PARTS[name])
 
 
@@ -222,7 +223,7 @@ def test_fp_module_gives_the_kernel_one_dtype(monkeypatch):
     # Under CUDA autocast the features are fp16 while the interpolation
     # weights come from fp32 xyz; mmcv's three_interpolate kernel reads both
     # as the features' dtype, so the module must cast the weights.
-    from gap_mm.models import pointnet2_fp_module
+    from gap_mm3d.models import pointnet2_fp_module
     seen = []
 
     def checked(features, indices, weight):
@@ -232,8 +233,9 @@ def test_fp_module_gives_the_kernel_one_dtype(monkeypatch):
     monkeypatch.setattr(pointnet2_fp_module, 'three_interpolate', checked)
     fp = PointNet2FPModule(mlp_channels=[8 + 4, 16]).double()
     gen = torch.Generator().manual_seed(0)
-    target, source = torch.rand(2, 20, 3, generator=gen), torch.rand(
-        2, 6, 3, generator=gen)
+    target, source = torch.rand(
+        2, 20, 3, generator=gen), torch.rand(
+            2, 6, 3, generator=gen)
     out = fp(target, source,
              torch.rand(2, 4, 20, generator=gen, dtype=torch.float64),
              torch.rand(2, 8, 6, generator=gen, dtype=torch.float64))

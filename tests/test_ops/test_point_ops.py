@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from gap_mm.ops import dispatch, point_ops_cpu
+from gap_mm3d.ops import dispatch, point_ops_cpu
 
 OP_NAMES = [
     'furthest_point_sample', 'furthest_point_sample_with_dist', 'ball_query',
@@ -49,8 +49,9 @@ def ref_fps_from_dist(dist_fn, n, num_points):
 def ref_fps(points, num_points):
     pts = points.numpy()
     return [
-        ref_fps_from_dist(lambda i, k, p=p: _sq_dist(p[k], p[i]), len(p),
-                          num_points) for p in pts
+        ref_fps_from_dist(
+            lambda i, k, p=p: _sq_dist(p[k], p[i]), len(p), num_points)
+        for p in pts
     ]
 
 
@@ -169,8 +170,7 @@ def test_ball_query_random(min_radius, max_radius, sample_num):
                                    centres)
     assert out.dtype == torch.int32
     assert out.shape == (2, 10, sample_num)
-    expected = ref_ball_query(min_radius, max_radius, sample_num, xyz,
-                              centres)
+    expected = ref_ball_query(min_radius, max_radius, sample_num, xyz, centres)
     np.testing.assert_array_equal(out.numpy(), expected)
 
 
@@ -183,8 +183,8 @@ def test_ball_query_edge_cases():
     ]])
     for min_radius, max_radius, sample_num in [(0., 1., 4), (1., 2., 6),
                                                (1., 2., 64), (0.5, 1.5, 3)]:
-        out = point_ops_cpu.ball_query(min_radius, max_radius, sample_num,
-                                       xyz, centres)
+        out = point_ops_cpu.ball_query(min_radius, max_radius, sample_num, xyz,
+                                       centres)
         expected = ref_ball_query(min_radius, max_radius, sample_num, xyz,
                                   centres)
         np.testing.assert_array_equal(out.numpy(), expected)
@@ -318,13 +318,13 @@ def test_dispatch_calls_on_cpu(monkeypatch):
     centres = dispatch.gather_points(xyz.transpose(1, 2).contiguous(), idx)
     centres = centres.transpose(1, 2).contiguous()
     group = dispatch.ball_query(0., 0.4, 5, xyz, centres)
-    assert torch.equal(group,
-                       point_ops_cpu.ball_query(0., 0.4, 5, xyz, centres))
+    assert torch.equal(group, point_ops_cpu.ball_query(0., 0.4, 5, xyz,
+                                                       centres))
     grouped = dispatch.grouping_operation(xyz.transpose(1, 2), group)
     assert grouped.shape == (2, 3, 8, 5)
     dist, nn_idx = dispatch.three_nn(xyz, centres)
-    out = dispatch.three_interpolate(centres.transpose(1, 2), nn_idx,
-                                     torch.full_like(dist, 1 / 3))
+    out = dispatch.three_interpolate(
+        centres.transpose(1, 2), nn_idx, torch.full_like(dist, 1 / 3))
     assert out.shape == (2, 3, 30)
 
 
@@ -360,8 +360,7 @@ def test_dispatch_cuda_needs_an_mmcv_built_with_cuda(monkeypatch):
             assert op is fake_ops.three_nn and not caught
         else:
             assert op is point_ops_cpu.three_nn
-            assert 'mmcv was built without CUDA ops' in str(
-                caught[0].message)
+            assert 'mmcv was built without CUDA ops' in str(caught[0].message)
 
 
 # ------------------------------------------------------- against mmcv (GPU)
@@ -404,8 +403,7 @@ def test_against_mmcv_cuda():
     dist = torch.cdist(xyz, xyz).contiguous()
     assert torch.equal(
         point_ops_cpu.furthest_point_sample_with_dist(dist, npoint),
-        mmcv_ops.furthest_point_sample_with_dist(dist.to(cuda),
-                                                 npoint).cpu())
+        mmcv_ops.furthest_point_sample_with_dist(dist.to(cuda), npoint).cpu())
 
     centres = point_ops_cpu.gather_points(
         xyz.transpose(1, 2).contiguous(), fps).transpose(1, 2).contiguous()
@@ -447,8 +445,7 @@ def test_against_mmcv_cuda():
     assert torch.allclose(feats.grad, feats_gpu.grad.cpu())
 
     nn_dist, nn_idx = point_ops_cpu.three_nn(xyz, centres)
-    nn_dist_gpu, nn_idx_gpu = mmcv_ops.three_nn(xyz.to(cuda),
-                                                centres.to(cuda))
+    nn_dist_gpu, nn_idx_gpu = mmcv_ops.three_nn(xyz.to(cuda), centres.to(cuda))
     assert torch.allclose(nn_dist, nn_dist_gpu.cpu(), atol=1e-6)
     assert (nn_idx != nn_idx_gpu.cpu()).float().mean().item() <= 1e-3
 

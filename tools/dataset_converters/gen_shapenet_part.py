@@ -2,7 +2,7 @@
 """Generate a procedural ShapeNet-part-style dataset.
 
 The output follows ``shapenetcore_partanno_segmentation_benchmark_v0_normal``
-exactly, so :class:`gap_mm.datasets.ShapeNetPartDataset` reads it as it
+exactly, so :class:`gap_mm3d.datasets.ShapeNetPartDataset` reads it as it
 reads the real benchmark::
 
     <out>/synsetoffset2category.txt

@@ -82,7 +82,7 @@ class PointNet2PartSeg(Base3DSegmentor):
     ``pred_pts_seg.pts_semantic_mask``, which is what ``PartSegMetric``
     reads.
 
-    The point operators come from :mod:`gap_mm.ops`: pure torch on the CPU,
+    The point operators come from :mod:`gap_mm3d.ops`: pure torch on the CPU,
     mmcv's kernels on CUDA. Prunable layers (for GaP) are the 1x1
     convolutions ``sa_modules.*``, ``fp_modules.*`` and ``decode_head.*``.
 

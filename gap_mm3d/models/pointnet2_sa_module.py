@@ -1,10 +1,10 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
-"""PointNet++ set abstraction (SA) on :mod:`gap_mm.ops`.
+"""PointNet++ set abstraction (SA) on :mod:`gap_mm3d.ops`.
 
 mmdet3d's ``PointSAModule`` / ``PointSAModuleMSG`` group points with mmcv's
 ``PointsSampler`` and ``QueryAndGroup``, which call mmcv's CUDA-only kernels
 directly, so they cannot run on the CPU. This module does the same
-computation with the device-dispatched operators of :mod:`gap_mm.ops`
+computation with the device-dispatched operators of :mod:`gap_mm3d.ops`
 (pure torch on the CPU, mmcv's kernels on CUDA). Its parameters have the
 same names and shapes as those of mmdet3d's ``PointSAModuleMSG``
 (``mlps.<scale>.layer<i>.conv`` / ``.bn``), so state dicts are

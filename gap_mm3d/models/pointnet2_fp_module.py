@@ -1,5 +1,5 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
-"""PointNet++ feature propagation (FP) on :mod:`gap_mm.ops`."""
+"""PointNet++ feature propagation (FP) on :mod:`gap_mm3d.ops`."""
 from typing import Optional
 
 import torch
@@ -14,8 +14,8 @@ class PointNet2FPModule(PointFPModule):
 
     The layers (and so the state dict) are mmdet3d's: ``mlps.layer<i>`` are
     1x1 ``Conv2d`` + norm + ReLU modules over ``mlp_channels``. Only
-    :meth:`forward` differs: it calls :func:`gap_mm.ops.three_nn` and
-    :func:`gap_mm.ops.three_interpolate`, which run pure torch on the CPU
+    :meth:`forward` differs: it calls :func:`gap_mm3d.ops.three_nn` and
+    :func:`gap_mm3d.ops.three_interpolate`, which run pure torch on the CPU
     and mmcv's kernels on CUDA, where mmdet3d's module calls mmcv's
     CUDA-only kernels directly.
 

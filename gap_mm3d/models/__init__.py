@@ -2,7 +2,7 @@
 """PointNet++ part segmentation, registered in mmdet3d's ``MODELS``.
 
 The set-abstraction and feature-propagation modules call the point
-operators of :mod:`gap_mm.ops`, so the network trains and evaluates on the
+operators of :mod:`gap_mm3d.ops`, so the network trains and evaluates on the
 CPU as well as on CUDA (where mmcv's kernels run).
 """
 from .part_seg_head import PartSegHead

@@ -6,7 +6,7 @@ module defines functions with the same names and signatures that choose an
 implementation from the device of the input tensor, at every call:
 
 - a tensor on the CPU goes to the pure-torch code in
-  :mod:`gap_mm.ops.point_ops_cpu`;
+  :mod:`gap_mm3d.ops.point_ops_cpu`;
 - a tensor on any other device (CUDA, NPU, MLU) goes to ``mmcv.ops``, the
   kernels that mmdet3d uses, unchanged. ``mmcv.ops`` is imported only then,
   so this module imports, and the CPU path works, with an mmcv that was
@@ -20,7 +20,7 @@ Nothing in mmcv or mmdet3d is patched: code that wants the CPU path, such as
 our own PointNet++ set-abstraction and feature-propagation modules, imports
 these functions instead of mmcv's::
 
-    from gap_mm.ops import ball_query, furthest_point_sample
+    from gap_mm3d.ops import ball_query, furthest_point_sample
 
 Note:
     - mmcv's kernels assert contiguous inputs (and int32 indices); the

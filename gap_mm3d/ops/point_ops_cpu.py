@@ -14,7 +14,7 @@ float32), so on the CPU the results agree bit for bit with a scalar
 reference. CUDA kernels may fuse multiply-adds, so a point lying exactly on
 a ball's boundary can, rarely, be classified differently there.
 
-Use the functions of :mod:`gap_mm.ops.dispatch` rather than these ones
+Use the functions of :mod:`gap_mm3d.ops.dispatch` rather than these ones
 directly: they pick these implementations for CPU tensors and mmcv's kernels
 for CUDA tensors.
 """
