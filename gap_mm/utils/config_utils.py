@@ -44,7 +44,28 @@ def propagate_gap_variables(cfg: Config,
             these variables are propagated, so an explicit
             ``custom_hooks.0.sparsity=...`` is never overwritten. None
             propagates every ``gap_*`` variable the config defines.
+
+    Raises:
+        GaPConfigError: If ``changed`` holds a top-level ``gap_*`` key that
+            is none of :data:`GAP_CFG_VARIABLES`: a typo such as
+            ``gap_sparsty``, or a config variable such as ``gap_period``
+            whose value the file already copied where it is used, so that
+            overriding it would silently change nothing.
     """
+    if changed is not None:
+        unknown = sorted(k for k in changed
+                         if k.startswith('gap_') and '.' not in k
+                         and k not in GAP_CFG_VARIABLES)
+        if unknown:
+            key = unknown[0]
+            close = difflib.get_close_matches(key, list(GAP_CFG_VARIABLES),
+                                              n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ''
+            raise GaPConfigError(
+                f'--cfg-options {key}: only {", ".join(GAP_CFG_VARIABLES)} '
+                f'reach the GaPHook from the command line.{hint} Set other '
+                f'hook options directly, e.g. custom_hooks.0.schedule.'
+                f'period=100.')
     keys = set(GAP_CFG_VARIABLES) if changed is None else \
         set(changed) & set(GAP_CFG_VARIABLES)
     for key in keys:

@@ -223,6 +223,7 @@ def test_resume_after_kill_matches_uninterrupted(trained):
       ], "GaPHook has no option 'sparsty'. Did you mean 'sparsity'"),
     (["custom_hooks.0.partitions=['^backbone','^roi_head']"
       ], r"partition 1 '\^roi_head' matches no prunable layer"),
+    (['gap_sparsty=0.9'], "gap_sparsty: .* Did you mean 'gap_sparsity'"),
 ])
 def test_bad_input_gets_a_clear_error(trained, options, message):
     import re

@@ -22,7 +22,7 @@ from mmengine.config import Config, DictAction
 from gap_mm.analysis import (TimelineError, build_timeline, format_timeline,
                              partition_labels, plot_timeline,
                              schedule_from_config, training_length)
-from gap_mm.schedules import ScheduleError
+from gap_mm.errors import GaPConfigError
 from gap_mm.utils import propagate_gap_variables
 
 
@@ -53,15 +53,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     except FileNotFoundError as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-        propagate_gap_variables(cfg, args.cfg_options.keys())
     try:
+        if args.cfg_options:
+            cfg.merge_from_dict(args.cfg_options)
+            propagate_gap_variables(cfg, args.cfg_options.keys())
         schedule, hook = schedule_from_config(cfg)
         max_steps, source = training_length(cfg, schedule,
                                             args.iters_per_epoch)
         schedule.check_fits(max_steps)  # the error training gives
-    except (ScheduleError, TimelineError) as err:
+    except (GaPConfigError, TimelineError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
     timeline = build_timeline(schedule, max_steps,

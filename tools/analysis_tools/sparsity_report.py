@@ -25,6 +25,7 @@ from mmengine.config import Config, DictAction
 
 from gap_mm.analysis import (ReportError, build_model, format_report,
                              plot_sparsity, report_from_files, write_csv)
+from gap_mm.errors import GaPConfigError
 from gap_mm.utils import propagate_gap_variables
 
 
@@ -79,14 +80,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'error: config {args.config} does not exist', file=sys.stderr)
         return 1
     cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-        propagate_gap_variables(cfg, args.cfg_options.keys())
-
     try:
+        if args.cfg_options:
+            cfg.merge_from_dict(args.cfg_options)
+            propagate_gap_variables(cfg, args.cfg_options.keys())
         model = build_model(cfg)
         reports = [report_from_files(cfg, p, model) for p in paths]
-    except ReportError as err:
+    except (GaPConfigError, ReportError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
 
