@@ -177,4 +177,7 @@ custom_hooks = [
 # the target sparsity. The last checkpoint is the sparse result.
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50),
-    checkpoint=dict(type='CheckpointHook', interval=10, max_keep_ckpts=3))
+    checkpoint=dict(type='CheckpointHook', interval=10, max_keep_ckpts=3),
+    # mmdet3d's Det3DVisualizationHook needs image or LiDAR files; this one
+    # draws the shapes' parts for `tools/test.py --show-dir`.
+    visualization=dict(type='PartSegVisualizationHook'))

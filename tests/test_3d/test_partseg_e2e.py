@@ -117,7 +117,7 @@ def evaluated(trained):
         sys.executable, 'tools/test.py', cfg,
         str(ckpt), '--work-dir',
         str(tmp_path / 'test'), '--out',
-        str(tmp_path / 'predictions.pkl')
+        str(tmp_path / 'predictions.pkl'), '--show-dir', 'vis'
     ], tmp_path)
     ours = logged_metrics(tmp_path / 'test', 'part_seg/instance_miou')
 
@@ -241,3 +241,19 @@ def test_plain_runner_does_not_import_the_sparsity_engine(evaluated):
     assert 'gap_mm3d.models' in loaded
     assert 'gap_mm3d.evaluation' in loaded
     assert not [m for m in loaded if m.split('.')[0] == 'gap_mm'], loaded
+
+
+def test_test_py_show_dir_draws_every_shape(evaluated, trained):
+    from PIL import Image
+    pngs = sorted((trained[0] / 'test').glob('*/vis/*.png'))
+    # one per test shape: <synset>_<shape_id>.png
+    assert len(pngs) == 5, pngs
+    for png in pngs:
+        synset, shape_id = png.stem.split('_')
+        assert len(synset) == 8 and synset.isdigit(), png
+        with Image.open(png) as image:
+            image.verify()
+        with Image.open(png) as image:
+            assert image.size[0] > 300 and image.size[1] > 300
+            # not a blank canvas
+            assert len(image.convert('RGB').getcolors(1 << 20)) > 10

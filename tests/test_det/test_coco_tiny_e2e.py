@@ -9,6 +9,7 @@ after a kill, and the errors a user meets first.
 import os.path as osp
 import pickle
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -133,9 +134,13 @@ def test_test_py_then_plain_mmdet_without_gap_mm(trained):
         sys.executable, 'tools/test.py', cfg,
         str(ckpt), '--work-dir',
         str(tmp_path / 'test'), '--out',
-        str(out)
+        str(out), '--show-dir', 'vis'
     ], tmp_path)
     assert out.stat().st_size > 0
+    # --show-dir: mmdet's DetVisualizationHook paints every val image.
+    painted = sorted(p.name for p in (tmp_path / 'test').glob('*/vis/*.jpg'))
+    assert painted == sorted(
+        p.name for p in (Path(COCO_TINY) / 'val2017').glob('*.jpg'))
     ours = logged_metrics(tmp_path / 'test', 'coco/bbox_mAP')
 
     published = tmp_path / 'published.pth'
