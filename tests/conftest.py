@@ -18,3 +18,24 @@ def _restore_default_scope():
     yield
     DefaultScope._instance_dict.clear()
     DefaultScope._instance_dict.update(saved)
+
+
+_MEASUREMENTS = []
+
+
+@pytest.fixture
+def report_measurement(request):
+    """``report_measurement(text)``: a figure a test measured, listed in the
+    summary at the end of the run (pytest's capture hides ``print``)."""
+
+    def report(text: str) -> None:
+        _MEASUREMENTS.append(f'{request.node.nodeid}: {text}')
+
+    return report
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _MEASUREMENTS:
+        terminalreporter.section('measured by the tests')
+        for line in _MEASUREMENTS:
+            terminalreporter.write_line(line)

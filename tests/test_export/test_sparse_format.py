@@ -238,7 +238,7 @@ def _pruned_mlp(neg_zero: bool) -> nn.Module:
     return model
 
 
-def test_size_ratio_at_90_percent(tmp_path):
+def test_size_ratio_at_90_percent(tmp_path, report_measurement):
     model = _pruned_mlp(neg_zero=False)
     num_params = sum(p.numel() for p in model.parameters())
     assert num_params >= 1_000_000
@@ -256,11 +256,12 @@ def test_size_ratio_at_90_percent(tmp_path):
                                     tmp_path / 'signed.gapsp')
     unsigned = save_sparse_state_dict(
         model.state_dict(), tmp_path / 'unsigned.gapsp', keep_zero_sign=False)
-    print(f"\n90% sparse fp32 model, {num_params:,} params, torch.save "
-          f"{stats['dense_bytes']:,} B: ratio {stats['ratio']:.4f} "
-          f"(exact, zeros +0.0), {signed['ratio']:.4f} (exact, "
-          f"{signed['neg_zeros']:,} zeros -0.0), {unsigned['ratio']:.4f} "
-          f"(-0.0 as +0.0), {fp16['ratio']:.4f} (fp16 values)")
+    report_measurement(
+        f"90% sparse fp32 model, {num_params:,} params, torch.save "
+        f"{stats['dense_bytes']:,} B: ratio {stats['ratio']:.4f} "
+        f"(exact, zeros +0.0), {signed['ratio']:.4f} (exact, "
+        f"{signed['neg_zeros']:,} zeros -0.0), {unsigned['ratio']:.4f} "
+        f"(-0.0 as +0.0), {fp16['ratio']:.4f} (fp16 values)")
     assert 0.895 < stats['sparsity'] < 0.905
     assert stats['manifest_bytes'] < 2000
     assert stats['ratio'] <= 0.15
