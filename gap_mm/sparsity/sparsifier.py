@@ -17,6 +17,10 @@ from .partition import PartitionSpec, build_partitions
 from .topk import nm_mask, topk_masks
 
 _NM_RE = re.compile(r'^\s*(\d+)\s*:\s*(\d+)\s*$')
+#: Per-element second moments of Adam-family optimizers (Adam, AdamW, NAdam,
+#: RAdam; AMSGrad's running maximum), see
+#: :meth:`MagnitudeSparsifier.init_regrown_state_`.
+SECOND_MOMENT_KEYS = ('exp_avg_sq', 'max_exp_avg_sq')
 # Integer dtype of the same width, to AND a float tensor with a keep word.
 _INT_OF_WIDTH = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
@@ -323,6 +327,17 @@ class MagnitudeSparsifier:
             if grad is not None:
                 zero_pruned_(grad, word)
 
+    def _state_tensors(self, optimizer: torch.optim.Optimizer,
+                       masks: Mapping[str, torch.Tensor]):
+        """``(key, state tensor, mask on its device)`` for every
+        per-parameter state tensor shaped like its parameter."""
+        for name, mask in masks.items():
+            state = optimizer.state.get(self.params[name])
+            for key, value in (state or {}).items():
+                if (isinstance(value, torch.Tensor)
+                        and value.shape == mask.shape):
+                    yield key, value, mask.to(value.device)
+
     @torch.no_grad()
     def zero_optimizer_state_(self, optimizer: torch.optim.Optimizer,
                               masks: Mapping[str, torch.Tensor]) -> int:
@@ -336,15 +351,46 @@ class MagnitudeSparsifier:
             int: Number of state tensors touched.
         """
         touched = 0
-        for name, mask in masks.items():
-            state = optimizer.state.get(self.params[name])
-            if not state:
-                continue
-            for value in state.values():
-                if (isinstance(value, torch.Tensor)
-                        and value.shape == mask.shape):
-                    value.masked_fill_(mask.to(value.device), 0)
-                    touched += 1
+        for _, value, mask in self._state_tensors(optimizer, masks):
+            value.masked_fill_(mask, 0)
+            touched += 1
+        return touched
+
+    @torch.no_grad()
+    def init_regrown_state_(self,
+                            optimizer: torch.optim.Optimizer,
+                            masks: Mapping[str, torch.Tensor],
+                            second_moment: str = 'mean') -> int:
+        """Set the optimizer state of regrown positions (``masks`` True).
+
+        Momentum and first moments (SGD's ``momentum_buffer``, Adam's
+        ``exp_avg``) become 0, like the regrown weights. Adam-style second
+        moments (:data:`SECOND_MOMENT_KEYS`) become, with
+        ``second_moment='mean'``, the mean over the positions that stayed
+        in the tensor; with ``'zero'``, 0.
+
+        Why not 0: Adam's ``step`` is one count per tensor, so a position
+        whose moments restart at 0 after ``t >> 1`` steps is bias-corrected
+        as if it had ``t`` steps of history: its update is
+        ``(1 - beta1^k) / sqrt(1 - beta2^k)`` times a normal one after
+        ``k`` steps, 3x to 6x for the first hundreds of steps at the usual
+        betas. Every regrown weight of a partition then moves at several
+        times the learning rate at once, which can blow up training.
+
+        Returns:
+            int: Number of state tensors touched.
+        """
+        if second_moment not in ('mean', 'zero'):
+            raise GaPConfigError(f"second_moment must be 'mean' or 'zero', "
+                                 f'but got {second_moment!r}')
+        touched = 0
+        for key, value, mask in self._state_tensors(optimizer, masks):
+            fill = 0.0
+            if (second_moment == 'mean' and key in SECOND_MOMENT_KEYS
+                    and not bool(mask.all())):
+                fill = value[~mask].mean()
+            value.masked_fill_(mask, fill)
+            touched += 1
         return touched
 
     # ------------------------------------------------------------ reports

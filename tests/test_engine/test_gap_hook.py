@@ -11,7 +11,7 @@ import gap_mm  # noqa: F401  (registers GaPHook and the wrappers)
 from gap_mm.engine import GaPHook
 from gap_mm.errors import GaPConfigError
 from gap_mm.schedules import ScheduleError
-from gap_mm.sparsity import num_kept, unpack_mask
+from gap_mm.sparsity import SECOND_MOMENT_KEYS, num_kept, unpack_mask
 from gap_mm.testing import GaPToyDataset, GaPToyModel
 
 
@@ -49,7 +49,7 @@ class MaskInvariantHook(Hook):
                 if prev is not None:  # grown in this event
                     self.grows += 1
                     assert (param[~prev] == 0).all(), name
-                    self._assert_state_zero(optimizer, param, ~prev, name)
+                    self._assert_state_regrown(optimizer, param, ~prev, name)
                 continue
             if name not in self._prev:
                 self.prunes += 1
@@ -58,6 +58,16 @@ class MaskInvariantHook(Hook):
             self._assert_state_zero(optimizer, param, ~keep, name)
             current[name] = keep.clone()
         self._prev = current
+
+    @staticmethod
+    def _assert_state_regrown(optimizer, param, where, name):
+        # momentum and first moments 0; Adam's second moments at the mean
+        # of the positions that stayed (GaPHook's regrown_second_moment)
+        for key, value in optimizer.state.get(param, {}).items():
+            if torch.is_tensor(value) and value.shape == param.shape:
+                expected = value[~where].mean() \
+                    if key in SECOND_MOMENT_KEYS else 0
+                assert (value[where] == expected).all(), (name, key)
 
     @staticmethod
     def _assert_state_zero(optimizer, param, where, name):
@@ -257,6 +267,9 @@ class TestGaPHook(RunnerTestCase):
              r' training run has only 16'),
             (dict(module_types=['Conv9d']), ValueError,
              "module_types entry 'Conv9d' is not a torch.nn layer type"),
+            (dict(regrown_second_moment='one'), ValueError,
+             "regrown_second_moment must be 'mean' or 'zero', but got "
+             "'one'"),
         ]
         for i, (override, error, message) in enumerate(cases):
             with self.subTest(override=override):

@@ -265,6 +265,69 @@ def test_zero_optimizer_state_at_pruned_positions(opt_cls, kwargs):
         assert (params[name][~sp.keep_mask(name)] == 0).all()
 
 
+@pytest.mark.parametrize('second_moment', ['mean', 'zero'])
+def test_regrown_state_momentum_zero_second_moment_mean(second_moment):
+    net = _net()
+    params = select_prunable(net)
+    opt = torch.optim.AdamW(net.parameters(), lr=0.1, amsgrad=True)
+    sp = MagnitudeSparsifier(params, 0.8, partitions=2)
+    sp.prune([0, 1])
+    for _ in range(3):
+        for p in net.parameters():
+            p.grad = torch.randn_like(p)
+        sp.mask_grads_()
+        opt.step()
+        sp.apply_masks_()
+    grown = sp.grow([0])
+    assert sp.init_regrown_state_(opt, grown, second_moment) == 3 * len(grown)
+    for name, where in grown.items():
+        state = opt.state[params[name]]
+        assert (state['exp_avg'][where] == 0).all()
+        for key in ('exp_avg_sq', 'max_exp_avg_sq'):
+            value = state[key]
+            expected = value[~where].mean() if second_moment == 'mean' \
+                else 0.0
+            assert (value[where] == expected).all(), (name, key)
+            assert (value[~where] > 0).all()  # the rest is untouched
+    with pytest.raises(ValueError, match="'mean' or 'zero', but got 'avg'"):
+        sp.init_regrown_state_(opt, grown, 'avg')
+
+
+@pytest.mark.parametrize('second_moment, bound', [('mean', 1.0),
+                                                  ('zero', None)])
+def test_regrown_adam_updates_are_not_amplified(second_moment, bound):
+    # Adam's bias correction is per tensor: after 500 steps, positions whose
+    # moments restart at 0 take steps of (1 - b1^k) / sqrt(1 - b2^k) times
+    # the learning rate, about 3x to 6x, unless the second moment starts at
+    # the tensor's level.
+    torch.manual_seed(0)
+    layer = nn.Linear(64, 64, bias=False)
+    params = select_prunable(layer)
+    opt = torch.optim.Adam(layer.parameters(), lr=1e-3)
+    sp = MagnitudeSparsifier(params, 0.5)
+    sp.prune([0])
+    grad = torch.randn(64, 64) * 1e-2
+    for _ in range(500):
+        layer.weight.grad = grad.clone()
+        sp.mask_grads_()
+        opt.step()
+        sp.apply_masks_()
+    grown = sp.grow([0])['weight']
+    sp.init_regrown_state_(opt, {'weight': grown}, second_moment)
+    largest = 0.0
+    for _ in range(20):
+        before = layer.weight.detach().clone()
+        layer.weight.grad = grad.clone()
+        opt.step()
+        step = (layer.weight.detach() - before)[grown].abs().median()
+        largest = max(largest, step.item() / 1e-3)
+    # The median regrown weight moves, at its worst step, ...
+    if bound is None:
+        assert largest > 3.0  # ... several learning rates
+    else:
+        assert largest <= bound  # ... at most one, as a trained weight does
+
+
 def test_state_dict_round_trip_is_bit_packed():
     net = _net()
     sp = MagnitudeSparsifier(select_prunable(net), 0.8, 'global', partitions=2)
