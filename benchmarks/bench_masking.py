@@ -5,9 +5,10 @@ Four measurements, each printed as a table of ratios taken side by side in
 one run:
 
 1. Train-step time with GaP masking against the same dense step (batch 2,
-   512x512 by default), interleaved and reported as medians. Besides our
-   ``masked_fill_`` on inverted bool masks, two alternatives are timed:
-   ``mul_`` by the bool mask and ``mul_`` by a float mask.
+   512x512 by default), interleaved and reported as medians. Besides ours
+   (a bitwise AND with int8 keep words), three alternatives are timed:
+   ``masked_fill_`` with a bool mask, ``mul_`` by the bool mask and
+   ``mul_`` by a float mask.
 2. One prune event at 80% (global magnitude top-k over every conv and linear
    weight) against per-layer ``np.percentile`` (the reference code's way)
    and ``torch.nn.utils.prune.global_unstructured``.

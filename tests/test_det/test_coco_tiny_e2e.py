@@ -219,49 +219,36 @@ def test_resume_after_kill_matches_uninterrupted(trained):
         assert torch.equal(value, b['state_dict'][key]), key
 
 
-@pytest.mark.parametrize('options, message', [
-    (['train_dataloader.dataset.data_root=/no/such/coco/'
-      ], "data_root '/no/such/coco/' does not exist"),
-    (['train_dataloader.dataset.ann_file=annotations/missing.json'
-      ], "annotation file .*annotations/missing.json' does not exist"),
-    (['custom_hooks.0.sparsty=0.9'
-      ], "GaPHook has no option 'sparsty'. Did you mean 'sparsity'"),
-    (["custom_hooks.0.partitions=['^backbone','^roi_head']"
-      ], r"partition 1 '\^roi_head' matches no prunable layer"),
-    (['gap_sparsty=0.9'], "gap_sparsty: .* Did you mean 'gap_sparsity'"),
+@pytest.mark.parametrize('tool, options, message', [
+    ('train', ['train_dataloader.dataset.data_root=/no/such/coco/'
+               ], "data_root '/no/such/coco/' does not exist"),
+    ('train', ['train_dataloader.dataset.ann_file=annotations/missing.json'
+               ], "annotation file .*missing.json' does not exist"),
+    ('train', ['custom_hooks.0.sparsty=0.9'
+               ], "GaPHook has no option 'sparsty'. Did you mean 'sparsity'"),
+    ('train', ["custom_hooks.0.partitions=['^backbone','^roi_head']"
+               ], r"partition 1 '\^roi_head' matches no prunable layer"),
+    ('train', ['gap_sparsty=0.9'
+               ], "gap_sparsty: .* Did you mean 'gap_sparsity'"),
+    ('test', ['custom_hooks.0.sparsty=0.9'
+              ], "GaPHook has no option 'sparsty'. Did you mean 'sparsity'"),
+    ('test', ["custom_hooks.0.partitions=['^backbone','^roi_head']"
+              ], r"partition 1 '\^roi_head' matches no prunable layer"),
+    ('test', ['test_dataloader.dataset.data_root=/no/such/coco/'
+              ], "data_root '/no/such/coco/' does not exist"),
 ])
-def test_bad_input_gets_a_clear_error(trained, options, message):
-    import re
-    tmp_path, cfg, _ = trained
-    proc = _run([
-        sys.executable, 'tools/train.py', cfg, '--work-dir',
-        str(tmp_path / 'bad'), '--cfg-options', *options
-    ],
-                tmp_path,
-                check=False)
-    assert proc.returncode == 1, proc.stderr[-2000:]
-    assert 'Traceback' not in proc.stderr
-    assert re.search(message, proc.stderr), proc.stderr[-2000:]
-
-
-@pytest.mark.parametrize('options, message', [
-    (['custom_hooks.0.sparsty=0.9'
-      ], "GaPHook has no option 'sparsty'. Did you mean 'sparsity'"),
-    (["custom_hooks.0.partitions=['^backbone','^roi_head']"
-      ], r"partition 1 '\^roi_head' matches no prunable layer"),
-    (['test_dataloader.dataset.data_root=/no/such/coco/'
-      ], "data_root '/no/such/coco/' does not exist"),
-])
-def test_test_py_bad_input_gets_a_clear_error(trained, options, message):
+def test_bad_input_gets_a_clear_error(trained, tool, options, message):
     import re
     tmp_path, cfg, work = trained
-    proc = _run([
-        sys.executable, 'tools/test.py', cfg,
-        str(work / f'iter_{MAX_ITERS}.pth'), '--work-dir',
-        str(tmp_path / 'bad_test'), '--cfg-options', *options
-    ],
-                tmp_path,
-                check=False)
+    args = [sys.executable, f'tools/{tool}.py', cfg]
+    if tool == 'test':
+        args.append(str(work / f'iter_{MAX_ITERS}.pth'))
+    proc = _run(
+        args +
+        ['--work-dir',
+         str(tmp_path / f'bad_{tool}'), '--cfg-options', *options],
+        tmp_path,
+        check=False)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert 'Traceback' not in proc.stderr
     assert re.search(message, proc.stderr), proc.stderr[-2000:]
