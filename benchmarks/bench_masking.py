@@ -183,7 +183,7 @@ def bench_step(size, steps, sparsity, config, batch):
     return model, medians['dense']
 
 
-def bench_primitives(model, sparsity, repeats=7, step_seconds=None):
+def bench_primitives(model, sparsity, repeats=15, step_seconds=None):
     """Time the masking itself (gradients before + weights after a step),
     with the CPU caches flushed first as they are after backward. Far less
     noisy than whole steps, whose run-to-run spread here is a few %."""
@@ -191,22 +191,27 @@ def bench_primitives(model, sparsity, repeats=7, step_seconds=None):
     for p in params.values():
         p.grad = torch.randn_like(p)
     flush = torch.empty(64 * 2**20)
-    rows = []
-    for label, cls, mask_bytes in VARIANTS:
+    sparsifiers = []
+    for _, cls, _ in VARIANTS:
         sp = cls(params, sparsity, 'global')
         sp.prune([0])
         sp.mask_grads_()  # builds the cached masks of the alternatives
-        ts = []
-        for _ in range(repeats):
+        sp.apply_masks_()
+        sparsifiers.append(sp)
+    # Interleaved, like the steps: every variant sees the same machine.
+    times = [[] for _ in VARIANTS]
+    for _ in range(repeats):
+        for sp, ts in zip(sparsifiers, times):
             flush.fill_(1.0)
             start = time.perf_counter()
             sp.mask_grads_()
             sp.apply_masks_()
             ts.append(time.perf_counter() - start)
-        rows.append((label, statistics.median(ts), mask_bytes))
+    rows = [(label, statistics.median(ts), mask_bytes)
+            for (label, _, mask_bytes), ts in zip(VARIANTS, times)]
     n = sum(p.numel() for p in params.values())
     print(f'\n## Masking per step (gradients + weights) over {n / 1e6:.2f} M '
-          f'weights, cold caches, median of {repeats}')
+          f'weights, cold caches, median of {repeats} interleaved')
     head = '| masking | ms per step | mask bytes / weight |'
     if step_seconds:
         head += f' share of a {step_seconds:.2f} s dense step |'
