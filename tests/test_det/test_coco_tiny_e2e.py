@@ -252,3 +252,31 @@ def test_bad_input_gets_a_clear_error(trained, tool, options, message):
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert 'Traceback' not in proc.stderr
     assert re.search(message, proc.stderr), proc.stderr[-2000:]
+
+
+def test_sparsity_report_on_the_trained_detector(trained):
+    import json
+    tmp_path, cfg, work = trained
+    ckpt = work / f'iter_{MAX_ITERS}.pth'
+    out = tmp_path / 'report.json'
+    _run([
+        sys.executable, 'tools/analysis_tools/sparsity_report.py', cfg,
+        str(ckpt), '--out-json',
+        str(out)
+    ], tmp_path)
+    with open(out) as f:
+        report = json.load(f)['reports'][0]
+    masks = checkpoint_masks(load_checkpoint(ckpt))
+    rows = {r['name']: r for r in report['layers']}
+    # One row per layer the config's GaPHook prunes, counted from the
+    # weights themselves: every kept weight trained away from 0.
+    assert set(rows) == set(masks)
+    for name, keep in masks.items():
+        assert rows[name]['nonzero'] == int(keep.sum()), name
+        assert rows[name]['numel'] == keep.numel()
+    numel = sum(k.numel() for k in masks.values())
+    kept = sum(int(k.sum()) for k in masks.values())
+    assert report['prunable']['numel'] == numel
+    assert report['prunable']['nonzero'] == kept
+    assert report['partition_source'].startswith('checkpoint')
+    assert sorted({r['partition'] for r in rows.values()}) == [0, 1]

@@ -90,3 +90,29 @@ def test_full_config_builds_and_trains_one_step(name, dense_excluded):
     all_numel = sum(p.numel() for p in sp.params.values())
     assert sum(sp.num_keep.values()) == num_kept(all_numel, 0.9)
     assert kept == sum(sp.num_keep[n] for n in sp.names if sp.is_sparse(n))
+
+
+@pytest.mark.parametrize('name, num_prunable', [
+    ('gap_retinanet_tiny_synthetic.py', 29),
+    ('gap_faster_rcnn_tiny_synthetic.py', None),
+])
+def test_tiny_config_builds_and_trains_one_step(name, num_prunable):
+    # The small CPU detectors of the demo and the tests, on 160 px inputs.
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
+    model, wrapper, hook, runner = build_gap_training(cfg, name)
+    sp = hook.sparsifier
+    if num_prunable is not None:
+        assert len(sp.names) == num_prunable
+    assert sp.num_partitions == 4
+    assert sp.dense_partitions == {0}
+    model.train()
+    losses = model.train_step(_batch(size=160, num_classes=6), wrapper)
+    assert all(torch.isfinite(v).all() for v in losses.values())
+    hook.after_train_iter(runner, 0)
+    for row in sp.layer_stats():
+        if row['dense']:
+            assert row['partition'] == 0
+        else:  # uniform: every sparse layer at exactly 80%
+            assert row['kept'] == num_kept(row['numel'], 0.8), row['name']
+            keep = sp.keep_mask(row['name'])
+            assert (sp.params[row['name']][~keep] == 0).all()
