@@ -5,10 +5,10 @@ Four measurements, each printed as a table of ratios taken side by side in
 one run:
 
 1. Train-step time with GaP masking against the same dense step (batch 2,
-   512x512 by default), interleaved and reported as medians. Besides ours
-   (a bitwise AND with int8 keep words), three alternatives are timed:
-   ``masked_fill_`` with a bool mask, ``mul_`` by the bool mask and
-   ``mul_`` by a float mask.
+   512x512 by default), interleaved; the ratio to dense is the median of
+   the per-round ratios. Besides ours (a bitwise AND with int8 keep words),
+   three alternatives are timed: ``masked_fill_`` with a bool mask,
+   ``mul_`` by the bool mask and ``mul_`` by a float mask.
 2. One prune event at 80% (global magnitude top-k over every conv and linear
    weight) against per-layer ``np.percentile`` (the reference code's way)
    and ``torch.nn.utils.prune.global_unstructured``.
@@ -143,7 +143,14 @@ def build_detector(size, config=DEFAULT_CONFIG, batch=2):
 
 
 def time_steps(model, data, wrappers, steps):
-    """Interleave one step of each wrapper per round; medians in seconds."""
+    """Interleave one step of each wrapper per round.
+
+    Returns:
+        tuple[dict, dict]: Median seconds per wrapper, and the median over
+        rounds of each wrapper's time divided by the first wrapper's (dense)
+        in the same round: paired, so a drift of the machine's speed across
+        the run cancels.
+    """
     times = {name: [] for name in wrappers}
     for round_idx in range(steps + 1):
         for name, wrapper in wrappers.items():
@@ -151,7 +158,13 @@ def time_steps(model, data, wrappers, steps):
             model.train_step(data, wrapper)
             if round_idx:  # round 0 warms up
                 times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    base = times[next(iter(wrappers))]
+    medians = {name: statistics.median(ts) for name, ts in times.items()}
+    ratios = {
+        name: statistics.median(t / b for t, b in zip(ts, base))
+        for name, ts in times.items()
+    }
+    return medians, ratios
 
 
 def bench_step(size, steps, sparsity, config, batch):
@@ -174,11 +187,11 @@ def bench_step(size, steps, sparsity, config, batch):
           f'{n / 1e6:.2f} M prunable weights all masked at {sparsity:.0%}, '
           f'SGD momentum; medians of {steps} interleaved steps, '
           f'{torch.get_num_threads()} threads')
-    medians = time_steps(model, data, wrappers, steps)
-    print('| masking | step (s) | vs dense | mask bytes / weight |')
+    medians, ratios = time_steps(model, data, wrappers, steps)
+    print('| masking | step (s) | vs dense (paired) | mask bytes / weight |')
     print('|---|---|---|---|')
     for name, sec in medians.items():
-        print(f'| {name} | {sec:.3f} | {sec / medians["dense"]:.3f}x | '
+        print(f'| {name} | {sec:.3f} | {ratios[name]:.3f}x | '
               f'{bytes_per[name]} |')
     return model, medians['dense']
 
