@@ -88,8 +88,8 @@ class MagnitudeSparsifier:
     per weight, -1 (all bits set) where the weight is kept and 0 where it is
     pruned, and applied as a bitwise AND on the integer view of the weight
     or gradient (:func:`zero_pruned_`): 1 byte per weight, exact, and on the
-    CPU about twice as fast as ``masked_fill_`` or a multiply by a bool mask
-    (see ``benchmarks/bench_masking.py``). A pruned weight becomes +0.0,
+    CPU faster than ``masked_fill_`` or a multiply by a bool mask (see
+    ``benchmarks/README.md``). A pruned weight becomes +0.0,
     never -0.0. :meth:`keep_mask` and :meth:`pruned_mask` give bool views.
 
     To prune by another importance than ``|w|``, subclass and override
