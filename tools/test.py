@@ -23,7 +23,7 @@ from mmengine.runner import Runner  # noqa: E402
 from gap_mm.errors import GaPConfigError  # noqa: E402
 from gap_mm.utils import (allow_mmengine_checkpoint_globals,  # noqa: E402
                           check_data_paths, check_gap_hook_options,
-                          export_local_rank, propagate_gap_variables,
+                          export_local_rank, merge_cfg_options,
                           setup_cpu_distributed)
 
 
@@ -182,9 +182,7 @@ def test(args: argparse.Namespace) -> None:
     """Test as ``args`` say."""
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-        propagate_gap_variables(cfg, args.cfg_options.keys())
+    merge_cfg_options(cfg, args.cfg_options)
     # A GaP config builds its GaPHook for testing too (it does nothing
     # there); reject its bad options here, with the value named.
     check_gap_hook_options(cfg)

@@ -23,7 +23,7 @@ from mmengine.runner import Runner  # noqa: E402
 from gap_mm.errors import GaPConfigError  # noqa: E402
 from gap_mm.utils import (allow_mmengine_checkpoint_globals,  # noqa: E402
                           check_data_paths, check_gap_hook_options,
-                          export_local_rank, propagate_gap_variables,
+                          export_local_rank, merge_cfg_options,
                           setup_cpu_distributed)
 
 # optim_wrapper.type -> its AMP variant for ``--amp``.
@@ -130,11 +130,9 @@ def train(args: argparse.Namespace) -> None:
 
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-        # `gap_sparsity=0.9` must reach the GaPHook that captured the old
-        # value when the config file was read.
-        propagate_gap_variables(cfg, args.cfg_options.keys())
+    # `gap_sparsity=0.9` must reach the GaPHook that captured the old value
+    # when the config file was read.
+    merge_cfg_options(cfg, args.cfg_options)
     # Fail here with the bad value named, not deep inside mmengine/mmdet.
     check_gap_hook_options(cfg)
     check_data_paths(cfg, ('train_dataloader', 'val_dataloader'))

@@ -21,6 +21,8 @@ _NM_RE = re.compile(r'^\s*(\d+)\s*:\s*(\d+)\s*$')
 #: RAdam; AMSGrad's running maximum), see
 #: :meth:`MagnitudeSparsifier.init_regrown_state_`.
 SECOND_MOMENT_KEYS = ('exp_avg_sq', 'max_exp_avg_sq')
+#: How :meth:`MagnitudeSparsifier.init_regrown_state_` starts those moments.
+REGROWN_SECOND_MOMENTS = ('mean', 'zero')
 # Integer dtype of the same width, to AND a float tensor with a keep word.
 _INT_OF_WIDTH = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
@@ -380,9 +382,10 @@ class MagnitudeSparsifier:
         Returns:
             int: Number of state tensors touched.
         """
-        if second_moment not in ('mean', 'zero'):
-            raise GaPConfigError(f"second_moment must be 'mean' or 'zero', "
-                                 f'but got {second_moment!r}')
+        if second_moment not in REGROWN_SECOND_MOMENTS:
+            raise GaPConfigError(f'second_moment must be one of '
+                                 f'{REGROWN_SECOND_MOMENTS}, but got '
+                                 f'{second_moment!r}')
         touched = 0
         for key, value, mask in self._state_tensors(optimizer, masks):
             fill = 0.0

@@ -1,6 +1,7 @@
 # Copyright (c) gap_mm authors. All rights reserved.
 from .config_utils import (GAP_CFG_VARIABLES, check_data_paths,
-                           check_gap_hook_options, propagate_gap_variables)
+                           check_gap_hook_options, merge_cfg_options,
+                           propagate_gap_variables)
 from .dist_utils import (export_local_rank, has_accelerator, init_cpu_dist,
                          setup_cpu_distributed)
 from .safe_load import (allow_mmengine_checkpoint_globals,
@@ -8,7 +9,7 @@ from .safe_load import (allow_mmengine_checkpoint_globals,
 
 __all__ = [
     'GAP_CFG_VARIABLES', 'check_data_paths', 'check_gap_hook_options',
-    'propagate_gap_variables',
+    'merge_cfg_options', 'propagate_gap_variables',
     'setup_cpu_distributed', 'init_cpu_dist', 'has_accelerator',
     'export_local_rank',
     'allow_mmengine_checkpoint_globals', 'mmengine_checkpoint_safe_globals'

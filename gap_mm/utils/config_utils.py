@@ -21,6 +21,11 @@ GAP_CFG_VARIABLES = {
 }
 
 
+def _did_you_mean(key: str, valid: Iterable[str], prefix: str = '') -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1)
+    return f" Did you mean '{prefix}{close[0]}'?" if close else ''
+
+
 def _gap_hooks(cfg: Config) -> List[dict]:
     return [
         h for h in (cfg.get('custom_hooks') or [])
@@ -58,9 +63,7 @@ def propagate_gap_variables(cfg: Config,
                          and k not in GAP_CFG_VARIABLES)
         if unknown:
             key = unknown[0]
-            close = difflib.get_close_matches(key, list(GAP_CFG_VARIABLES),
-                                              n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ''
+            hint = _did_you_mean(key, GAP_CFG_VARIABLES)
             raise GaPConfigError(
                 f'--cfg-options {key}: only {", ".join(GAP_CFG_VARIABLES)} '
                 f'reach the GaPHook from the command line.{hint} Set other '
@@ -74,6 +77,25 @@ def propagate_gap_variables(cfg: Config,
                 hook[GAP_CFG_VARIABLES[key]] = cfg[key]
 
 
+def merge_cfg_options(cfg: Config, options: Optional[dict]) -> None:
+    """Merge ``--cfg-options`` into ``cfg`` as the tools do.
+
+    :meth:`Config.merge_from_dict`, then :func:`propagate_gap_variables` for
+    the keys given, so ``gap_sparsity=0.9`` reaches the GaPHook.
+
+    Args:
+        cfg (Config): The config, changed in place.
+        options (dict, optional): The parsed ``--cfg-options``; None or
+            empty changes nothing.
+
+    Raises:
+        GaPConfigError: For a ``gap_*`` key that cannot reach the hook.
+    """
+    if options:
+        cfg.merge_from_dict(options)
+        propagate_gap_variables(cfg, options.keys())
+
+
 def check_gap_hook_options(cfg: Config) -> None:
     """Reject unknown GaPHook options with the valid ones listed."""
     from gap_mm.engine import GaPHook
@@ -85,8 +107,7 @@ def check_gap_hook_options(cfg: Config) -> None:
         for key in hook:
             if key in ('type', 'priority') or key in valid:
                 continue
-            close = difflib.get_close_matches(key, valid, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ''
+            hint = _did_you_mean(key, valid)
             raise GaPConfigError(
                 f'GaPHook has no option {key!r}.{hint} Valid options: '
                 f'{", ".join(valid)}.')

@@ -33,7 +33,9 @@ def export_local_rank(cli_local_rank: int = 0) -> None:
     Open MPI sets only ``OMPI_COMM_WORLD_LOCAL_RANK`` (and MMEngine's
     ``init_dist('mpi')`` selects that GPU without exporting it), so without
     this every rank of an MPI job would wrap its model for ``cuda:0``.
-    Slurm jobs get it from MMEngine's ``init_dist('slurm')``.
+    Slurm jobs get it from MMEngine's ``init_dist('slurm')``. On a machine
+    without GPUs :func:`init_cpu_dist` derives it from Open MPI's
+    environment again, with the rest of torch.distributed's variables.
 
     Args:
         cli_local_rank (int): The ``--local-rank`` argument. Defaults to 0.

@@ -240,7 +240,9 @@ class ShapeNetPartDataset(BaseDataset):
             without ``_scope_`` is built in the ``'mmdet3d'`` scope
             (mmdet3d's ``TRANSFORMS``, then mmengine's), whatever the
             current default scope, so the dataset also works under a
-            Runner or script whose ``default_scope`` is another one.
+            Runner or script whose ``default_scope`` is another one. A
+            transform registered in another scope (a project's own child
+            registry of mmdet3d) needs its ``_scope_`` in the dict.
             Defaults to an empty list.
         test_mode (bool): Whether the dataset is used for testing. Defaults
             to False.

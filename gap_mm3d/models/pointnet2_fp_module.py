@@ -53,11 +53,9 @@ class PointNet2FPModule(PointFPModule):
             dist, idx = three_nn(target.contiguous(), source.contiguous())
             dist_reciprocal = 1.0 / (dist + 1e-8)
             norm = torch.sum(dist_reciprocal, dim=2, keepdim=True)
-            # Under autocast the MLPs give fp16 features while the weights
-            # from fp32 xyz stay fp32; mmcv's kernel needs one dtype.
-            weight = (dist_reciprocal / norm).to(source_feats.dtype)
+            weight = dist_reciprocal / norm
             interpolated = three_interpolate(source_feats.contiguous(), idx,
-                                             weight.contiguous())
+                                             weight)
         else:
             interpolated = source_feats.expand(*source_feats.shape[:2],
                                                target.size(1))

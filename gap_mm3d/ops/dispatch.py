@@ -55,9 +55,10 @@ def _import_mmcv_ops():
     return mmcv_ops
 
 
+@functools.lru_cache(maxsize=4)
 def _has_cuda_kernels(mmcv_ops) -> bool:
-    """Whether ``mmcv_ops`` was compiled with its CUDA kernels (a cheap
-    call into mmcv's extension)."""
+    """Whether ``mmcv_ops`` was compiled with its CUDA kernels; asked of
+    mmcv's extension once per process."""
     version = getattr(mmcv_ops, 'get_compiling_cuda_version', None)
     return version is not None and version() != 'not available'
 
@@ -217,5 +218,8 @@ def three_interpolate(features: Tensor, indices: Tensor,
     Returns:
         Tensor: (B, C, N) interpolated features.
     """
+    # mmcv's kernel reads the weights as the features' dtype: under autocast
+    # the features are fp16 while weights from fp32 xyz stay fp32.
+    weight = weight.to(features.dtype)
     return get_point_op('three_interpolate',
                         features)(features, indices, weight)

@@ -249,7 +249,7 @@ def test_test_py_show_dir_draws_every_shape(evaluated, trained):
     # one per test shape: <synset>_<shape_id>.png
     assert len(pngs) == 5, pngs
     for png in pngs:
-        synset, shape_id = png.stem.split('_')
+        synset, shape_id = png.stem.split('_', 1)
         assert len(synset) == 8 and synset.isdigit(), png
         with Image.open(png) as image:
             image.verify()

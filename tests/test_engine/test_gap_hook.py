@@ -268,8 +268,8 @@ class TestGaPHook(RunnerTestCase):
             (dict(module_types=['Conv9d']), ValueError,
              "module_types entry 'Conv9d' is not a torch.nn layer type"),
             (dict(regrown_second_moment='one'), ValueError,
-             "regrown_second_moment must be 'mean' or 'zero', but got "
-             "'one'"),
+             r"regrown_second_moment must be one of \('mean', 'zero'\), "
+             "but got 'one'"),
         ]
         for i, (override, error, message) in enumerate(cases):
             with self.subTest(override=override):

@@ -16,7 +16,6 @@ from gap_mm3d.datasets import (SHAPENET_PART_CATEGORIES,
                                SHAPENET_PART_CATEGORY_PARTS)
 from gap_mm3d.models import (PartSegHead, PointNet2FPModule, PointNet2PartSeg,
                              PointNet2SAModule)
-from gap_mm3d.ops import point_ops_cpu
 from gap_mm.testing.config_check import build_gap_training
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -217,30 +216,6 @@ def test_modules_keep_mmdet3d_layouts():
     assert isinstance(fp, PointFPModule)
     assert isinstance(
         MODELS.build(dict(type='PartSegHead', num_classes=50)), PartSegHead)
-
-
-def test_fp_module_gives_the_kernel_one_dtype(monkeypatch):
-    # Under CUDA autocast the features are fp16 while the interpolation
-    # weights come from fp32 xyz; mmcv's three_interpolate kernel reads both
-    # as the features' dtype, so the module must cast the weights.
-    from gap_mm3d.models import pointnet2_fp_module
-    seen = []
-
-    def checked(features, indices, weight):
-        seen.append((features.dtype, weight.dtype, weight.is_contiguous()))
-        return point_ops_cpu.three_interpolate(features, indices, weight)
-
-    monkeypatch.setattr(pointnet2_fp_module, 'three_interpolate', checked)
-    fp = PointNet2FPModule(mlp_channels=[8 + 4, 16]).double()
-    gen = torch.Generator().manual_seed(0)
-    target, source = torch.rand(
-        2, 20, 3, generator=gen), torch.rand(
-            2, 6, 3, generator=gen)
-    out = fp(target, source,
-             torch.rand(2, 4, 20, generator=gen, dtype=torch.float64),
-             torch.rand(2, 8, 6, generator=gen, dtype=torch.float64))
-    assert seen == [(torch.float64, torch.float64, True)]
-    assert out.shape == (2, 16, 20) and out.dtype == torch.float64
 
 
 def test_sa_module_groups_like_mmcv():

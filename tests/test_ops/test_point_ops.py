@@ -348,9 +348,10 @@ def test_dispatch_cuda_needs_an_mmcv_built_with_cuda(monkeypatch):
     cuda_tensor = types.SimpleNamespace(device=torch.device('cuda'))
     built = dict(cuda='12.4', cpu='not available')
     for build, expected in (('cuda', 'mmcv'), ('cpu', 'torch')):
-        fake_ops = types.SimpleNamespace(
-            three_nn=object(),
-            get_compiling_cuda_version=lambda b=build: built[b])
+        # a module, as mmcv.ops is (the check is cached per module)
+        fake_ops = types.ModuleType(f'fake_mmcv_ops_{build}')
+        fake_ops.three_nn = object()
+        fake_ops.get_compiling_cuda_version = lambda b=build: built[b]
         monkeypatch.setattr(dispatch, '_import_mmcv_ops', lambda: fake_ops)
         monkeypatch.setattr(dispatch, '_MMCV_FALLBACK_WARNED', False)
         with warnings.catch_warnings(record=True) as caught:
@@ -361,6 +362,26 @@ def test_dispatch_cuda_needs_an_mmcv_built_with_cuda(monkeypatch):
         else:
             assert op is point_ops_cpu.three_nn
             assert 'mmcv was built without CUDA ops' in str(caught[0].message)
+        assert dispatch._has_cuda_kernels(fake_ops) == (build == 'cuda')
+
+
+def test_dispatch_gives_three_interpolate_one_dtype(monkeypatch):
+    # Under CUDA autocast the features are fp16 while the interpolation
+    # weights come from fp32 xyz; mmcv's kernel reads both as the features'
+    # dtype, so dispatch casts the weights for every backend.
+    seen = []
+
+    def kernel(features, indices, weight):
+        seen.append((features.dtype, weight.dtype))
+        return point_ops_cpu.three_interpolate(features, indices, weight)
+
+    monkeypatch.setattr(dispatch, 'get_point_op', lambda name, t: kernel)
+    features = torch.rand(2, 4, 6, dtype=torch.float64)
+    indices = torch.zeros(2, 5, 3, dtype=torch.int32)
+    weight = torch.full((2, 5, 3), 1 / 3)
+    out = dispatch.three_interpolate(features, indices, weight)
+    assert seen == [(torch.float64, torch.float64)]
+    assert out.dtype == torch.float64 and out.shape == (2, 4, 5)
 
 
 # ------------------------------------------------------- against mmcv (GPU)

@@ -279,17 +279,28 @@ def test_regrown_state_momentum_zero_second_moment_mean(second_moment):
         opt.step()
         sp.apply_masks_()
     grown = sp.grow([0])
+    before = {
+        name: {k: v.clone()
+               for k, v in opt.state[params[name]].items()}
+        for name in grown
+    }
     assert sp.init_regrown_state_(opt, grown, second_moment) == 3 * len(grown)
     for name, where in grown.items():
         state = opt.state[params[name]]
         assert (state['exp_avg'][where] == 0).all()
-        for key in ('exp_avg_sq', 'max_exp_avg_sq'):
+        for key in ('exp_avg', 'exp_avg_sq', 'max_exp_avg_sq'):
             value = state[key]
+            # the positions that stayed are untouched
+            assert torch.equal(value[~where], before[name][key][~where])
+            if key == 'exp_avg':
+                continue
             expected = value[~where].mean() if second_moment == 'mean' \
                 else 0.0
             assert (value[where] == expected).all(), (name, key)
-            assert (value[~where] > 0).all()  # the rest is untouched
-    with pytest.raises(ValueError, match="'mean' or 'zero', but got 'avg'"):
+            assert (value[~where] > 0).all()
+    with pytest.raises(
+            ValueError,
+            match=r"one of \('mean', 'zero'\), but got 'avg'"):
         sp.init_regrown_state_(opt, grown, 'avg')
 
 

@@ -40,9 +40,10 @@ def test_variables_reach_every_gap_hook_only_when_given():
 ])
 def test_unknown_gap_variable_is_an_error(key, message):
     cfg = _cfg()
-    cfg.merge_from_dict({key: 0.9})
+    cfg.merge_from_dict({key: 0.9, 'gap_sparsity': 0.95})
     with pytest.raises(GaPConfigError, match=message):
-        propagate_gap_variables(cfg, [key])
+        propagate_gap_variables(cfg, [key, 'gap_sparsity'])
+    # nothing was propagated, not even the valid key given with it
     assert cfg.custom_hooks[0].sparsity == 0.8
 
 

@@ -23,7 +23,7 @@ from gap_mm.analysis import (TimelineError, build_timeline, format_timeline,
                              partition_labels, plot_timeline,
                              schedule_from_config, training_length)
 from gap_mm.errors import GaPConfigError
-from gap_mm.utils import propagate_gap_variables
+from gap_mm.utils import merge_cfg_options
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -54,9 +54,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'error: {err}', file=sys.stderr)
         return 1
     try:
-        if args.cfg_options:
-            cfg.merge_from_dict(args.cfg_options)
-            propagate_gap_variables(cfg, args.cfg_options.keys())
+        merge_cfg_options(cfg, args.cfg_options)
         schedule, hook = schedule_from_config(cfg)
         max_steps, source = training_length(cfg, schedule,
                                             args.iters_per_epoch)

@@ -26,7 +26,7 @@ from mmengine.config import Config, DictAction
 from gap_mm.analysis import (ReportError, build_model, format_report,
                              plot_sparsity, report_from_files, write_csv)
 from gap_mm.errors import GaPConfigError
-from gap_mm.utils import propagate_gap_variables
+from gap_mm.utils import merge_cfg_options
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -81,9 +81,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     cfg = Config.fromfile(args.config)
     try:
-        if args.cfg_options:
-            cfg.merge_from_dict(args.cfg_options)
-            propagate_gap_variables(cfg, args.cfg_options.keys())
+        merge_cfg_options(cfg, args.cfg_options)
         model = build_model(cfg)
         reports = [report_from_files(cfg, p, model) for p in paths]
     except (GaPConfigError, ReportError) as err:

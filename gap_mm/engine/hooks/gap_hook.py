@@ -9,8 +9,9 @@ from torch import nn
 
 from gap_mm.errors import GaPConfigError
 from gap_mm.schedules import BaseGaPSchedule, build_schedule
-from gap_mm.sparsity import (DISTRIBUTIONS, MagnitudeSparsifier,
-                             check_sparsity, format_layer_table, parse_pattern,
+from gap_mm.sparsity import (DISTRIBUTIONS, REGROWN_SECOND_MOMENTS,
+                             MagnitudeSparsifier, check_sparsity,
+                             format_layer_table, parse_pattern,
                              select_prunable)
 from ..dist_check import verify_masks_across_ranks
 
@@ -160,9 +161,10 @@ class GaPHook(Hook):
         self.exclude = exclude
         self.overrides = overrides
         self.erk_scale = erk_scale
-        if regrown_second_moment not in ('mean', 'zero'):
+        if regrown_second_moment not in REGROWN_SECOND_MOMENTS:
             raise GaPConfigError(
-                f"regrown_second_moment must be 'mean' or 'zero', but got "
+                f'regrown_second_moment must be one of '
+                f'{REGROWN_SECOND_MOMENTS}, but got '
                 f'{regrown_second_moment!r}')
         self.regrown_second_moment = regrown_second_moment
         self.verify_sync = verify_sync
@@ -253,7 +255,8 @@ class GaPHook(Hook):
                 self.sparsifier.zero_optimizer_state_(optimizer, new)
             if grow:
                 regrown = self.sparsifier.grow(grow)
-                # Regrown weights are 0 already; their momentum is set to 0.
+                # Regrown weights are 0 already; momentum restarts at 0,
+                # Adam's second moment at the tensor's level.
                 self.sparsifier.init_regrown_state_(
                     optimizer, regrown, self.regrown_second_moment)
             where = f'at {self.schedule.unit[:-1]} {step}'

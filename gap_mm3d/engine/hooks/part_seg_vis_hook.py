@@ -9,12 +9,7 @@ from mmengine.utils import mkdir_or_exist
 
 from ...datasets.shapenet_part_dataset import (SHAPENET_PART_CATEGORIES,
                                                SHAPENET_PART_CATEGORY_PARTS)
-from ...evaluation.part_seg_metric import shape_part_iou
-
-
-def _field(sample, key):
-    return sample.get(key) if isinstance(sample, dict) else getattr(
-        sample, key, None)
+from ...evaluation.part_seg_metric import _get, _to_numpy, shape_part_iou
 
 
 @HOOKS.register_module()
@@ -81,19 +76,19 @@ class PartSegVisualizationHook(Hook):
             self._index += 1
             if (self._index - 1) % self.interval:
                 continue
-            self._draw_one(np.asarray(cloud[:, :3].cpu()), sample)
+            self._draw_one(cloud[:, :3].detach().cpu().numpy(), sample)
 
     def _draw_one(self, xyz: np.ndarray, sample) -> None:
-        category = SHAPENET_PART_CATEGORIES[int(_field(sample,
-                                                       'category_id'))]
+        category = SHAPENET_PART_CATEGORIES[int(_get(sample, 'category_id'))]
         parts = SHAPENET_PART_CATEGORY_PARTS[category]
-        pred = np.asarray(
-            _field(sample, 'pred_pts_seg').pts_semantic_mask.cpu())
-        gt_seg = _field(sample, 'gt_pts_seg')
-        gt = None if gt_seg is None or 'pts_semantic_mask' not in gt_seg \
-            else np.asarray(gt_seg.pts_semantic_mask.cpu())
-        shape_id = _field(sample, 'shape_id') or f'shape{self._index:05d}'
-        synset = _field(sample, 'synset') or category
+        pred = _to_numpy(_get(_get(sample, 'pred_pts_seg'),
+                              'pts_semantic_mask'))
+        gt_seg = _get(sample, 'gt_pts_seg')
+        gt_mask = None if gt_seg is None else _get(gt_seg,
+                                                   'pts_semantic_mask')
+        gt = None if gt_mask is None else _to_numpy(gt_mask)
+        shape_id = _get(sample, 'shape_id') or f'shape{self._index:05d}'
+        synset = _get(sample, 'synset') or category
         title = f'{category} {shape_id}'
         panels = [('prediction', pred)]
         if gt is not None:
