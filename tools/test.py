@@ -23,7 +23,7 @@ from mmengine.runner import Runner  # noqa: E402
 from gap_mm.errors import GaPConfigError  # noqa: E402
 from gap_mm.utils import (allow_mmengine_checkpoint_globals,  # noqa: E402
                           check_data_paths, check_gap_hook_options,
-                          export_local_rank, merge_cfg_options,
+                          destroy_dist, export_local_rank, merge_cfg_options,
                           setup_cpu_distributed)
 
 
@@ -176,6 +176,8 @@ def main() -> None:
         test(args)
     except GaPConfigError as err:
         sys.exit(f'error: {err}')
+    # The Runner (and its DDP wrapper) is gone with test()'s frame.
+    destroy_dist()
 
 
 def test(args: argparse.Namespace) -> None:

@@ -23,7 +23,7 @@ from mmengine.runner import Runner  # noqa: E402
 from gap_mm.errors import GaPConfigError  # noqa: E402
 from gap_mm.utils import (allow_mmengine_checkpoint_globals,  # noqa: E402
                           check_data_paths, check_gap_hook_options,
-                          export_local_rank, merge_cfg_options,
+                          destroy_dist, export_local_rank, merge_cfg_options,
                           setup_cpu_distributed)
 
 # optim_wrapper.type -> its AMP variant for ``--amp``.
@@ -123,6 +123,8 @@ def main() -> None:
         train(args)
     except GaPConfigError as err:
         sys.exit(f'error: {err}')
+    # The Runner (and its DDP wrapper) is gone with train()'s frame.
+    destroy_dist()
 
 
 def train(args: argparse.Namespace) -> None:

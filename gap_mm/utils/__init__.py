@@ -2,8 +2,8 @@
 from .config_utils import (GAP_CFG_VARIABLES, check_data_paths,
                            check_gap_hook_options, merge_cfg_options,
                            propagate_gap_variables)
-from .dist_utils import (export_local_rank, has_accelerator, init_cpu_dist,
-                         setup_cpu_distributed)
+from .dist_utils import (destroy_dist, export_local_rank, has_accelerator,
+                         init_cpu_dist, setup_cpu_distributed)
 from .safe_load import (allow_mmengine_checkpoint_globals,
                         mmengine_checkpoint_safe_globals)
 
@@ -11,6 +11,6 @@ __all__ = [
     'GAP_CFG_VARIABLES', 'check_data_paths', 'check_gap_hook_options',
     'merge_cfg_options', 'propagate_gap_variables',
     'setup_cpu_distributed', 'init_cpu_dist', 'has_accelerator',
-    'export_local_rank',
+    'export_local_rank', 'destroy_dist',
     'allow_mmengine_checkpoint_globals', 'mmengine_checkpoint_safe_globals'
 ]

@@ -11,6 +11,7 @@ without patching MMEngine: it initialises a ``gloo`` process group before the
 ``device_ids=None`` into ``cfg.model_wrapper_cfg``.
 """
 import datetime
+import gc
 import os
 import subprocess
 from typing import Optional
@@ -197,3 +198,23 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> bool:
     cfg.env_cfg = dict(env_cfg, dist_cfg=dist_cfg)
     cfg.model_wrapper_cfg = _cpu_model_wrapper_cfg(cfg)
     return True
+
+
+def destroy_dist() -> None:
+    """Shut the default process group down before the interpreter does.
+
+    Call it once the Runner is gone. Left to interpreter shutdown, a gloo
+    worker thread may still be releasing the tensors of a finished
+    collective (the broadcast of the last validation's metrics, say) when
+    Python finalizes; it cannot take the GIL any more, and the process
+    aborts with ``terminate called without an active exception`` after
+    training has succeeded (measured: 2 of 24 two-process CPU runs of the
+    PointNet++ e2e config; the core dump shows
+    ``ProcessGroupGloo::AsyncWork::~AsyncWork`` waiting for the GIL in
+    ``Py_FinalizeEx``). Collecting garbage first drops the group's last
+    reference, the DDP wrapper's, so the group's destructor drains its work
+    queue and joins its threads while Python is still alive.
+    """
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        gc.collect()
+        torch_dist.destroy_process_group()

@@ -19,7 +19,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from gap_mm.utils import (allow_mmengine_checkpoint_globals,
+from gap_mm.utils import (allow_mmengine_checkpoint_globals, destroy_dist,
                           export_local_rank, setup_cpu_distributed)
 
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
@@ -262,3 +262,17 @@ def test_export_local_rank(monkeypatch, env, cli, expected):
         monkeypatch.setenv(key, value)
     export_local_rank(cli)
     assert os.environ['LOCAL_RANK'] == expected
+
+
+def test_destroy_dist_shuts_the_group_down(monkeypatch):
+    if torch.distributed.is_initialized():
+        pytest.skip('needs a process without a process group')
+    destroy_dist()  # no group: nothing to do
+    monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
+    monkeypatch.setenv('MASTER_PORT', str(_free_port()))
+    torch.distributed.init_process_group('gloo', rank=0, world_size=1)
+    # A finished asynchronous collective whose tensors Python has dropped,
+    # as the last validation's broadcast leaves behind.
+    torch.distributed.broadcast(torch.ones(4), src=0, async_op=True).wait()
+    destroy_dist()
+    assert not torch.distributed.is_initialized()
