@@ -2,7 +2,7 @@
 #
 #   tools/dist_train.sh configs/gap_faster_rcnn.py 8
 #   tools/dist_train.sh configs/gap_faster_rcnn.py 8 \
-#       --cfg-options gap_sparsity=0.9 gap_distribution=global
+#       --cfg-options gap_sparsity=0.9 gap_distribution=erk
 #
 # The result is an ordinary mmdet checkpoint whose pruned weights are 0;
 # mmdet's own tools/test.py evaluates it with the upstream config.
@@ -27,8 +27,10 @@ param_scheduler = [
 ]
 
 # Target sparsity of the prunable weights, and how it is split over layers:
-# 'uniform' (every layer at gap_sparsity), 'global' (one magnitude
-# threshold: the paper's non-uniform) or 'erk'. tools/train.py writes
+# 'uniform' (every layer at gap_sparsity), 'erk' (non-uniform by layer
+# shape, as in RigL) or 'global' (one magnitude threshold; over this
+# model's freshly initialised layers it empties roi_head's shared_fcs.0,
+# which GaPHook refuses). tools/train.py writes
 # `--cfg-options gap_sparsity=... gap_distribution=...` into the GaPHook.
 gap_sparsity = 0.8
 gap_distribution = 'uniform'

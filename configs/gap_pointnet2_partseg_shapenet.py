@@ -129,9 +129,11 @@ auto_scale_lr = dict(enable=False, base_batch_size=128)
 
 # ----------------------------------------------------------------- GaP
 # Target sparsity of the prunable weights and its split over layers:
-# 'uniform' (every layer at gap_sparsity), 'global' (one magnitude
-# threshold: the paper's non-uniform) or 'erk'. tools/train.py writes
-# `--cfg-options gap_sparsity=... gap_distribution=...` into the GaPHook.
+# 'uniform' (every layer at gap_sparsity), 'erk' (non-uniform by layer
+# shape, as in RigL) or 'global' (one magnitude threshold over all layers,
+# which follows their initialisation scales at the start). tools/train.py
+# writes `--cfg-options gap_sparsity=... gap_distribution=...` into the
+# GaPHook.
 gap_sparsity = 0.8
 gap_distribution = 'uniform'
 

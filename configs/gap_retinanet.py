@@ -2,7 +2,7 @@
 #
 #   tools/dist_train.sh configs/gap_retinanet.py 8
 #   tools/dist_train.sh configs/gap_retinanet.py 8 \
-#       --cfg-options gap_sparsity=0.9 gap_distribution=global
+#       --cfg-options gap_sparsity=0.9 gap_distribution=erk
 _base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
 custom_imports = dict(imports=['gap_mm'], allow_failed_imports=False)
 

@@ -231,12 +231,30 @@ class GaPHook(Hook):
                 step,
                 prune=range(self.sparsifier.num_partitions),
                 grow=())
+            self._check_no_layer_emptied()
         self._reconcile(runner, step)
         if self.print_table:
             print_log(
                 format_layer_table(self.sparsifier.layer_stats(),
                                    'GaP masks at the start of training:'),
                 logger='current')
+
+    def _check_no_layer_emptied(self) -> None:
+        """A layer left without a single weight at the start cannot learn:
+        stop with the layers named instead of training a broken model."""
+        emptied = [n for n, k in self.sparsifier.num_keep.items() if k == 0]
+        if not emptied:
+            return
+        why = ''
+        if self.distribution == 'global':
+            why = (' One magnitude threshold over freshly initialised layers '
+                   'compares their initialisation scales (Kaiming, Xavier, '
+                   'N(0, 0.01)) rather than their importance.')
+        raise GaPConfigError(
+            f'GaP at sparsity {self.sparsity} with distribution '
+            f'{self.distribution!r} would prune every weight of {emptied}.'
+            f'{why} Use distribution=\'erk\' (non-uniform by layer shape, as '
+            f'in RigL), exclude these layers, or give them overrides.')
 
     # ---------------------------------------------------------- events
     def _reconcile(self, runner, step: int) -> None:
