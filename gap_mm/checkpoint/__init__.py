@@ -1,0 +1,12 @@
+# Copyright (c) gap_mm contributors. All rights reserved.
+"""Checkpoints: the one safe loader and the one sparsity-state layout."""
+from .loading import CheckpointReadError, load_checkpoint, split_checkpoint
+from .state import (CKPT_KEY, STATE_VERSION, CheckpointStateError,
+                    keep_masks, packed_masks, partitions, read_state,
+                    verify_masked_zero, write_state)
+
+__all__ = [
+    'CKPT_KEY', 'STATE_VERSION', 'CheckpointReadError', 'CheckpointStateError',
+    'keep_masks', 'load_checkpoint', 'packed_masks', 'partitions',
+    'read_state', 'split_checkpoint', 'verify_masked_zero', 'write_state'
+]

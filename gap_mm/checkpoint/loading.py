@@ -1,0 +1,110 @@
+# Copyright (c) gap_mm contributors. All rights reserved.
+"""Load checkpoints the one safe way, through MMEngine's CheckpointLoader.
+
+:class:`mmengine.runner.CheckpointLoader` resolves the file (local paths,
+``http(s)://``, ``open-mmlab://`` and the other schemes it registers) and
+calls ``torch.load``, which under torch >= 2.6 uses ``weights_only=True``:
+the objects MMEngine itself writes into checkpoints are allow-listed by
+:func:`gap_mm.utils.safe_load.allow_mmengine_checkpoint_globals` (run by
+``import gap_mm``). ``weights_only`` is never turned off.
+"""
+import os.path as osp
+import pickle
+from typing import Any, Dict, List, Mapping, Tuple
+
+import torch
+from mmengine.runner import CheckpointLoader
+
+from gap_mm.errors import GaPConfigError
+from gap_mm.utils.safe_load import allow_mmengine_checkpoint_globals
+
+
+class CheckpointReadError(GaPConfigError):
+    """A file that is missing, not a checkpoint, or needs globals outside
+    the allow-list."""
+
+
+def load_checkpoint(path: str, map_location: str = 'cpu') -> Dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``.
+
+    Args:
+        path (str): A local path or any URL scheme of MMEngine's
+            ``CheckpointLoader``.
+        map_location (str): Where tensors go. Defaults to ``'cpu'``.
+
+    Returns:
+        dict: The checkpoint (a bare state_dict is returned as it is).
+
+    Raises:
+        CheckpointReadError: Naming the file and what is wrong with it.
+    """
+    allow_mmengine_checkpoint_globals()
+    if '://' not in path and not osp.isfile(path):
+        raise CheckpointReadError(f'checkpoint {path} does not exist')
+    try:
+        checkpoint = CheckpointLoader.load_checkpoint(
+            path, map_location=map_location)
+    except pickle.UnpicklingError as err:
+        unsafe = _unsafe_globals(path)
+        raise CheckpointReadError(
+            f'cannot load {path} with weights_only=True: it needs globals '
+            f'outside the allow-list{" " + str(unsafe) if unsafe else ""} '
+            f'({str(err).splitlines()[0]}). weights_only is never turned '
+            f'off, because that would run arbitrary code from the file; '
+            f're-save it with only tensors and plain Python data.') from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointReadError(
+            f'{path} is not a PyTorch checkpoint: '
+            f'{str(err).splitlines()[0] if str(err) else err!r}') from err
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointReadError(
+            f'{path} is not a checkpoint: it holds a '
+            f'{type(checkpoint).__name__}, not a dict')
+    return checkpoint
+
+
+def _unsafe_globals(path: str) -> List[str]:
+    """The globals of ``path`` that the allow-list lacks (a hint only)."""
+    try:
+        from torch.serialization import (_get_safe_globals,
+                                         get_unsafe_globals_in_checkpoint)
+        allowed = set()
+        for item in _get_safe_globals():
+            if isinstance(item, tuple):
+                allowed.add(item[1])
+            else:
+                allowed.add(f'{item.__module__}.{item.__qualname__}')
+        return [
+            g for g in get_unsafe_globals_in_checkpoint(path)
+            if g not in allowed
+        ]
+    except Exception:  # noqa: BLE001  (only a hint)
+        return []
+
+
+def split_checkpoint(
+        checkpoint: Mapping[str, Any],
+        where: str = 'the checkpoint'
+) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """``(state_dict, meta)`` of an MMEngine checkpoint or a bare
+    state_dict.
+
+    Raises:
+        CheckpointReadError: If there is no dict of tensors to be found.
+    """
+    if 'state_dict' in checkpoint:
+        state_dict = checkpoint['state_dict']
+        meta = checkpoint.get('meta') or {}
+    elif checkpoint and all(
+            isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        state_dict, meta = checkpoint, {}
+    else:
+        keys = list(checkpoint)
+        raise CheckpointReadError(
+            f'{where} has no "state_dict"; its keys are {keys[:10]}'
+            f'{" ..." if len(keys) > 10 else ""}')
+    if not isinstance(state_dict, Mapping) or not all(
+            isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise CheckpointReadError(
+            f'the "state_dict" of {where} is not a dict of tensors')
+    return dict(state_dict), dict(meta)
