@@ -1,7 +1,11 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
-"""When things happen: pure functions of the iteration or epoch."""
+"""When things happen: pure functions of the iteration or epoch.
+
+Schedules are registered in :data:`gap_mm.registry.SCHEDULES`.
+"""
+from gap_mm.registry import SCHEDULES
 from .base import BaseGaPSchedule, ScheduleError, Segment
-from .builder import SCHEDULES, build_schedule
+from .builder import build_schedule
 from .cyclic import CyclicGaPSchedule
 from .static import StaticSchedule
 

@@ -1,42 +1,44 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
-from typing import Dict, Mapping, Type, Union
+from typing import Mapping, Union
 
+from gap_mm.registry import SCHEDULES
 from .base import BaseGaPSchedule, ScheduleError
-from .cyclic import CyclicGaPSchedule
-from .static import StaticSchedule
-
-SCHEDULES: Dict[str, Type[BaseGaPSchedule]] = {
-    'cyclic': CyclicGaPSchedule,
-    'CyclicGaPSchedule': CyclicGaPSchedule,
-    'static': StaticSchedule,
-    'StaticSchedule': StaticSchedule,
-}
 
 
 def build_schedule(cfg: Union[Mapping, BaseGaPSchedule],
                    num_partitions: int) -> BaseGaPSchedule:
     """Build a schedule from ``dict(type='cyclic', period=..., ...)``.
 
+    The type is looked up in :data:`gap_mm.registry.SCHEDULES`, so a
+    schedule registered by a user's ``custom_imports`` module works too.
     ``num_partitions`` comes from the sparsifier; a ``num_partitions`` in
     ``cfg`` must agree with it.
+
+    Raises:
+        ScheduleError: For an unknown type (the registered ones listed),
+            bad arguments, or a partition count that does not match.
     """
     if isinstance(cfg, BaseGaPSchedule):
         schedule = cfg
     else:
+        valid = sorted(SCHEDULES.module_dict)
         if not isinstance(cfg, Mapping) or 'type' not in cfg:
             raise ScheduleError(f"schedule must be a dict with a 'type' in "
-                                f'{sorted(SCHEDULES)}, but got {cfg!r}')
-        args = dict(cfg)
-        kind = args.pop('type')
-        if kind not in SCHEDULES:
-            raise ScheduleError(f'unknown GaP schedule type {kind!r}; valid '
-                                f'types are {sorted(SCHEDULES)}')
-        args.setdefault('num_partitions', num_partitions)
+                                f'{valid}, but got {cfg!r}')
+        kind = cfg['type']
+        if not isinstance(kind, type) and SCHEDULES.get(kind) is None:
+            raise ScheduleError(f'unknown schedule type {kind!r}; valid '
+                                f'types are {valid}')
         try:
-            schedule = SCHEDULES[kind](**args)
+            schedule = SCHEDULES.build(
+                dict(cfg), default_args=dict(num_partitions=num_partitions))
         except TypeError as err:
             raise ScheduleError(
-                f'bad arguments for GaP schedule {kind!r}: {err}') from err
+                f'bad arguments for schedule {kind!r}: {err}') from err
+        if not isinstance(schedule, BaseGaPSchedule):
+            raise ScheduleError(
+                f'schedule type {kind!r} built a {type(schedule).__name__}, '
+                f'which is not a BaseGaPSchedule')
     if schedule.num_partitions != num_partitions:
         raise ScheduleError(
             f'the schedule has num_partitions={schedule.num_partitions} but '

@@ -1,9 +1,11 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
 from typing import FrozenSet, Optional
 
+from gap_mm.registry import SCHEDULES
 from .base import BaseGaPSchedule, ScheduleError, check_int
 
 
+@SCHEDULES.register_module(name=['cyclic', 'CyclicGaPSchedule'])
 class CyclicGaPSchedule(BaseGaPSchedule):
     """Cyclic grow-and-prune (C-GaP).
 

@@ -1,9 +1,11 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
 from typing import FrozenSet
 
+from gap_mm.registry import SCHEDULES
 from .base import BaseGaPSchedule
 
 
+@SCHEDULES.register_module(name=['static', 'StaticSchedule'])
 class StaticSchedule(BaseGaPSchedule):
     """Masks fixed from the first step: the sparse-from-scratch baseline.
 

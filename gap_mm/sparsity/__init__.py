@@ -1,22 +1,35 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
-"""What is pruned and how: pure torch, no Runner."""
+"""What is pruned and how: pure torch, no Runner.
+
+* :mod:`.selection`: which parameters are prunable;
+* :mod:`.distribution`, :mod:`.partition`: per-layer targets, partitions;
+* :mod:`.topk`, :mod:`.scores`: exact top-k selection and importances;
+* :mod:`.masks`, :mod:`.packing`: int8 keep words, 1-bit packing;
+* :mod:`.optim_state`: optimizer state at prune and grow events;
+* :mod:`.sparsifier`: :class:`Sparsifier`, the masks and their events.
+"""
 from .distribution import (DISTRIBUTIONS, check_sparsity, erk_keep,
                            global_keep, match_overrides, uniform_keep)
+from .masks import keep_word, num_pruned, zero_pruned_
+from .optim_state import (REGROWN_SECOND_MOMENTS, SECOND_MOMENT_KEYS,
+                          init_regrown_state_, zero_optimizer_state_)
 from .packing import pack_mask, unpack_mask
-from .report import format_layer_table
 from .partition import auto_partitions, build_partitions, regex_partitions
-from .selection import DEFAULT_PRUNABLE_TYPES, select_prunable
-from .sparsifier import (REGROWN_SECOND_MOMENTS, SECOND_MOMENT_KEYS,
-                         MagnitudeSparsifier, keep_word, parse_pattern,
-                         zero_pruned_)
+from .report import format_layer_table
+from .scores import MagnitudeScore, RandomScore, build_score
+from .selection import (DEFAULT_PRUNABLE_TYPES, compile_regexes,
+                        resolve_module_types, select_prunable)
+from .sparsifier import MagnitudeSparsifier, Sparsifier, parse_pattern
 from .topk import kth_largest, nm_mask, num_kept, topk_mask, topk_masks
 
 __all__ = [
-    'DISTRIBUTIONS', 'DEFAULT_PRUNABLE_TYPES', 'MagnitudeSparsifier',
-    'REGROWN_SECOND_MOMENTS', 'SECOND_MOMENT_KEYS',
-    'format_layer_table', 'auto_partitions', 'build_partitions',
-    'check_sparsity', 'erk_keep', 'global_keep', 'keep_word', 'kth_largest',
-    'match_overrides', 'nm_mask', 'num_kept', 'pack_mask', 'parse_pattern',
-    'regex_partitions', 'select_prunable', 'topk_mask', 'topk_masks',
-    'uniform_keep', 'unpack_mask', 'zero_pruned_'
+    'DEFAULT_PRUNABLE_TYPES', 'DISTRIBUTIONS', 'MagnitudeScore',
+    'MagnitudeSparsifier', 'REGROWN_SECOND_MOMENTS', 'RandomScore',
+    'SECOND_MOMENT_KEYS', 'Sparsifier', 'auto_partitions', 'build_partitions',
+    'build_score', 'check_sparsity', 'compile_regexes', 'erk_keep',
+    'format_layer_table', 'global_keep', 'init_regrown_state_', 'keep_word',
+    'kth_largest', 'match_overrides', 'nm_mask', 'num_kept', 'num_pruned',
+    'pack_mask', 'parse_pattern', 'regex_partitions', 'resolve_module_types',
+    'select_prunable', 'topk_mask', 'topk_masks', 'uniform_keep',
+    'unpack_mask', 'zero_optimizer_state_', 'zero_pruned_'
 ]

@@ -15,13 +15,13 @@ Per-layer ``overrides`` (regex → sparsity) are applied on top of any of
 them: overridden layers get their own sparsity and the distribution splits
 ``s`` over the remaining layers.
 """
-import re
 from collections import OrderedDict
 from typing import Dict, Mapping, Optional, Sequence
 
 import torch
 
 from gap_mm.errors import GaPConfigError
+from .selection import compile_regexes
 from .topk import num_kept, topk_masks
 
 DISTRIBUTIONS = ('uniform', 'global', 'erk')
@@ -48,7 +48,7 @@ def match_overrides(
     resolved: Dict[str, float] = OrderedDict()
     for pattern, value in (overrides or {}).items():
         check_sparsity(value, f'override sparsity for {pattern!r}')
-        regex = re.compile(pattern)
+        regex, = compile_regexes([pattern], 'overrides')
         hits = [n for n in names if regex.search(n)]
         if not hits:
             raise GaPConfigError(

@@ -1,8 +1,9 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
 """Split prunable layers into the K partitions that GaP grows in turn."""
-import re
 from typing import List, Mapping, Sequence, Union
+
 from gap_mm.errors import GaPConfigError
+from .selection import compile_regexes
 
 PartitionSpec = Union[int, Sequence[Union[str, Sequence[str]]]]
 
@@ -62,9 +63,9 @@ def regex_partitions(
             naming a group that matches nothing.
     """
     compiled = []
-    for group in groups:
+    for idx, group in enumerate(groups):
         patterns = [group] if isinstance(group, str) else list(group)
-        compiled.append([re.compile(p) for p in patterns])
+        compiled.append(compile_regexes(patterns, f'partitions[{idx}]'))
     members: List[List[str]] = [[] for _ in compiled]
     owners = {name: [] for name in names}
     for name in names:

@@ -23,16 +23,67 @@ def _as_list(patterns: RegexList) -> list:
     return list(patterns)
 
 
-def _compile(patterns: Iterable[str], what: str) -> list:
+def compile_regexes(patterns: Iterable[str], option: str) -> list:
+    """Compile the regexes of a config option.
+
+    Raises:
+        GaPConfigError: Naming the option and the pattern that does not
+            compile, with the reason from :mod:`re`.
+    """
     compiled = []
     for pattern in patterns:
+        if not isinstance(pattern, str):
+            raise GaPConfigError(f'{option} entries must be regex strings, '
+                                 f'but got {pattern!r}')
         try:
             compiled.append(re.compile(pattern))
         except re.error as err:
             raise GaPConfigError(
-                f'{what} regex {pattern!r} is not a valid regular expression: '
-                f'{err}') from err
+                f'{option} regex {pattern!r} is not a valid regular '
+                f'expression: {err}') from err
     return compiled
+
+
+def resolve_module_types(
+    module_types: Optional[Sequence[Union[str, Type[nn.Module]]]]
+) -> Optional[Tuple[Type[nn.Module], ...]]:
+    """Layer types from a config's ``module_types``.
+
+    An entry is an ``nn.Module`` subclass or a name: a ``torch.nn`` layer
+    (``'Conv2d'``, ``'Linear'``), else any layer in MMEngine's ``MODELS``
+    registry, which holds mmcv's (``'DCNv2'``, ``'ConvWS'``, ...) once mmcv
+    is imported. Subclasses of a type count as that type.
+
+    Returns:
+        tuple[type] | None: None for None (the defaults).
+
+    Raises:
+        GaPConfigError: For a name that is no layer type.
+    """
+    if module_types is None:
+        return None
+    if isinstance(module_types, (str, type)):
+        module_types = [module_types]
+    resolved = []
+    for item in module_types:
+        cls = item
+        if isinstance(item, str):
+            cls = getattr(nn, item, None)
+            if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+                from mmengine.registry import MODELS
+                try:
+                    import mmcv.cnn  # noqa: F401  (registers mmcv's layers)
+                except ImportError:
+                    pass
+                cls = MODELS.get(item)
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise GaPConfigError(
+                f'module_types entry {item!r} is not a layer type: use '
+                f"torch.nn names such as 'Conv2d' or 'Linear', a layer "
+                f"registered in MMEngine's MODELS (such as mmcv's 'DCNv2'), "
+                f'or the class itself')
+        resolved.append(cls)
+    return tuple(resolved)
 
 
 def strip_wrapper_prefix(name: str) -> str:
@@ -77,8 +128,8 @@ def select_prunable(
             name = f'{module_name}.weight' if module_name else 'weight'
             candidates[strip_wrapper_prefix(name)] = weight
 
-    include_res = _compile(_as_list(include), 'include')
-    exclude_res = _compile(_as_list(exclude), 'exclude')
+    include_res = compile_regexes(_as_list(include), 'include')
+    exclude_res = compile_regexes(_as_list(exclude), 'exclude')
     for regex, what in [(r, 'include') for r in include_res] + \
             [(r, 'exclude') for r in exclude_res]:
         if not any(regex.search(name) for name in candidates):

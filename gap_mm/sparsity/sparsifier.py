@@ -1,53 +1,28 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
-"""The masks of a sparse network and the operations GaP performs on them."""
+"""The masks of a sparse network and the operations methods perform on
+them."""
+import hashlib
 import re
 import warnings
 from collections import OrderedDict
-from typing import (Dict, Iterable, List, Mapping, Optional, Sequence, Set,
-                    Tuple, Union)
+from typing import (Callable, Dict, Iterable, List, Mapping, Optional,
+                    Sequence, Set, Tuple, Union)
 
 import torch
 from torch import nn
 
 from gap_mm.errors import GaPConfigError
+from gap_mm.registry import SPARSIFIERS
 from .distribution import (DISTRIBUTIONS, check_sparsity, erk_keep,
                            match_overrides, uniform_keep)
+from .masks import keep_word, num_pruned, zero_pruned_
+from .optim_state import init_regrown_state_, zero_optimizer_state_
 from .packing import pack_mask, unpack_mask
 from .partition import PartitionSpec, build_partitions
+from .scores import Score, build_score
 from .topk import nm_mask, topk_masks
 
 _NM_RE = re.compile(r'^\s*(\d+)\s*:\s*(\d+)\s*$')
-#: Per-element second moments of Adam-family optimizers (Adam, AdamW, NAdam,
-#: RAdam; AMSGrad's running maximum), see
-#: :meth:`MagnitudeSparsifier.init_regrown_state_`.
-SECOND_MOMENT_KEYS = ('exp_avg_sq', 'max_exp_avg_sq')
-#: How :meth:`MagnitudeSparsifier.init_regrown_state_` starts those moments.
-REGROWN_SECOND_MOMENTS = ('mean', 'zero')
-# Integer dtype of the same width, to AND a float tensor with a keep word.
-_INT_OF_WIDTH = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-
-
-def keep_word(pruned: torch.Tensor) -> torch.Tensor:
-    """int8 keep word from a bool pruned-mask: -1 where kept, 0 where
-    pruned."""
-    return (~pruned).to(torch.int8).neg_()
-
-
-@torch.no_grad()
-def zero_pruned_(tensor: torch.Tensor, word: torch.Tensor) -> torch.Tensor:
-    """Zero ``tensor`` in place where ``word`` is 0, keep it bit for bit
-    where ``word`` is -1.
-
-    A floating tensor is ANDed through its integer view (sign-extending the
-    int8 word to the element width); other dtypes fall back to
-    ``masked_fill_``.
-    """
-    int_dtype = _INT_OF_WIDTH.get(tensor.element_size())
-    if tensor.is_floating_point() and int_dtype is not None:
-        tensor.view(int_dtype).bitwise_and_(word)
-    else:
-        tensor.masked_fill_(word == 0, 0)
-    return tensor
 
 
 def parse_pattern(
@@ -77,25 +52,26 @@ def parse_pattern(
     return n, m
 
 
-class MagnitudeSparsifier:
-    """Boolean weight masks chosen by magnitude, grouped in partitions.
+@SPARSIFIERS.register_module()
+class Sparsifier:
+    """Weight masks, their per-layer targets and the partitions they are
+    grouped in: the "what" of every method.
 
-    This is the "what" of GaP and knows nothing about training loops: the
-    :class:`~gap_mm.engine.GaPHook` decides *when* to call :meth:`prune` and
-    :meth:`grow`, and :class:`~gap_mm.engine.GaPOptimWrapper` calls
-    :meth:`mask_grads_` and :meth:`apply_masks_` around every optimizer step.
+    It knows nothing about training loops: a hook decides *when* to call
+    :meth:`prune`, :meth:`grow` or :meth:`set_masks`, and the optimizer
+    wrapper calls :meth:`mask_grads_` and :meth:`apply_masks_` around every
+    step.
 
-    A layer is either sparse (it has a mask; masked weights are exactly 0) or
-    dense (no mask, nothing to do). A mask is stored as one int8 "keep word"
-    per weight, -1 (all bits set) where the weight is kept and 0 where it is
-    pruned, and applied as a bitwise AND on the integer view of the weight
-    or gradient (:func:`zero_pruned_`): 1 byte per weight, exact, and on the
-    CPU faster than ``masked_fill_`` or a multiply by a bool mask (see
-    ``benchmarks/README.md``). A pruned weight becomes +0.0,
-    never -0.0. :meth:`keep_mask` and :meth:`pruned_mask` give bool views.
+    A layer is either sparse (it has a mask; masked weights are exactly 0)
+    or dense (no mask, nothing to do). Masks are int8 keep words (see
+    :mod:`gap_mm.sparsity.masks`): 1 byte per weight in memory, 1 bit in a
+    checkpoint. :meth:`keep_mask` and :meth:`pruned_mask` give bool views.
 
-    To prune by another importance than ``|w|``, subclass and override
-    :meth:`score`.
+    Which weights a prune keeps is decided by :meth:`score` (larger
+    survives), by default ``|w|``; pass ``score=dict(type=...)`` from
+    :data:`gap_mm.registry.SCORES`, or subclass, override :meth:`score` and
+    register the subclass in :data:`gap_mm.registry.SPARSIFIERS` to reach it
+    from a config (``GaPHook(sparsifier=dict(type='MySparsifier'))``).
 
     Args:
         params (Mapping[str, nn.Parameter]): Prunable weights by name, in
@@ -112,6 +88,8 @@ class MagnitudeSparsifier:
         partitions (int | list): K for contiguous automatic partitions, or a
             list of regex groups. Defaults to 1.
         erk_scale (float): Power on the ERK score. Defaults to 1.0.
+        score (dict | callable, optional): The importance of a prune.
+            Defaults to magnitude.
     """
 
     def __init__(self,
@@ -121,9 +99,10 @@ class MagnitudeSparsifier:
                  pattern: Union[str, Tuple[int, int]] = 'unstructured',
                  overrides: Optional[Mapping[str, float]] = None,
                  partitions: PartitionSpec = 1,
-                 erk_scale: float = 1.0) -> None:
+                 erk_scale: float = 1.0,
+                 score: Union[Mapping, Score, None] = None) -> None:
         if not params:
-            raise GaPConfigError('MagnitudeSparsifier needs at least one '
+            raise GaPConfigError(f'{type(self).__name__} needs at least one '
                                  'prunable parameter')
         self.params: Dict[str, nn.Parameter] = OrderedDict(params)
         self.names: List[str] = list(self.params)
@@ -140,21 +119,24 @@ class MagnitudeSparsifier:
                 f'pattern ({pattern!r}); exclude those layers '
                 'instead')
         self.overrides = match_overrides(self.names, overrides)
-        numels = OrderedDict((n, p.numel()) for n, p in self.params.items())
-        self.partitions: List[List[str]] = build_partitions(numels, partitions)
+        self._numels = OrderedDict(
+            (n, p.numel()) for n, p in self.params.items())
+        self.partitions: List[List[str]] = build_partitions(
+            self._numels, partitions)
         self.partition_of: Dict[str, int] = {
             name: k
             for k, group in enumerate(self.partitions)
             for name in group
         }
         self.erk_scale = erk_scale
+        self.score_fn: Score = build_score(score)
         # Target kept weights per layer; 'global' fills them at first prune.
-        self.num_keep: Dict[str, int] = self._initial_keep(numels)
-        # Keep words of the sparse layers, in model order (see above).
+        self.num_keep: Dict[str, int] = self._initial_keep(self.sparsity)
+        # Keep words of the sparse layers, in model order.
         self._words: Dict[str, torch.Tensor] = OrderedDict()
 
     # ------------------------------------------------------------- targets
-    def _initial_keep(self, numels: Mapping[str, int]) -> Dict[str, int]:
+    def _initial_keep(self, sparsity: float) -> Dict[str, int]:
         if self.nm is not None:
             n, m = self.nm
             for name, param in self.params.items():
@@ -163,19 +145,35 @@ class MagnitudeSparsifier:
                         f'N:M pattern {n}:{m} cannot prune {name} of shape '
                         f'{tuple(param.shape)}: its input dimension must '
                         f'divide by {m}. Exclude it with `exclude`.')
-            return OrderedDict((k, v * n // m) for k, v in numels.items())
-        rest = OrderedDict(
-            (k, v) for k, v in numels.items() if k not in self.overrides)
+            return OrderedDict(
+                (k, v * n // m) for k, v in self._numels.items())
+        rest = OrderedDict((k, v) for k, v in self._numels.items()
+                           if k not in self.overrides)
         keep: Dict[str, int] = OrderedDict()
         if self.distribution == 'uniform':
-            keep.update(uniform_keep(rest, self.sparsity))
+            keep.update(uniform_keep(rest, sparsity))
         elif self.distribution == 'erk':
             keep.update(
                 erk_keep({k: self.params[k].shape
-                          for k in rest}, self.sparsity, self.erk_scale))
+                          for k in rest}, sparsity, self.erk_scale))
         for name, value in self.overrides.items():
-            keep.update(uniform_keep({name: numels[name]}, value))
+            keep.update(uniform_keep({name: self._numels[name]}, value))
         return OrderedDict((k, keep[k]) for k in self.names if k in keep)
+
+    def set_sparsity(self, sparsity: float) -> None:
+        """Change the overall target (a ramp such as GMP's).
+
+        The per-layer targets are recomputed by the distribution; the masks
+        change at the next :meth:`prune`. With ``'global'`` the next prune
+        must cover every partition, which draws a new threshold.
+        Per-layer overrides keep their own sparsity.
+        """
+        if self.nm is not None:
+            raise GaPConfigError(
+                'an N:M pattern has the fixed sparsity 1 - N/M; set_sparsity '
+                'does not apply to it')
+        self.sparsity = check_sparsity(sparsity)
+        self.num_keep = self._initial_keep(self.sparsity)
 
     # ---------------------------------------------------------------- state
     @property
@@ -207,9 +205,9 @@ class MagnitudeSparsifier:
         return None if word is None else word == 0
 
     def score(self, name: str, param: torch.Tensor) -> torch.Tensor:
-        """Importance of each weight; larger survives. Defaults to
-        ``|w|``."""
-        return param.detach().abs()
+        """Importance of each weight; larger survives. Defaults to the
+        ``score`` given at construction (``|w|``)."""
+        return self.score_fn(name, param)
 
     # ------------------------------------------------------------- events
     def _check_partitions(self, partitions: Iterable[int]) -> List[int]:
@@ -221,13 +219,32 @@ class MagnitudeSparsifier:
                 f'{self.num_partitions} partitions')
         return ids
 
+    def _set_word(self, name: str, pruned: torch.Tensor) -> None:
+        word = keep_word(pruned.to(self.params[name].device))
+        self._words[name] = word
+        zero_pruned_(self.params[name], word)
+
+    def _sort_words(self) -> None:
+        # Keep the dict in model order whatever order events come in.
+        self._words = OrderedDict(
+            (n, self._words[n]) for n in self.names if n in self._words)
+
     @torch.no_grad()
-    def prune(self, partitions: Iterable[int]) -> Dict[str, torch.Tensor]:
+    def prune(self,
+              partitions: Iterable[int],
+              score: Optional[Callable[[str, torch.Tensor],
+                                       torch.Tensor]] = None
+              ) -> Dict[str, torch.Tensor]:
         """Prune the layers of ``partitions`` to their targets by score.
 
         A layer that is already sparse is re-selected from its current
         weights (its masked weights are 0, so they stay pruned unless the
         target changed). The weights are zeroed at once.
+
+        Args:
+            partitions (Iterable[int]): Partition ids.
+            score (callable, optional): Rank by this score instead of
+                :meth:`score`, e.g. random scores for a random initial mask.
 
         Returns:
             dict[str, Tensor]: The new pruned masks (True = pruned) of the
@@ -240,27 +257,26 @@ class MagnitudeSparsifier:
         if not names:
             return {}
         new: Dict[str, torch.Tensor] = OrderedDict()
-        for name, pruned in zip(names, self._select_pruned(names)):
-            word = keep_word(pruned)
-            self._words[name] = word
-            zero_pruned_(self.params[name], word)
+        for name, pruned in zip(names, self._select_pruned(names, score)):
+            self._set_word(name, pruned)
             new[name] = pruned
-        # Keep the dict in model order whatever order events come in.
-        self._words = OrderedDict(
-            (n, self._words[n]) for n in self.names if n in self._words)
+        self._sort_words()
         return new
 
-    def _select_pruned(self, names: Sequence[str]) -> List[torch.Tensor]:
+    def _select_pruned(self, names: Sequence[str],
+                       score=None) -> List[torch.Tensor]:
         """Pruned masks (True = pruned) of ``names`` by score."""
+        score = score or self.score
         if self.nm is not None:
             n, m = self.nm
             return [
-                ~nm_mask(self.score(name, self.params[name]), n, m)
+                ~nm_mask(score(name, self.params[name]), n, m)
                 for name in names
             ]
         pooled = [n for n in names if n not in self.overrides]
+        chosen: Dict[str, torch.Tensor] = {}
         if self.distribution == 'global' and pooled:
-            scores = [self.score(n, self.params[n]) for n in pooled]
+            scores = [score(n, self.params[n]) for n in pooled]
             if all(n in self.num_keep for n in pooled):
                 budget = sum(self.num_keep[n] for n in pooled)
             else:  # first prune: one threshold over all pooled layers
@@ -281,15 +297,13 @@ class MagnitudeSparsifier:
                     f'global magnitude pruning removed every weight of '
                     f'{emptied}; consider exclude=[...] or overrides for '
                     f'them, or the uniform/erk distribution')
-        else:
-            chosen = {}
         result = []
         for name in names:
             if name in chosen:
                 result.append(chosen[name])
             else:
                 result.append(
-                    topk_masks([self.score(name, self.params[name])],
+                    topk_masks([score(name, self.params[name])],
                                self.num_keep[name],
                                pruned=True)[0])
         return result
@@ -303,7 +317,7 @@ class MagnitudeSparsifier:
 
         Returns:
             dict[str, Tensor]: The dropped pruned masks, i.e. the regrown
-            positions, for zeroing optimizer state.
+            positions, for resetting optimizer state.
         """
         grown: Dict[str, torch.Tensor] = OrderedDict()
         for k in self._check_partitions(partitions):
@@ -313,12 +327,63 @@ class MagnitudeSparsifier:
                     grown[name] = word == 0
         return grown
 
+    @torch.no_grad()
+    def set_masks(
+        self, pruned: Mapping[str, Optional[torch.Tensor]]
+    ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+        """Replace the masks of some layers (a drop-and-grow update).
+
+        Args:
+            pruned (Mapping[str, Tensor | None]): New bool pruned-masks by
+                layer name; None makes a layer dense.
+
+        Returns:
+            tuple[dict, dict]: ``(newly_pruned, newly_grown)`` bool masks
+            per layer touched: positions pruned now that were not before
+            (their weights are zeroed here; zero their optimizer state), and
+            positions kept now that were pruned before (their weights are 0;
+            reset their optimizer state).
+        """
+        newly_pruned: Dict[str, torch.Tensor] = OrderedDict()
+        newly_grown: Dict[str, torch.Tensor] = OrderedDict()
+        for name, mask in pruned.items():
+            if name not in self.params:
+                raise KeyError(f'{name!r} is not a prunable parameter of '
+                               f'this sparsifier')
+            old = self.pruned_mask(name)
+            if mask is None:
+                if old is not None:
+                    newly_grown[name] = old
+                    del self._words[name]
+                continue
+            mask = mask.to(torch.bool)
+            if tuple(mask.shape) != tuple(self.params[name].shape):
+                raise ValueError(
+                    f'mask for {name} has shape {tuple(mask.shape)}, the '
+                    f'parameter has {tuple(self.params[name].shape)}')
+            mask = mask.to(self.params[name].device)
+            newly_pruned[name] = mask if old is None else mask & ~old
+            if old is not None:
+                newly_grown[name] = old & ~mask
+            self._set_word(name, mask)
+        self._sort_words()
+        return newly_pruned, newly_grown
+
     # ------------------------------------------------------- every step
     @torch.no_grad()
     def apply_masks_(self) -> None:
         """Zero the masked weights (after an optimizer step)."""
         for name, word in self._words.items():
             zero_pruned_(self.params[name], word)
+
+    @torch.no_grad()
+    def apply_masks_to_(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Zero other tensors shaped like the weights (an EMA copy of the
+        model, say) where the masks prune, by parameter name."""
+        for name, word in self._words.items():
+            tensor = tensors.get(name)
+            if tensor is not None:
+                zero_pruned_(tensor.data, word.to(tensor.device))
 
     @torch.no_grad()
     def mask_grads_(self) -> None:
@@ -329,72 +394,20 @@ class MagnitudeSparsifier:
             if grad is not None:
                 zero_pruned_(grad, word)
 
-    def _state_tensors(self, optimizer: torch.optim.Optimizer,
-                       masks: Mapping[str, torch.Tensor]):
-        """``(key, state tensor, mask on its device)`` for every
-        per-parameter state tensor shaped like its parameter."""
-        for name, mask in masks.items():
-            state = optimizer.state.get(self.params[name])
-            for key, value in (state or {}).items():
-                if (isinstance(value, torch.Tensor)
-                        and value.shape == mask.shape):
-                    yield key, value, mask.to(value.device)
-
-    @torch.no_grad()
     def zero_optimizer_state_(self, optimizer: torch.optim.Optimizer,
                               masks: Mapping[str, torch.Tensor]) -> int:
-        """Zero the per-parameter optimizer state where ``masks`` is True.
+        """Zero ``optimizer``'s per-parameter state where ``masks`` is True
+        (see :func:`~gap_mm.sparsity.optim_state.zero_optimizer_state_`)."""
+        return zero_optimizer_state_(optimizer, self.params, masks)
 
-        Works for every optimizer whose state tensors have the parameter's
-        shape (SGD's ``momentum_buffer``, Adam's ``exp_avg`` and
-        ``exp_avg_sq``, ...). Scalars such as Adam's ``step`` are untouched.
-
-        Returns:
-            int: Number of state tensors touched.
-        """
-        touched = 0
-        for _, value, mask in self._state_tensors(optimizer, masks):
-            value.masked_fill_(mask, 0)
-            touched += 1
-        return touched
-
-    @torch.no_grad()
     def init_regrown_state_(self,
                             optimizer: torch.optim.Optimizer,
                             masks: Mapping[str, torch.Tensor],
                             second_moment: str = 'mean') -> int:
-        """Set the optimizer state of regrown positions (``masks`` True).
-
-        Momentum and first moments (SGD's ``momentum_buffer``, Adam's
-        ``exp_avg``) become 0, like the regrown weights. Adam-style second
-        moments (:data:`SECOND_MOMENT_KEYS`) become, with
-        ``second_moment='mean'``, the mean over the positions that stayed
-        in the tensor; with ``'zero'``, 0.
-
-        Why not 0: Adam's ``step`` is one count per tensor, so a position
-        whose moments restart at 0 after ``t >> 1`` steps is bias-corrected
-        as if it had ``t`` steps of history: its update is
-        ``(1 - beta1^k) / sqrt(1 - beta2^k)`` times a normal one after
-        ``k`` steps, 3x to 6x for the first hundreds of steps at the usual
-        betas. Every regrown weight of a partition then moves at several
-        times the learning rate at once, which can blow up training.
-
-        Returns:
-            int: Number of state tensors touched.
-        """
-        if second_moment not in REGROWN_SECOND_MOMENTS:
-            raise GaPConfigError(f'second_moment must be one of '
-                                 f'{REGROWN_SECOND_MOMENTS}, but got '
-                                 f'{second_moment!r}')
-        touched = 0
-        for key, value, mask in self._state_tensors(optimizer, masks):
-            fill = 0.0
-            if (second_moment == 'mean' and key in SECOND_MOMENT_KEYS
-                    and not bool(mask.all())):
-                fill = value[~mask].mean()
-            value.masked_fill_(mask, fill)
-            touched += 1
-        return touched
+        """Reset ``optimizer``'s state at regrown positions (see
+        :func:`~gap_mm.sparsity.optim_state.init_regrown_state_`)."""
+        return init_regrown_state_(optimizer, self.params, masks,
+                                   second_moment)
 
     # ------------------------------------------------------------ reports
     def layer_stats(self) -> List[Dict[str, object]]:
@@ -403,8 +416,7 @@ class MagnitudeSparsifier:
         for name in self.names:
             param = self.params[name]
             word = self._words.get(name)
-            n_pruned = 0 if word is None else word.numel() - int(
-                torch.count_nonzero(word))
+            n_pruned = 0 if word is None else num_pruned(word)
             rows.append(
                 dict(
                     name=name,
@@ -433,27 +445,29 @@ class MagnitudeSparsifier:
 
     # ------------------------------------------------------ serialization
     def fingerprint(self) -> torch.Tensor:
-        """Cheap int64 summary of all masks, equal iff masks agree (with
-        overwhelming probability): per layer, the pruned count and two
-        wrapping sums over the pruned flat indices (``-1`` for dense)."""
+        """A digest of every mask, for comparing ranks.
+
+        One int64 row per layer: the number of pruned weights (-1 for a
+        dense layer) and the first 8 bytes of the BLAKE2b digest of the
+        bit-packed mask. Two ranks' rows differ unless their masks are equal
+        (up to a 2^-64 chance of a hash collision). Always a CPU tensor.
+        """
         rows = []
         for name in self.names:
             word = self._words.get(name)
             if word is None:
-                rows.append(torch.full((3, ), -1, dtype=torch.int64))
+                rows.append((-1, -1))
                 continue
-            # Reduced on the mask's device; only three numbers go to the
-            # CPU, so the result is a CPU tensor whatever the device.
-            idx = (word.reshape(-1) == 0).nonzero().squeeze(1).to(torch.int64)
-            rows.append(
-                torch.stack([
-                    idx.new_tensor(idx.numel()),
-                    idx.sum(), (idx * idx + idx * 40503).sum()
-                ]).cpu())
-        return torch.stack(rows)
+            packed = pack_mask(word != 0)['packed'].numpy()
+            digest = hashlib.blake2b(packed.tobytes(), digest_size=8)
+            rows.append((num_pruned(word),
+                         int.from_bytes(
+                             digest.digest(), 'little', signed=True)))
+        return torch.tensor(rows, dtype=torch.int64)
 
     def state_dict(self) -> Dict[str, object]:
-        """Masks bit-packed (keep-masks, 1 bit per weight) and targets."""
+        """Masks bit-packed (keep-masks, 1 bit per weight), targets and
+        partitions."""
         return dict(
             masks={
                 name: pack_mask(word != 0)
@@ -469,14 +483,14 @@ class MagnitudeSparsifier:
                 list(g) for g in state['partitions']
         ] != [list(g) for g in self.partitions]:
             raise GaPConfigError(
-                'The checkpoint was trained with other GaP partitions than '
+                'The checkpoint was trained with other partitions than '
                 'the current config builds; resume with the same '
                 '`partitions`, `include`/`exclude` and model')
         masks = state.get('masks', {})
         unknown = sorted(set(masks) - set(self.names))
         if unknown:
             raise GaPConfigError(
-                f'The checkpoint holds GaP masks for parameters '
+                f'The checkpoint holds masks for parameters '
                 f'that are not prunable here: {unknown}')
         words = OrderedDict()
         for name in self.names:
@@ -485,7 +499,7 @@ class MagnitudeSparsifier:
             keep = unpack_mask(masks[name], name)
             if tuple(keep.shape) != tuple(self.params[name].shape):
                 raise GaPConfigError(
-                    f'GaP mask for {name} has shape {tuple(keep.shape)}, '
+                    f'mask for {name} has shape {tuple(keep.shape)}, '
                     f'the parameter has {tuple(self.params[name].shape)}')
             words[name] = keep_word(~keep).to(self.params[name].device)
         self._words = words
@@ -494,3 +508,9 @@ class MagnitudeSparsifier:
             for k, v in state.get('num_keep', {}).items()
         })
         self.apply_masks_()
+
+
+@SPARSIFIERS.register_module()
+class MagnitudeSparsifier(Sparsifier):
+    """:class:`Sparsifier` ranking by ``|w|``: GaP's, GMP's and RigL's drop
+    criterion, and the default of every hook."""

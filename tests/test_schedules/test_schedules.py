@@ -76,8 +76,8 @@ def test_overlong_schedule_error_gives_the_numbers():
     (dict(type='cyclic', period=2, num_rounds=1.5), 'num_rounds must be an '
      'int'),
     (dict(type='cyclic', period=2, num_rounds=1, finetune=-1), 'finetune'),
-    (dict(type='cyclic', period=2), 'bad arguments for GaP schedule'),
-    (dict(type='linear'), "unknown GaP schedule type 'linear'"),
+    (dict(type='cyclic', period=2), 'bad arguments for schedule'),
+    (dict(type='linear'), "unknown schedule type 'linear'; valid types are .*'cyclic'"),
     (dict(period=3), "must be a dict with a 'type'"),
     (dict(type='cyclic', period=2, num_rounds=1,
           num_partitions=3), 'num_partitions=3 but the model is split into 4'),
@@ -92,3 +92,24 @@ def test_build_schedule_fills_num_partitions():
     s = build_schedule(dict(type='cyclic', period=5, num_rounds=2), 4)
     assert isinstance(s, CyclicGaPSchedule) and s.num_partitions == 4
     assert s.required_length() == 40
+
+
+def test_a_registered_schedule_is_built_from_its_name():
+    # A user's custom_imports module can add a schedule to the registry.
+    from gap_mm.registry import SCHEDULES
+    from gap_mm.schedules import StaticSchedule
+
+    @SCHEDULES.register_module(name='test_dense_first', force=True)
+    class DenseFirst(StaticSchedule):
+
+        def dense_partitions(self, t, group=0):
+            return frozenset({0}) if t == 0 else frozenset()
+
+    try:
+        s = build_schedule(dict(type='test_dense_first'), 3)
+        assert isinstance(s, DenseFirst) and s.num_partitions == 3
+        assert s.dense_partitions(0) == {0} and not s.dense_partitions(1)
+    finally:
+        SCHEDULES.module_dict.pop('test_dense_first')
+    with pytest.raises(ScheduleError, match='unknown schedule type'):
+        build_schedule(dict(type='test_dense_first'), 3)

@@ -3,9 +3,10 @@ import pytest
 import torch
 from torch import nn
 
-from gap_mm.sparsity import (MagnitudeSparsifier, auto_partitions, erk_keep,
-                             pack_mask, regex_partitions, select_prunable,
-                             unpack_mask)
+from gap_mm.sparsity import (MagnitudeSparsifier, RandomScore,
+                             auto_partitions, erk_keep, num_kept, pack_mask,
+                             regex_partitions, resolve_module_types,
+                             select_prunable, unpack_mask)
 
 
 class Net(nn.Module):
@@ -359,7 +360,7 @@ def test_state_dict_round_trip_is_bit_packed():
     for name in sp.partitions[0]:
         assert (fresh.params[name][~fresh.keep_mask(name)] == 0).all()
     other = MagnitudeSparsifier(select_prunable(_net()), 0.8, partitions=3)
-    with pytest.raises(ValueError, match='other GaP partitions'):
+    with pytest.raises(ValueError, match='other partitions than'):
         other.load_state_dict(state)
 
 
@@ -381,3 +382,135 @@ def test_fingerprint_detects_a_moved_mask_bit():
     j = int((word != 0).nonzero()[0])
     word[i], word[j] = -1, 0  # move one pruned position
     assert not torch.equal(before, sp.fingerprint())
+
+
+def test_fingerprint_tells_apart_masks_with_equal_index_sums():
+    # Pruned sets {0, 4, 5} and {1, 2, 6} of an 8-weight layer have the same
+    # count, index sum and sum of squares: a summary of the indices cannot
+    # tell them apart, a digest of the mask bytes does.
+    fingerprints = []
+    for pruned in ([0, 4, 5], [1, 2, 6]):
+        layer = nn.Linear(8, 1, bias=False)
+        sp = MagnitudeSparsifier({'w': layer.weight}, 0.5)
+        mask = torch.zeros(1, 8, dtype=torch.bool)
+        mask[0, pruned] = True
+        sp.set_masks({'w': mask})
+        fingerprints.append(sp.fingerprint())
+    assert fingerprints[0][0, 0] == fingerprints[1][0, 0] == 3
+    assert not torch.equal(fingerprints[0], fingerprints[1])
+    dense = MagnitudeSparsifier({'w': nn.Linear(8, 1).weight}, 0.5)
+    assert dense.fingerprint().tolist() == [[-1, -1]]
+
+
+def test_random_initial_mask_is_seeded_and_exact():
+    masks = []
+    for seed in (0, 0, 1):
+        net = _net(seed=seed + 10)  # other weights: the mask must not care
+        sp = MagnitudeSparsifier(select_prunable(net), 0.75, partitions=2)
+        sp.prune([0, 1], score=RandomScore(seed=seed))
+        for row in sp.layer_stats():
+            assert row['kept'] == num_kept(row['numel'], 0.75), row
+        masks.append({n: sp.keep_mask(n) for n in sp.names})
+    assert all(torch.equal(masks[0][n], masks[1][n]) for n in masks[0])
+    assert not all(torch.equal(masks[0][n], masks[2][n]) for n in masks[0])
+    # not the magnitude mask
+    net = _net(seed=10)
+    mag = MagnitudeSparsifier(select_prunable(net), 0.75, partitions=2)
+    mag.prune([0, 1])
+    assert not torch.equal(mag.keep_mask('block1.0.weight'),
+                           masks[0]['block1.0.weight'])
+
+
+def test_set_masks_reports_newly_pruned_and_grown_positions():
+    net = _net()
+    sp = MagnitudeSparsifier(select_prunable(net), 0.5)
+    sp.prune([0])
+    name = 'fc.weight'
+    old = sp.pruned_mask(name).clone()
+    new = old.clone().view(-1)
+    drop = int((~new).nonzero()[0])  # a kept position is pruned
+    grow = int(new.nonzero()[0])  # a pruned one is kept
+    new[drop], new[grow] = True, False
+    with torch.no_grad():
+        sp.params[name].view(-1)[drop] = 3.0
+    pruned, grown = sp.set_masks({name: new.view_as(old)})
+    assert pruned[name].view(-1).nonzero().flatten().tolist() == [drop]
+    assert grown[name].view(-1).nonzero().flatten().tolist() == [grow]
+    assert sp.params[name].view(-1)[drop] == 0  # zeroed at once
+    assert int(sp.pruned_mask(name).sum()) == int(old.sum())
+    # None makes a layer dense; everything it pruned is reported grown
+    pruned, grown = sp.set_masks({name: None})
+    assert not sp.is_sparse(name) and pruned == {}
+    assert torch.equal(grown[name], new.view_as(old))
+    with pytest.raises(KeyError, match='not a prunable parameter'):
+        sp.set_masks({'nope': None})
+    with pytest.raises(ValueError, match='has shape'):
+        sp.set_masks({name: torch.zeros(3, dtype=torch.bool)})
+
+
+def test_set_sparsity_changes_the_targets_of_the_next_prune():
+    net = _net()
+    sp = MagnitudeSparsifier(
+        select_prunable(net), 0.5, overrides={r'^fc\.': 0.25})
+    sp.prune([0])
+    sp.set_sparsity(0.9)
+    sp.prune([0])
+    for row in sp.layer_stats():
+        expected = 0.25 if row['name'] == 'fc.weight' else 0.9
+        assert row['kept'] == num_kept(row['numel'], expected), row
+    with pytest.raises(ValueError, match=r'sparsity must be in \[0, 1\)'):
+        sp.set_sparsity(1.5)
+    nm = MagnitudeSparsifier(
+        select_prunable(net, include=r'^block2\.0\.'), pattern='2:4')
+    with pytest.raises(ValueError, match='fixed sparsity 1 - N/M'):
+        nm.set_sparsity(0.9)
+
+
+def test_apply_masks_to_other_tensors_by_name():
+    net = _net()
+    sp = MagnitudeSparsifier(select_prunable(net), 0.5)
+    sp.prune([0])
+    copies = {n: torch.ones_like(p) for n, p in sp.params.items()}
+    sp.apply_masks_to_(copies)
+    for name, tensor in copies.items():
+        assert torch.equal(tensor != 0, sp.keep_mask(name)), name
+
+
+def test_score_and_sparsifier_come_from_the_registries():
+    from gap_mm.registry import SCORES, SPARSIFIERS
+
+    @SCORES.register_module(name='test_negative_magnitude', force=True)
+    class NegativeMagnitude:
+
+        def __call__(self, name, param):
+            return -param.detach().abs()
+
+    try:
+        net = _net()
+        sp = SPARSIFIERS.build(
+            dict(
+                type='MagnitudeSparsifier',
+                score=dict(type='test_negative_magnitude')),
+            default_args=dict(params=select_prunable(net), sparsity=0.5))
+        weight = sp.params['fc.weight'].detach().clone()
+        sp.prune([0])
+        keep = sp.keep_mask('fc.weight')
+        # the smallest magnitudes survive
+        assert weight[keep].abs().max() <= weight[~keep].abs().min()
+    finally:
+        SCORES.module_dict.pop('test_negative_magnitude')
+    with pytest.raises(ValueError, match="unknown score type 'nope'"):
+        MagnitudeSparsifier(select_prunable(net), score=dict(type='nope'))
+
+
+def test_module_types_from_torch_and_from_mmengine_models():
+    from mmcv.cnn import ConvWS2d
+    assert resolve_module_types(['Conv2d', 'Linear']) == (nn.Conv2d,
+                                                          nn.Linear)
+    # names registered in MMEngine's MODELS (mmcv's layers) work too
+    assert resolve_module_types(['ConvWS']) == (ConvWS2d, )
+    assert resolve_module_types(None) is None
+    with pytest.raises(ValueError, match="'Conv9d' is not a layer type"):
+        resolve_module_types(['Conv9d'])
+    with pytest.raises(ValueError, match='is not a layer type'):
+        resolve_module_types([42])
