@@ -30,8 +30,9 @@ param_scheduler = [
 # 'uniform' (every layer at gap_sparsity), 'erk' (non-uniform by layer
 # shape, as in RigL) or 'global' (one magnitude threshold; over this
 # model's freshly initialised layers it empties roi_head's shared_fcs.0,
-# which GaPHook refuses). tools/train.py writes
-# `--cfg-options gap_sparsity=... gap_distribution=...` into the GaPHook.
+# which GaPHook refuses). The hook below sets neither, so it reads these
+# variables at run time: `--cfg-options gap_sparsity=0.9` works with any
+# launcher (gap_mm's or mmdet's tools/train.py, mim).
 gap_sparsity = 0.8
 gap_distribution = 'uniform'
 
@@ -44,8 +45,6 @@ optim_wrapper = dict(type='GaPOptimWrapper')
 custom_hooks = [
     dict(
         type='GaPHook',
-        sparsity=gap_sparsity,
-        distribution=gap_distribution,
         # Stay dense: the stem conv (9 k weights that see raw pixels) and
         # the output layers that produce scores and box deltas (RPN cls/reg,
         # RoI fc_cls/fc_reg): tiny, and pruning them costs accuracy for no

@@ -34,8 +34,6 @@ model = dict(
 custom_hooks = [
     dict(
         type='GaPHook',
-        sparsity=gap_sparsity,
-        distribution=gap_distribution,
         exclude=[
             r'^backbone\.conv1\.', r'^rpn_head\.rpn_(cls|reg)\.',
             r'^roi_head\.bbox_head\.fc_(cls|reg)\.'

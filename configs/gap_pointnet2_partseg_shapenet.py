@@ -131,9 +131,9 @@ auto_scale_lr = dict(enable=False, base_batch_size=128)
 # Target sparsity of the prunable weights and its split over layers:
 # 'uniform' (every layer at gap_sparsity), 'erk' (non-uniform by layer
 # shape, as in RigL) or 'global' (one magnitude threshold over all layers,
-# which follows their initialisation scales at the start). tools/train.py
-# writes `--cfg-options gap_sparsity=... gap_distribution=...` into the
-# GaPHook.
+# which follows their initialisation scales at the start). The hook below
+# sets neither, so it reads these variables at run time:
+# `--cfg-options gap_sparsity=0.9` works with any launcher.
 gap_sparsity = 0.8
 gap_distribution = 'uniform'
 
@@ -155,8 +155,6 @@ gap_num_rounds = 3
 custom_hooks = [
     dict(
         type='GaPHook',
-        sparsity=gap_sparsity,
-        distribution=gap_distribution,
         # Stay dense: the first SA layer of every scale (it sees the raw
         # xyz offsets and normals; 384 weights for SSG) and the final
         # part classifier (128 x 50): tiny, and pruning them costs accuracy

@@ -84,8 +84,6 @@ gap_num_rounds = 1
 custom_hooks = [
     dict(
         type='GaPHook',
-        sparsity={{_base_.gap_sparsity}},
-        distribution={{_base_.gap_distribution}},
         exclude=[
             r'^sa_modules\.0\.mlps\.\d+\.layer0\.', r'^decode_head\.conv_seg\.'
         ],

@@ -34,8 +34,6 @@ optim_wrapper = dict(type='GaPOptimWrapper')
 custom_hooks = [
     dict(
         type='GaPHook',
-        sparsity=gap_sparsity,
-        distribution=gap_distribution,
         # Dense: the stem conv and the two output convs of the head.
         exclude=[r'^backbone\.conv1\.', r'^bbox_head\.retina_(cls|reg)\.'],
         # K = 4: backbone stages 1-3 (8.5 M weights), stage 4 (14.9 M), FPN

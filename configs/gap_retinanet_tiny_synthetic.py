@@ -32,8 +32,6 @@ model = dict(
 custom_hooks = [
     dict(
         type='GaPHook',
-        sparsity=gap_sparsity,
-        distribution=gap_distribution,
         exclude=[r'^backbone\.conv1\.', r'^bbox_head\.retina_(cls|reg)\.'],
         # K = 4: stages 1-2 (0.17 M weights), stages 3-4 (2.6 M), FPN,
         # head towers (0.14 M each).

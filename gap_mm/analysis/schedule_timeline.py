@@ -16,7 +16,6 @@ from mmengine.config import Config
 
 from gap_mm.schedules import BaseGaPSchedule, Segment, build_schedule
 
-_HOOK_TYPES = ('GaPHook', 'gap_mm.GaPHook')
 
 
 class TimelineError(ValueError):
@@ -73,11 +72,11 @@ class Timeline:
 
 
 def find_gap_hook(cfg: Config) -> Optional[dict]:
-    """The first ``GaPHook`` entry of ``cfg.custom_hooks``, or None."""
-    for hook in cfg.get('custom_hooks') or []:
-        if isinstance(hook, Mapping) and hook.get('type') in _HOOK_TYPES:
-            return hook
-    return None
+    """The first sparsity hook (``GaPHook`` or another subclass of
+    ``BaseSparsityHook``) of ``cfg.custom_hooks``, or None."""
+    from gap_mm.utils.config_utils import sparsity_hooks
+    hooks = sparsity_hooks(cfg)
+    return hooks[0] if hooks else None
 
 
 def num_partitions_of(partitions) -> int:

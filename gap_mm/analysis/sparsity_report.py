@@ -11,15 +11,18 @@ checkpoint's ``gap_state`` when it has one, else from the GaPHook's
 """
 import copy
 import csv
-import os.path as osp
-import pickle
 from collections import OrderedDict
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
-from gap_mm.sparsity import build_partitions, select_prunable
+from gap_mm.checkpoint import load_checkpoint as load_ckpt
+from gap_mm.checkpoint import partitions as saved_partitions
+from gap_mm.checkpoint import read_state, split_checkpoint
+from gap_mm.errors import GaPConfigError
+from gap_mm.sparsity import (build_partitions, resolve_module_types,
+                             select_prunable)
 from .schedule_timeline import find_gap_hook, partition_color
 
 Partition = Union[int, str]
@@ -42,43 +45,23 @@ def _preview(names: Sequence[str], limit: int = 10) -> str:
 # ------------------------------------------------------------------ loading
 def load_checkpoint(
         path: str) -> Tuple[Dict[str, torch.Tensor], Optional[dict]]:
-    """Load ``state_dict`` and ``gap_state`` (or None) of a checkpoint.
+    """Load ``state_dict`` and the sparsity state (or None) of a checkpoint.
 
-    The file is read with ``torch.load(weights_only=True)``; ``import
-    gap_mm`` has allow-listed the objects MMEngine puts in checkpoints. A
-    bare state_dict (a dict of tensors) is accepted too.
+    Read through :func:`gap_mm.checkpoint.load_checkpoint`
+    (``weights_only=True``); a bare state_dict (a dict of tensors) is
+    accepted too.
 
     Raises:
-        ReportError: If the file is missing or is not a checkpoint.
+        ReportError: If the file is missing, is not a checkpoint, or its
+            sparsity state cannot be read.
     """
-    if not osp.isfile(path):
-        raise ReportError(f'checkpoint {path} does not exist')
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ReportError(
-            f'{path} is not a PyTorch checkpoint, or holds objects that '
-            f'cannot be loaded with weights_only=True: {err}') from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise ReportError(f'{path} is not a PyTorch checkpoint: '
-                          f'{err}') from err
-    if not isinstance(ckpt, Mapping):
-        raise ReportError(f'{path} is not a checkpoint: it holds a '
-                          f'{type(ckpt).__name__}, not a dict')
-    if 'state_dict' in ckpt:
-        state_dict = ckpt['state_dict']
-    elif ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        state_dict = ckpt  # a bare state_dict
-    else:
-        raise ReportError(f'{path} is not a checkpoint: it has no '
-                          f'"state_dict" (keys: {_preview(list(ckpt))})')
-    if not isinstance(state_dict, Mapping) or not all(
-            isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise ReportError(f'the "state_dict" of {path} is not a dict of '
-                          f'tensors')
-    gap_state = ckpt.get('gap_state')
-    return dict(state_dict), gap_state if isinstance(gap_state,
-                                                     Mapping) else None
+        ckpt = load_ckpt(path)
+        state_dict, _ = split_checkpoint(ckpt, path)
+        state = read_state(ckpt, path)
+    except GaPConfigError as err:
+        raise ReportError(str(err)) from err
+    return state_dict, state
 
 
 def build_model(cfg) -> nn.Module:
@@ -156,11 +139,11 @@ def prunable_numels(model: nn.Module,
     ``exclude`` select them as in training; without one, every Conv1d/2d/3d
     and Linear weight.
     """
-    from gap_mm.engine.hooks.gap_hook import _resolve_types
     hook = hook or {}
     try:
         params = select_prunable(model,
-                                 _resolve_types(hook.get('module_types')),
+                                 resolve_module_types(
+                                     hook.get('module_types')),
                                  hook.get('include'), hook.get('exclude'))
     except ValueError as err:
         raise ReportError(f'the GaPHook selection of prunable layers does '
@@ -183,7 +166,7 @@ def resolve_partitions(
     notes: List[str] = []
     groups = None
     if gap_state is not None:
-        groups = (gap_state.get('sparsifier') or {}).get('partitions')
+        groups = saved_partitions(gap_state)
     if groups:
         source = 'checkpoint'
         owner = {n: k for k, group in enumerate(groups) for n in group}

@@ -43,8 +43,16 @@ def load_checkpoint(path: str, map_location: str = 'cpu') -> Dict[str, Any]:
         raise CheckpointReadError(f'checkpoint {path} does not exist')
     try:
         checkpoint = CheckpointLoader.load_checkpoint(
-            path, map_location=map_location)
+            path, map_location=map_location, logger='silent')
     except pickle.UnpicklingError as err:
+        if 'Unsupported global' not in str(err):
+            # torch reports every unreadable pickle this way, a text file
+            # or a truncated checkpoint as much as a forbidden class.
+            detail = str(err).split('WeightsUnpickler error:')[-1]
+            detail = ' '.join(detail.split('Check the documentation')[0]
+                              .split())
+            raise CheckpointReadError(
+                f'{path} is not a PyTorch checkpoint ({detail})') from err
         unsafe = _unsafe_globals(path)
         raise CheckpointReadError(
             f'cannot load {path} with weights_only=True: it needs globals '

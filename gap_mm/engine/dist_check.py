@@ -5,7 +5,7 @@ from typing import Optional
 import torch
 from mmengine import dist
 
-from gap_mm.sparsity import MagnitudeSparsifier
+from gap_mm.sparsity import Sparsifier
 
 
 class MaskDivergenceError(RuntimeError):
@@ -13,14 +13,16 @@ class MaskDivergenceError(RuntimeError):
     models."""
 
 
-def verify_masks_across_ranks(sparsifier: MagnitudeSparsifier,
+def verify_masks_across_ranks(sparsifier: Sparsifier,
                               where: str = '',
                               group: Optional[object] = None) -> None:
-    """Compare the masks' fingerprints of all ranks; raise on any mismatch.
+    """Compare the masks' digests of all ranks; raise on any mismatch.
 
-    One all-reduce of ``2 x 3 x L`` int64 values (max of the fingerprint and
-    max of its negation), so it is cheap enough for every prune and grow
-    event. Every rank sees the same reduced values and so every rank raises
+    Each rank hashes its bit-packed masks (BLAKE2b, see
+    :meth:`~gap_mm.sparsity.Sparsifier.fingerprint`); one all-reduce of
+    ``2 x 2 x L`` int64 values (max of the digests and max of their
+    negation) tells every rank whether all agree, so it is cheap enough for
+    every event. Every rank sees the same reduced values and so every rank raises
     together, without a hang. Does nothing outside distributed training.
 
     Raises:

@@ -28,8 +28,8 @@ def build_gap_training(cfg: Config,
 
     Returns:
         tuple: ``(model, wrapper, hook, runner)``; ``runner`` is the minimal
-        stand-in the hook reads (model, optim_wrapper, iter, epoch,
-        max_iters / max_epochs, message_hub).
+        stand-in the hook reads (cfg, model, optim_wrapper, hooks, iter,
+        epoch, max_iters / max_epochs, seed, message_hub).
     """
     # The config's scope, for this build only: a scope left behind would
     # send later tests' builds to the wrong registry.
@@ -43,8 +43,12 @@ def build_gap_training(cfg: Config,
     assert isinstance(hook, GaPHook), type(hook)
     by_epoch = 'max_epochs' in cfg.train_cfg
     runner = SimpleNamespace(
+        cfg=cfg,
         model=model,
         optim_wrapper=wrapper,
+        hooks=[hook],
+        train_loop=None,
+        seed=(cfg.get('randomness') or {}).get('seed') or 0,
         iter=0,
         epoch=0,
         max_epochs=cfg.train_cfg.get('max_epochs'),

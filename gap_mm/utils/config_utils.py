@@ -7,18 +7,27 @@ of a traceback from deep inside mmengine or mmdet.
 import difflib
 import inspect
 import os.path as osp
-from typing import Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional
 
 from mmengine.config import Config
 
 from gap_mm.errors import GaPConfigError
 
-#: Top-level config variables and the GaPHook argument each one sets.
+#: Top-level config variables and the hook argument each one sets.
 GAP_CFG_VARIABLES = {
     'gap_sparsity': 'sparsity',
     'gap_distribution': 'distribution',
     'gap_pattern': 'pattern',
 }
+def _hook_class(hook: dict):
+    """The registered class of a hook config, or None."""
+    from mmengine.registry import HOOKS
+    kind = hook.get('type') if isinstance(hook, dict) else None
+    if isinstance(kind, type):
+        return kind
+    if not isinstance(kind, str):
+        return None
+    return HOOKS.get(kind.split('.')[-1])
 
 
 def _did_you_mean(key: str, valid: Iterable[str], prefix: str = '') -> str:
@@ -26,62 +35,113 @@ def _did_you_mean(key: str, valid: Iterable[str], prefix: str = '') -> str:
     return f" Did you mean '{prefix}{close[0]}'?" if close else ''
 
 
-def _gap_hooks(cfg: Config) -> List[dict]:
+def sparsity_hooks(cfg: Config) -> List[dict]:
+    """The configs of gap_mm's sparsity hooks (GaPHook and every other
+    subclass of ``BaseSparsityHook``) among ``cfg.custom_hooks``."""
+    from gap_mm.engine.hooks.base_sparsity_hook import BaseSparsityHook
+    out = []
+    for hook in cfg.get('custom_hooks') or []:
+        cls = _hook_class(hook)
+        if isinstance(cls, type) and issubclass(cls, BaseSparsityHook):
+            out.append(hook)
+    return out
+
+
+def check_gap_variable_keys(changed: Iterable[str]) -> None:
+    """Reject top-level ``gap_*`` keys set after the config file was read
+    that no hook reads at run time.
+
+    Raises:
+        GaPConfigError: For a typo such as ``gap_sparsty``, or a config
+            variable such as ``gap_period`` that the file already copied
+            where it is used, so that overriding it would silently change
+            nothing.
+    """
+    unknown = sorted(k for k in changed
+                     if k.startswith('gap_') and '.' not in k
+                     and k not in GAP_CFG_VARIABLES)
+    if unknown:
+        key = unknown[0]
+        hint = _did_you_mean(key, GAP_CFG_VARIABLES)
+        raise GaPConfigError(
+            f'--cfg-options {key}: only {", ".join(GAP_CFG_VARIABLES)} '
+            f'reach the sparsity hooks at run time.{hint} The config file '
+            f'copies its other variables where they are used when it is '
+            f'read; set those keys directly, e.g. '
+            f'custom_hooks.0.schedule.period=100.')
+
+
+def changed_top_level_keys(cfg: Config) -> Optional[List[str]]:
+    """Top-level keys whose value differs from the config file's (set by
+    ``--cfg-options`` under any launcher), or None when ``cfg`` was not read
+    from a file."""
+    filename = getattr(cfg, 'filename', None)
+    if not filename or not osp.isfile(filename):
+        return None
+    original = Config.fromfile(filename)
     return [
-        h for h in (cfg.get('custom_hooks') or [])
-        if isinstance(h, dict) and h.get('type') in ('GaPHook',
-                                                     'gap_mm.GaPHook')
+        k for k in cfg.keys() if k not in original or original[k] != cfg[k]
     ]
 
 
-def propagate_gap_variables(cfg: Config,
-                            changed: Optional[Iterable[str]] = None) -> None:
-    """Write top-level ``gap_*`` variables into every GaPHook of the config.
+def resolve_gap_variables(cfg: Config,
+                          given: Dict[str, object],
+                          changed: Optional[Iterable[str]] = None,
+                          hook: str = 'GaPHook') -> Dict[str, object]:
+    """The values a sparsity hook takes from the top-level ``gap_*``
+    variables of its config.
 
-    A config's ``custom_hooks = [dict(type='GaPHook', sparsity=gap_sparsity)]``
-    captures the value of ``gap_sparsity`` when the file is read, so
-    ``--cfg-options gap_sparsity=0.9`` alone would not reach the hook. The
-    tools call this with the keys given on the command line.
+    A hook option left unset (None) takes the variable's value, so
+    ``--cfg-options gap_sparsity=0.9`` reaches it under any launcher:
+    gap_mm's ``tools/train.py``, mmdet's, ``mim train``. An option the hook
+    was given explicitly wins. A variable changed on the command line that
+    cannot reach an explicit option is an error, never silently ignored.
 
     Args:
-        cfg (Config): The merged config, changed in place.
-        changed (Iterable[str], optional): The ``--cfg-options`` keys. Only
-            these variables are propagated, so an explicit
-            ``custom_hooks.0.sparsity=...`` is never overwritten. None
-            propagates every ``gap_*`` variable the config defines.
+        cfg (Config): The merged config the Runner was built from.
+        given (dict): The hook's own values by option (None = unset), e.g.
+            ``dict(sparsity=None, distribution='erk', pattern=None)``.
+        changed (Iterable[str], optional): Top-level keys set after the
+            file was read. None finds them by reading the file again.
+        hook (str): The hook's name, for messages.
+
+    Returns:
+        dict: The options that were None and have a variable, with its
+        value.
 
     Raises:
-        GaPConfigError: If ``changed`` holds a top-level ``gap_*`` key that
-            is none of :data:`GAP_CFG_VARIABLES`: a typo such as
-            ``gap_sparsty``, or a config variable such as ``gap_period``
-            whose value the file already copied where it is used, so that
-            overriding it would silently change nothing.
+        GaPConfigError: For a changed ``gap_*`` key no hook reads (see
+            :func:`check_gap_variable_keys`), or a changed variable whose
+            hook option is set explicitly to another value.
     """
-    if changed is not None:
-        unknown = sorted(k for k in changed
-                         if k.startswith('gap_') and '.' not in k
-                         and k not in GAP_CFG_VARIABLES)
-        if unknown:
-            key = unknown[0]
-            hint = _did_you_mean(key, GAP_CFG_VARIABLES)
+    if changed is None:
+        changed = changed_top_level_keys(cfg) or []
+    changed = list(changed)
+    check_gap_variable_keys(changed)
+    resolved: Dict[str, object] = {}
+    for var, option in GAP_CFG_VARIABLES.items():
+        if option not in given or var not in cfg:
+            continue
+        value = cfg[var]
+        if given[option] is None:
+            resolved[option] = value
+        elif var in changed and given[option] != value:
             raise GaPConfigError(
-                f'--cfg-options {key}: only {", ".join(GAP_CFG_VARIABLES)} '
-                f'reach the GaPHook from the command line.{hint} Set other '
-                f'hook options directly, e.g. custom_hooks.0.schedule.'
-                f'period=100.')
-    keys = set(GAP_CFG_VARIABLES) if changed is None else \
-        set(changed) & set(GAP_CFG_VARIABLES)
-    for key in keys:
-        if key in cfg:
-            for hook in _gap_hooks(cfg):
-                hook[GAP_CFG_VARIABLES[key]] = cfg[key]
+                f'{var}={value!r} was set after the config was read, but '
+                f'{hook} is given {option}={given[option]!r} explicitly, so '
+                f'the variable cannot reach it. Set the hook option instead '
+                f'(--cfg-options custom_hooks.<index>.{option}=...), or '
+                f'leave {option} out of the hook in the config so that it '
+                f'reads {var}.')
+    return resolved
 
 
 def merge_cfg_options(cfg: Config, options: Optional[dict]) -> None:
     """Merge ``--cfg-options`` into ``cfg`` as the tools do.
 
-    :meth:`Config.merge_from_dict`, then :func:`propagate_gap_variables` for
-    the keys given, so ``gap_sparsity=0.9`` reaches the GaPHook.
+    :meth:`Config.merge_from_dict`, after rejecting ``gap_*`` keys that
+    cannot reach a hook (:func:`check_gap_variable_keys`), so a typo fails
+    before anything is built.
 
     Args:
         cfg (Config): The config, changed in place.
@@ -92,24 +152,24 @@ def merge_cfg_options(cfg: Config, options: Optional[dict]) -> None:
         GaPConfigError: For a ``gap_*`` key that cannot reach the hook.
     """
     if options:
+        check_gap_variable_keys(options.keys())
         cfg.merge_from_dict(options)
-        propagate_gap_variables(cfg, options.keys())
 
 
 def check_gap_hook_options(cfg: Config) -> None:
-    """Reject unknown GaPHook options with the valid ones listed."""
-    from gap_mm.engine import GaPHook
-    valid = [
-        p for p in inspect.signature(GaPHook.__init__).parameters
-        if p != 'self'
-    ]
-    for hook in _gap_hooks(cfg):
+    """Reject unknown options of the sparsity hooks, the valid ones listed."""
+    for hook in sparsity_hooks(cfg):
+        cls = _hook_class(hook)
+        valid = [
+            p for p in inspect.signature(cls.__init__).parameters
+            if p not in ('self', 'args', 'kwargs')
+        ]
         for key in hook:
             if key in ('type', 'priority') or key in valid:
                 continue
             hint = _did_you_mean(key, valid)
             raise GaPConfigError(
-                f'GaPHook has no option {key!r}.{hint} Valid options: '
+                f'{cls.__name__} has no option {key!r}.{hint} Valid options: '
                 f'{", ".join(valid)}.')
 
 

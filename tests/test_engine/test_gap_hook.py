@@ -97,7 +97,8 @@ class KillAtHook(Hook):
             raise _Killed
 
 
-class TestGaPHook(RunnerTestCase):
+class GaPRunnerCase(RunnerTestCase):
+    """The toy GaP run (set-up and helpers) the test classes share."""
 
     def setUp(self):
         super().setUp()
@@ -156,6 +157,9 @@ class TestGaPHook(RunnerTestCase):
             weight = gap.sparsifier.params[row['name']]
             assert int((weight != 0).sum()) <= row['kept']
 
+
+class TestGaPHook(GaPRunnerCase):
+
     def test_sgd_momentum_weight_decay_invariants(self):
         runner = self._train(self.cfg, 'sgd')
         gap, check = self._hooks(runner)
@@ -163,6 +167,9 @@ class TestGaPHook(RunnerTestCase):
         # Partitions of 2 layers are grown at iterations 0, 3, 6 and 9; the
         # first grow precedes the first step, so 3 x 2 layer-grows are seen.
         self.assertEqual(check.grows, 6)
+        # p1's layers are sparse at the first check, then every event at
+        # iterations 3, 6, 9, 12 prunes a partition of 2 layers
+        self.assertEqual(check.prunes, 2 + 4 * 2)
         self._check_final_counts(runner, 0.75)
         hub = runner.message_hub
         self.assertAlmostEqual(
@@ -180,7 +187,8 @@ class TestGaPHook(RunnerTestCase):
             optimizer=dict(type='AdamW', lr=0.01, weight_decay=0.05))
         runner = self._train(cfg, 'adamw')
         _, check = self._hooks(runner)
-        self.assertEqual((check.steps, check.grows), (16, 6))
+        self.assertEqual((check.steps, check.grows, check.prunes),
+                         (16, 6, 10))
         self._check_final_counts(runner, 0.75)
 
     def test_gradient_accumulation(self):
@@ -247,38 +255,58 @@ class TestGaPHook(RunnerTestCase):
             self.assertTrue(torch.equal(sa[key], sb[key]), key)
 
     def test_bad_configs(self):
+        G, S = GaPConfigError, ScheduleError
         cases = [
-            (dict(sparsity=1.0), ValueError, r'sparsity must be in \[0, 1\)'),
-            (dict(pattern='4:2'), ValueError, r'0 < N < M'),
-            (dict(partitions=5), ValueError,
+            (dict(sparsity=1.0), G, r'sparsity must be in \[0, 1\)'),
+            (dict(pattern='4:2'), G, r'0 < N < M'),
+            (dict(partitions=5), G,
              'partitions=5 is more than the 4 prunable layers'),
-            (dict(exclude=[r'^backbone\.stem']), ValueError,
+            (dict(exclude=[r'^backbone\.stem']), G,
              r"exclude regex '\^backbone\\\\.stem' matches no prunable"),
-            (dict(partitions=[r'^conv|^fc1', r'^neck']), ValueError,
+            (dict(partitions=[r'^conv|^fc1', r'^neck']), G,
              "partition 1 '\\^neck' matches no prunable layer"),
-            (dict(schedule=dict(type='cyclic', period=4, num_rounds=2)),
-             ScheduleError, r'\(K 2 x R 2 x T 4 = 16 iterations\) leaves no '
+            (dict(partitions=['(a', '^fc']), G,
+             r"partitions\[0\] regex '\(a' is not a valid regular "
+             r'expression: missing \), unterminated subpattern'),
+            (dict(overrides={'(fc': 0.5}), G,
+             r"overrides regex '\(fc' is not a valid regular expression"),
+            (dict(include=['[fc']), G,
+             r"include regex '\[fc' is not a valid regular expression"),
+            (dict(schedule=dict(type='cyclic', period=4, num_rounds=2)), S,
+             r'\(K 2 x R 2 x T 4 = 16 iterations\) leaves no '
              r'fine-tune in a run of 16 iterations'),
             (dict(
                 schedule=dict(
-                    type='cyclic', period=4, num_rounds=2, finetune=4)),
-             ScheduleError,
+                    type='cyclic', period=4, num_rounds=2, finetune=4)), S,
              r'needs K 2 x R 2 x T 4 \+ finetune 4 = 20 iterations, but the'
              r' training run has only 16'),
-            (dict(module_types=['Conv9d']), ValueError,
-             "module_types entry 'Conv9d' is not a torch.nn layer type"),
-            (dict(regrown_second_moment='one'), ValueError,
+            (dict(
+                schedule=dict(
+                    type='cyclic', period=1, num_rounds=1, by_epoch=True)),
+             G, r'epoch-based schedule \(by_epoch=True\), but the run is '
+             r'iteration-based \(train_cfg max_iters=16\)'),
+            (dict(schedule=dict(type='linear')), S,
+             "unknown schedule type 'linear'"),
+            (dict(module_types=['Conv9d']), G,
+             "module_types entry 'Conv9d' is not a layer type"),
+            (dict(regrown_second_moment='one'), G,
              r"regrown_second_moment must be one of \('mean', 'zero'\), "
              "but got 'one'"),
+            (dict(init='dense'), G,
+             r"init must be one of \('magnitude', 'random', 'none'\), but "
+             "got 'dense'"),
+            (dict(sparsifier=dict(type='NoSuchSparsifier')), G,
+             "unknown sparsifier type 'NoSuchSparsifier'"),
         ]
         for i, (override, error, message) in enumerate(cases):
             with self.subTest(override=override):
                 cfg = copy.deepcopy(self.cfg)
                 cfg.custom_hooks[0].update(override)
-                # one exception type for every bad GaP setting
-                self.assertTrue(issubclass(error, ValueError))
-                with self.assertRaisesRegex(GaPConfigError, message):
+                with self.assertRaisesRegex(error, message) as ctx:
                     self._train(cfg, f'bad{i}')
+                # the exact class: a schedule error is a ScheduleError,
+                # every other bad setting a plain GaPConfigError
+                self.assertIs(type(ctx.exception), error)
 
     def test_requires_gap_optim_wrapper(self):
         cfg = copy.deepcopy(self.cfg)
@@ -288,3 +316,112 @@ class TestGaPHook(RunnerTestCase):
                 GaPConfigError, "optim_wrapper=dict\\(type='GaPOptimWrapper'.*"
                 'but got OptimWrapper'):
             self._train(cfg, 'plain_wrapper')
+
+
+class SparseAtValHook(Hook):
+    """Checks, after EMAHook has swapped the averaged weights in, that the
+    model validated is zero wherever the masks prune."""
+
+    priority = 'LOW'
+
+    def __init__(self):
+        self.checked = 0
+
+    def before_val_epoch(self, runner):
+        gap = next(h for h in runner.hooks if isinstance(h, GaPHook))
+        for name, param in gap.sparsifier.params.items():
+            keep = gap.sparsifier.keep_mask(name)
+            if keep is not None:
+                assert (param[~keep] == 0).all(), name
+        self.checked += 1
+
+
+class TestGaPHookWithEMA(GaPRunnerCase):
+    """GaP with mmengine's EMAHook: validation and checkpoints see the
+    averaged weights, which must be exactly as sparse as the model."""
+
+    def setUp(self):
+        super().setUp()
+        HOOKS.register_module(module=SparseAtValHook, force=True)
+        cfg = self.cfg
+        cfg.val_dataloader = dict(
+            dataset=dict(type='GaPToyDataset'),
+            sampler=dict(type='DefaultSampler', shuffle=False),
+            batch_size=4,
+            num_workers=0)
+        cfg.val_evaluator = [dict(type='ToyMetric')]
+        cfg.val_cfg = dict()
+        # validation at 4, 8, 12, 16: inside rounds and in the fine-tune
+        cfg.train_cfg = dict(by_epoch=False, max_iters=16, val_interval=4)
+        # momentum 0.5 (the weight of the new value): an unmasked average
+        # would take many steps to decay at a newly pruned position
+        cfg.custom_hooks.insert(1, dict(type='EMAHook', momentum=0.5))
+        cfg.custom_hooks.append(dict(type='SparseAtValHook'))
+
+    def test_validation_and_checkpoints_are_sparse(self):
+        runner = self._train(self.cfg, 'ema')
+        check = next(
+            h for h in runner.hooks if isinstance(h, SparseAtValHook))
+        self.assertEqual(check.checked, 4)
+        ema = next(h for h in runner.hooks if type(h).__name__ == 'EMAHook')
+        gap, _ = self._hooks(runner)
+        for iteration in (8, 16):
+            ckpt = torch.load(
+                osp.join(runner.work_dir, f'iter_{iteration}.pth'),
+                weights_only=True)
+            masks = ckpt['gap_state']['sparsifier']['masks']
+            self.assertTrue(masks)
+            for name, entry in masks.items():
+                keep = unpack_mask(entry, name)
+                # EMAHook saves the averaged weights as the state_dict ...
+                self.assertTrue((ckpt['state_dict'][name][~keep] == 0).all(),
+                                (iteration, name))
+                # ... and the averaged model itself
+                averaged = ckpt['ema_state_dict'][f'module.{name}']
+                self.assertTrue((averaged[~keep] == 0).all(),
+                                (iteration, name))
+        # the EMA differs from the model, so the test is not vacuous
+        name = gap.sparsifier.names[0]
+        self.assertFalse(
+            torch.equal(ema.ema_model.module.get_parameter(name),
+                        gap.sparsifier.params[name]))
+
+    def test_resume_is_bitwise_identical(self):
+        TestGaPHook.test_resume_is_bitwise_identical(self)
+
+
+class TestGaPVariablesUnderAnyLauncher(GaPRunnerCase):
+    """``--cfg-options gap_sparsity=...`` merged the way mmdet's own
+    ``tools/train.py`` and ``mim train`` merge it (``merge_from_dict`` on
+    the config read from its file, no gap_mm code involved) reaches
+    GaPHook, or stops with the fix."""
+
+    def _from_file(self, hook_sparsity=None):
+        from mmengine.config import Config
+        cfg = copy.deepcopy(self.cfg)
+        cfg.gap_sparsity = 0.5
+        cfg.custom_hooks[0].pop('sparsity')
+        if hook_sparsity is not None:
+            cfg.custom_hooks[0]['sparsity'] = hook_sparsity
+        path = osp.join(self.temp_dir.name, f'cfg_{hook_sparsity}.py')
+        cfg.dump(path)
+        cfg = Config.fromfile(path)
+        cfg.merge_from_dict({'gap_sparsity': 0.25})
+        cfg.work_dir = osp.join(self.temp_dir.name, f'wd_{hook_sparsity}')
+        return cfg
+
+    def test_variable_reaches_a_hook_that_does_not_set_it(self):
+        from mmengine.runner import Runner
+        runner = Runner.from_cfg(self._from_file())
+        runner.train()
+        gap, _ = self._hooks(runner)
+        self.assertEqual(gap.sparsity, 0.25)
+        self._check_final_counts(runner, 0.25)
+
+    def test_variable_that_cannot_reach_an_explicit_option_stops(self):
+        from mmengine.runner import Runner
+        runner = Runner.from_cfg(self._from_file(hook_sparsity=0.5))
+        with self.assertRaisesRegex(
+                GaPConfigError, r'gap_sparsity=0.25 was set after the config '
+                r'was read, but GaPHook is given sparsity=0.5 explicitly'):
+            runner.train()
