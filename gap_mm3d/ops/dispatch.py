@@ -31,6 +31,12 @@ Note:
       the outputs of ``three_nn``, so PointNet++ trains the same on both.
     - The stacked (``*_batch_cnt``) variants of ``ball_query`` and
       ``grouping_operation`` exist only in mmcv's kernels.
+    - Both furthest-point samplers run on the float32 copy of their input
+      on every device (mmcv's kernels read float32 only), and the
+      pure-torch ones break exact ties as the kernels' thread reduction
+      does, so the backends pick the same indices; see
+      :func:`point_ops_cpu.furthest_point_sample` for the rule and for
+      the one source of difference (FMA contraction on the GPU).
 """
 import functools
 import warnings
@@ -98,14 +104,15 @@ def furthest_point_sample(points_xyz: Tensor, num_points: int) -> Tensor:
     """Furthest point sampling; see ``mmcv.ops.furthest_point_sample``.
 
     Args:
-        points_xyz (Tensor): (B, N, 3) coordinates.
+        points_xyz (Tensor): (B, N, 3) coordinates, sampled in float32.
         num_points (int): Number of points to sample.
 
     Returns:
         Tensor: (B, num_points) int32 indices, starting with 0.
     """
-    if points_xyz.device.type != 'cpu':
-        points_xyz = points_xyz.float()  # mmcv's kernel reads float32 only
+    # mmcv's kernel reads float32 only; every backend samples the float32
+    # copy, so a float64 input picks the same indices on every device.
+    points_xyz = points_xyz.float()
     return get_point_op('furthest_point_sample',
                         points_xyz)(points_xyz, num_points)
 
@@ -115,12 +122,14 @@ def furthest_point_sample_with_dist(points_dist: Tensor,
     """FPS on distances; see ``mmcv.ops.furthest_point_sample_with_dist``.
 
     Args:
-        points_dist (Tensor): (B, N, N) pairwise distances.
+        points_dist (Tensor): (B, N, N) pairwise distances, sampled in
+            float32.
         num_points (int): Number of points to sample.
 
     Returns:
         Tensor: (B, num_points) int32 indices, starting with 0.
     """
+    points_dist = points_dist.float()  # as furthest_point_sample
     return get_point_op('furthest_point_sample_with_dist',
                         points_dist)(points_dist, num_points)
 

@@ -11,14 +11,17 @@ its mmcv namesake; the differences are listed in the docstrings under
 The comparison arithmetic follows the kernels' operation order
 (``dx * dx + dy * dy + dz * dz`` summed left to right, radii squared in
 float32), so on the CPU the results agree bit for bit with a scalar
-reference. CUDA kernels may fuse multiply-adds, so a point lying exactly on
-a ball's boundary can, rarely, be classified differently there.
+reference. Where a kernel's parallel reduction decides between equal
+values (furthest point sampling), the same order is followed. CUDA kernels
+may fuse multiply-adds, so a point lying exactly on a ball's boundary can,
+rarely, be classified differently there.
 
 Use the functions of :mod:`gap_mm3d.ops.dispatch` rather than these ones
 directly: they pick these implementations for CPU tensors and mmcv's kernels
 for CUDA tensors.
 """
-from typing import Optional, Tuple
+import math
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -93,37 +96,102 @@ def _new_workspace(centres: Tensor, points_t: Tensor, numel: int) -> Tensor:
     return torch.empty(2 * numel, dtype=dtype, device=centres.device)
 
 
-def _furthest_point_sample_loop(num_points: int, num_rows: int,
-                                batch_size: int, device: torch.device,
-                                dtype: torch.dtype, row_dist) -> Tensor:
+def _fps_block_size(num_rows: int) -> int:
+    """Threads per block of mmcv's FPS kernels for ``num_rows`` points.
+
+    mmcv launches one block per batch element with ``2 ** floor(log2(N))``
+    threads, clamped to [1, 1024] (``opt_n_threads`` in
+    ``furthest_point_sample_cuda.cu``).
+    """
+    return min(1 << max(num_rows.bit_length() - 1, 0), 1024)
+
+
+def _fps_tie_order(num_rows: int, device: torch.device) -> Tensor:
+    """The point indices in the priority order of mmcv's FPS tie-breaking.
+
+    In each step of mmcv's kernel thread ``t`` of the ``T`` threads (see
+    :func:`_fps_block_size`) scans the points ``k = t, t + T, t + 2T, ...``
+    and keeps the first one with the largest distance; a shared-memory tree
+    reduction then merges slot ``s + h`` into slot ``s`` for ``h = T / 2,
+    T / 4, ..., 1``, keeping slot ``s`` on equal values. So on a tie the
+    last merge (``h = 1``) prefers a thread with bit 0 clear, the merge
+    before it (``h = 2``) one with bit 1 clear, and so on: of the tied
+    threads, the one whose ``log2(T)``-bit reversed id is smallest wins
+    (not the lowest id). A point's priority is therefore
+    ``(bit_reverse(k % T), k // T)``, smallest first, and the first maximum
+    of the distances listed in this order is the kernel's pick.
+
+    Args:
+        num_rows (int): Number of points N.
+        device (torch.device): Device of the result.
+
+    Returns:
+        Tensor: (N, ) int64 permutation of ``range(N)``; ``order[0] == 0``.
+    """
+    block = _fps_block_size(num_rows)
+    bits = block.bit_length() - 1
+    rank = torch.arange(block, device=device)
+    # Bit reversal is its own inverse: the thread of rank r is bitrev(r).
+    thread = torch.zeros_like(rank)
+    for bit in range(bits):
+        thread |= ((rank >> bit) & 1) << (bits - 1 - bit)
+    per_thread = -(-num_rows // block)
+    order = thread[:, None] + block * torch.arange(per_thread, device=device)
+    order = order.flatten()
+    return order[order < num_rows]
+
+
+def _nan_to_inf(dist: Tensor) -> Tensor:
+    """Replace NaN distances by +inf, in place.
+
+    CUDA's ``min(float, float)`` (``fminf``) returns the other operand when
+    one is NaN, so in mmcv's kernels a NaN distance leaves ``temp`` as it
+    was; ``torch.minimum`` would spread the NaN, a +inf does not.
+    (``torch.fmin`` has the kernel's rule but is some 20 times slower on
+    the CPU than ``nan_to_num`` and ``minimum`` together.)
+    """
+    return torch.nan_to_num(
+        dist, nan=math.inf, posinf=math.inf, neginf=-math.inf, out=dist)
+
+
+def _furthest_point_sample_loop(
+        num_points: int, batch_size: int, order: Tensor,
+        row_dist: Callable[[Tensor], Tensor]) -> Tensor:
     """The shared FPS iteration, batched over the batch dimension.
+
+    The points are held in the tie order of mmcv's kernel (``order``, see
+    :func:`_fps_tie_order`), so that a first-maximum ``argmax`` picks what
+    the kernel picks; the positions are mapped back to indices at the end.
 
     Args:
         num_points (int): Number of indices to pick.
-        num_rows (int): Number of candidate points N.
         batch_size (int): Batch size B.
-        device (torch.device): Device of the output.
-        dtype (torch.dtype): Dtype of the distances.
-        row_dist (Callable[[Tensor], Tensor]): Maps the (B, 1) indices of
-            the last picked points to their (B, N) distances to all points.
+        order (Tensor): (N, ) the points' tie order.
+        row_dist (Callable[[Tensor], Tensor]): Maps the (B, 1) positions in
+            ``order`` of the last picked points to the (B, N) float32
+            distances from them to all points, listed in ``order``, with
+            +inf for NaN (see :func:`_nan_to_inf`) and none below -1 (see
+            :func:`furthest_point_sample_with_dist`).
 
     Returns:
         Tensor: (B, num_points) int32 indices.
     """
-    out = torch.zeros(batch_size, num_points, dtype=torch.long, device=device)
+    num_rows = order.numel()
+    picked = torch.zeros(
+        batch_size, num_points, dtype=torch.long, device=order.device)
     if num_points <= 1 or num_rows == 0:
-        return out.int()
+        return picked.int()
     min_dist = torch.full((batch_size, num_rows),
                           _FPS_INIT,
-                          dtype=dtype,
-                          device=device)
-    last = out[:, :1]
+                          dtype=torch.float32,
+                          device=order.device)
+    last = picked[:, :1]
     for j in range(1, num_points):
         torch.minimum(min_dist, row_dist(last), out=min_dist)
-        # argmax returns the first maximal index on ties.
+        # argmax returns the first maximal position on ties.
         last = min_dist.argmax(dim=1, keepdim=True)
-        out[:, j:j + 1] = last
-    return out.int()
+        picked[:, j:j + 1] = last
+    return order[picked].int()
 
 
 @torch.no_grad()
@@ -131,11 +199,23 @@ def furthest_point_sample(points_xyz: Tensor, num_points: int) -> Tensor:
     """Furthest point sampling, as ``mmcv.ops.furthest_point_sample``.
 
     Starts at index 0 and then repeatedly picks the point whose squared
-    distance to the already picked set is largest. The distance of every
-    point starts at 1e10, as in mmcv.
+    distance to the already picked set is largest. As in mmcv's kernel, the
+    distances are float32, ``dx * dx + dy * dy + dz * dz`` summed left to
+    right, and start at 1e10; as CUDA's ``min`` does, the minimum with a NaN
+    distance keeps the other value.
+
+    Ties are broken as the kernel's thread layout and reduction break them:
+    with ``T = min(2 ** floor(log2(N)), 1024)`` threads, of the points
+    with the largest distance the one whose ``k % T`` has the smallest
+    ``log2(T)``-bit reversal wins, then the smallest ``k`` (see
+    :func:`_fps_tie_order`). For example with N = 3 (T = 2) and points 1
+    and 2 equally far, point 2 is picked.
 
     Args:
-        points_xyz (Tensor): (B, N, 3) coordinates.
+        points_xyz (Tensor): (B, N, 3) coordinates. Any floating dtype; like
+            mmcv's kernel, which reads float32 only, the sampling runs on
+            the float32 copy (so float64 input picks what its float32
+            rounding picks).
         num_points (int): Number of points to sample. May exceed N; the
             extra picks are then index 0, as in mmcv.
 
@@ -143,27 +223,34 @@ def furthest_point_sample(points_xyz: Tensor, num_points: int) -> Tensor:
         Tensor: (B, num_points) int32 indices of the sampled points.
 
     Note:
-        On exactly equal distances the smallest index wins. mmcv's parallel
-        reduction breaks such ties in an order set by its thread layout, so
-        the two may then pick different indices. In practice exact ties
-        come from duplicated points, whose coordinates are the same either
-        way.
+        The result matches the kernel's arithmetic as written, without
+        contracting multiply-adds. nvcc contracts them into FMAs by
+        default, which can change the last bit of a distance whose squares
+        are not exact in float32, and so the pick between two points whose
+        distances are equal or within an ulp. With exactly representable
+        squares and sums (small integer or dyadic coordinates, duplicated
+        points) the two agree index for index.
     """
     assert points_xyz.dim() == 3 and points_xyz.size(2) == 3, \
         f'points_xyz must be (B, N, 3), but got {tuple(points_xyz.shape)}'
-    points = _to_compute_dtype(points_xyz)
+    points = points_xyz.float()
     batch_size, num_rows = points.shape[:2]
-    points_t = points.transpose(1, 2).contiguous()  # (B, 3, N)
+    order = _fps_tie_order(num_rows, points.device)
+    # (B, 3, N) in the tie order, once: the loop itself costs nothing more.
+    points_t = points.transpose(1, 2).index_select(2, order).contiguous()
     buffer = torch.empty_like(points_t)
+    # Only a NaN or infinite coordinate makes a NaN distance (NaN - x,
+    # inf - inf); checked once, so finite input costs nothing per step.
+    finite = bool(torch.isfinite(points_t).all())
 
     def row_dist(last: Tensor) -> Tensor:
         centre = points_t.gather(2, last.view(-1, 1, 1).expand(-1, 3, 1))
         diff = torch.sub(points_t, centre, out=buffer)
         diff.mul_(diff)
-        return diff[:, 0].add(diff[:, 1]).add_(diff[:, 2])
+        dist = diff[:, 0].add(diff[:, 1]).add_(diff[:, 2])
+        return dist if finite else _nan_to_inf(dist)
 
-    return _furthest_point_sample_loop(num_points, num_rows, batch_size,
-                                       points.device, points.dtype, row_dist)
+    return _furthest_point_sample_loop(num_points, batch_size, order, row_dist)
 
 
 @torch.no_grad()
@@ -171,9 +258,16 @@ def furthest_point_sample_with_dist(points_dist: Tensor,
                                     num_points: int) -> Tensor:
     """FPS on distances, as ``mmcv.ops.furthest_point_sample_with_dist``.
 
+    Row ``i`` of ``points_dist`` gives the distances from point ``i``; the
+    iteration, the float32 arithmetic and the tie rule are those of
+    :func:`furthest_point_sample`. As in the kernel, whose best distance
+    starts at -1, a step in which no point's minimum distance exceeds -1
+    picks index 0.
+
     Args:
-        points_dist (Tensor): (B, N, N) distances between each point pair;
-            row ``i`` holds the distances from point ``i``.
+        points_dist (Tensor): (B, N, N) distances between each point pair.
+            Any floating dtype; the sampling runs on the float32 copy, as
+            in mmcv's kernel.
         num_points (int): Number of points to sample.
 
     Returns:
@@ -182,15 +276,23 @@ def furthest_point_sample_with_dist(points_dist: Tensor,
     assert points_dist.dim() == 3 and \
         points_dist.size(1) == points_dist.size(2), \
         f'points_dist must be (B, N, N), but got {tuple(points_dist.shape)}'
-    dist = _to_compute_dtype(points_dist)
-    batch_size, num_rows = dist.shape[:2]
+    batch_size, num_rows = points_dist.shape[:2]
+    dist = points_dist.float().reshape(batch_size, num_rows * num_rows)
+    order = _fps_tie_order(num_rows, dist.device)
+    index = torch.empty(
+        batch_size, num_rows, dtype=torch.long, device=dist.device)
 
     def row_dist(last: Tensor) -> Tensor:
-        index = last.view(-1, 1, 1).expand(-1, 1, num_rows)
-        return dist.gather(1, index).squeeze(1)
+        # Row order[last], its columns in the tie order: one gather.
+        torch.add(order, order[last] * num_rows, out=index)
+        # The kernel's best starts at -1, so a distance <= -1 never wins,
+        # and a step with no distance above -1 picks index 0. Clamping the
+        # distances at -1 does the same: max(min(d, t), -1) equals
+        # min(max(d, -1), max(t, -1)), so the minima are those of the
+        # kernel clamped at -1, and a row of -1s picks position 0, index 0.
+        return _nan_to_inf(dist.gather(1, index)).clamp_(min=-1.)
 
-    return _furthest_point_sample_loop(num_points, num_rows, batch_size,
-                                       dist.device, dist.dtype, row_dist)
+    return _furthest_point_sample_loop(num_points, batch_size, order, row_dist)
 
 
 @torch.no_grad()

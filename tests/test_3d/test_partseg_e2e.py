@@ -31,6 +31,8 @@ pytestmark = pytest.mark.skipif(
 
 SPARSITY = 0.8
 MAX_EPOCHS = 4
+# Test shapes per category of the generated data (see _generate).
+TEST_SHAPES = dict(Airplane=1, Chair=1, Lamp=1, Mug=2, Table=3)
 # Prunable layers of the tiny model: SA 2 + 3 + 2 convs (the first conv is
 # excluded), FP 2 + 2 + 2, head 1 (the classifier is excluded).
 NUM_PRUNABLE = 14
@@ -41,9 +43,15 @@ def _generate(out):
                                                   GENERATOR)
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
-    # 5 categories x 6 shapes: train 20, val 5, test 5.
+    # Unequal categories, so that the class mean of the mIoUs differs from
+    # the instance mean: 3 shapes (train/val/test 1/1/1) of Airplane, Chair
+    # and Lamp, 8 Mugs (5/1/2) and 13 Tables (9/1/3).
     return gen.generate(
-        str(out), shapes_per_category=6, num_points=512, seed=0)
+        str(out),
+        shapes_per_category=3,
+        num_points=512,
+        seed=0,
+        category_shapes=dict(Mug=8, Table=13))
 
 
 def _config(tmp_path, data_root):
@@ -98,7 +106,7 @@ def trained(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp('partseg')
     data_root = tmp_path / 'shapenet_part'
     counts = _generate(data_root)
-    assert counts == dict(train=20, val=5, test=5)
+    assert counts == dict(train=17, val=5, test=8)
     cfg, plain = _config(tmp_path, data_root)
     work = tmp_path / 'dist'
     _run(['bash', 'tools/dist_train.sh', cfg, '2', '--work-dir',
@@ -194,14 +202,16 @@ def _shape_iou(pred, gt, parts):
 
 def test_test_py_reports_part_seg_miou(evaluated, trained):
     # The mIoUs test.py logs are those of the predictions it dumped with
-    # --out, recomputed here from the definition.
+    # --out, recomputed here from the definition. The categories have
+    # different numbers of test shapes, so the class mIoU (the mean of the
+    # category mIoUs) is not the instance mIoU (the mean over shapes).
     import pickle
     from gap_mm3d.datasets import (SHAPENET_PART_CATEGORIES,
                                    SHAPENET_PART_CATEGORY_PARTS)
     ours, _ = evaluated
     with open(trained[0] / 'predictions.pkl', 'rb') as f:
         samples = pickle.load(f)
-    assert len(samples) == 5  # the generated test split
+    assert len(samples) == sum(TEST_SHAPES.values())
     by_category = {}
     for sample in samples:
         category = SHAPENET_PART_CATEGORIES[int(sample['category_id'])]
@@ -210,12 +220,15 @@ def test_test_py_reports_part_seg_miou(evaluated, trained):
         assert pred.shape == gt.shape == (512, )
         by_category.setdefault(category, []).append(
             _shape_iou(pred, gt, SHAPENET_PART_CATEGORY_PARTS[category]))
+    assert {c: len(v) for c, v in by_category.items()} == TEST_SHAPES
     ious = [v for values in by_category.values() for v in values]
     instance = sum(ious) / len(ious)
     per_class = [sum(v) / len(v) for v in by_category.values()]
+    class_miou = sum(per_class) / len(per_class)
     assert ours['part_seg/instance_miou'] == pytest.approx(instance, abs=1e-9)
-    assert ours['part_seg/class_miou'] == pytest.approx(
-        sum(per_class) / len(per_class), abs=1e-9)
+    assert ours['part_seg/class_miou'] == pytest.approx(class_miou, abs=1e-9)
+    difference = abs(ours['part_seg/class_miou'] - instance)
+    assert difference > 1e-6, (class_miou, instance)
     for category, values in by_category.items():
         assert ours[f'part_seg/{category}_miou'] == pytest.approx(
             sum(values) / len(values), abs=1e-9), category
@@ -247,7 +260,7 @@ def test_test_py_show_dir_draws_every_shape(evaluated, trained):
     from PIL import Image
     pngs = sorted((trained[0] / 'test').glob('*/vis/*.png'))
     # one per test shape: <synset>_<shape_id>.png
-    assert len(pngs) == 5, pngs
+    assert len(pngs) == sum(TEST_SHAPES.values()), pngs
     for png in pngs:
         synset, shape_id = png.stem.split('_', 1)
         assert len(synset) == 8 and synset.isdigit(), png

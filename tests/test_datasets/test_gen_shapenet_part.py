@@ -115,6 +115,78 @@ def test_cli(gen, tmp_path, capsys):
         gen.main(['--out', out, '--categories', 'Bag'])
 
 
+def _split_counts(root):
+    """{split: {synset: number of shapes}} of a generated dataset."""
+    counts = {}
+    for split in ('train', 'val', 'test'):
+        path = osp.join(root, 'train_test_split',
+                        f'shuffled_{split}_file_list.json')
+        with open(path) as f:
+            synsets = [entry.split('/')[1] for entry in json.load(f)]
+        counts[split] = {s: synsets.count(s) for s in sorted(set(synsets))}
+    return counts
+
+
+def test_category_shapes(gen, tmp_path):
+    kwargs = dict(num_points=20, seed=1, shapes_per_category=3)
+    full = str(tmp_path / 'full')
+    counts = gen.generate(full, **kwargs)
+    mixed = str(tmp_path / 'mixed')
+    counts = gen.generate(
+        mixed, category_shapes=dict(Mug=8, Table=13), **kwargs)
+    # 3 shapes: 1/1/1 per split; 8: 5/1/2; 13: 9/1/3
+    assert counts == dict(train=17, val=5, test=8)
+    mug, table = gen.SYNSETS['Mug'], gen.SYNSETS['Table']
+    split = _split_counts(mixed)
+    expected = {gen.SYNSETS[c]: 1 for c in ('Airplane', 'Chair', 'Lamp')}
+    expected.update({mug: 2, table: 3})
+    assert split['test'] == expected
+    assert split['train'][mug] == 5 and split['train'][table] == 9
+    # shape i of a category does not depend on the counts
+    tree_full, tree_mixed = _read_tree(full), _read_tree(mixed)
+    assert len([k for k in tree_mixed if k.startswith(table)]) == 13
+    for key, data in tree_full.items():
+        if key.startswith((mug, table, gen.SYNSETS['Lamp'])):
+            assert tree_mixed[key] == data, key
+
+    with pytest.raises(ValueError, match=r"\['Bag'\], which are not"):
+        gen.generate(str(tmp_path / 'e1'), category_shapes=dict(Bag=2))
+    with pytest.raises(ValueError, match=r"\['Table'\], which are not"):
+        gen.generate(
+            str(tmp_path / 'e2'),
+            categories=['Mug'],
+            category_shapes=dict(Table=2))
+    with pytest.raises(
+            ValueError, match=r"integers >= 1, but got \{'Mug': 0\}"):
+        gen.generate(str(tmp_path / 'e3'), category_shapes=dict(Mug=0))
+
+
+def test_category_shapes_cli(gen, tmp_path, capsys):
+    out = str(tmp_path / 'cli')
+    gen.main([
+        '--out', out, '--shapes-per-category', '2', '--points', '16',
+        '--category-shapes', 'Mug=4', 'Table=6', '--categories', 'Mug',
+        'Table', 'Lamp'
+    ])
+    assert 'wrote 12 shapes' in capsys.readouterr().out
+    totals = {}
+    for per_synset in _split_counts(out).values():
+        for synset, num in per_synset.items():
+            totals[synset] = totals.get(synset, 0) + num
+    assert totals == {
+        gen.SYNSETS['Lamp']: 2,
+        gen.SYNSETS['Mug']: 4,
+        gen.SYNSETS['Table']: 6
+    }
+    for bad in ('Mug', 'Mug=0', 'Mug=x', 'Bag=3'):
+        with pytest.raises(SystemExit):
+            gen.main(['--out', out, '--category-shapes', bad])
+        assert repr(bad) in capsys.readouterr().err, bad
+    with pytest.raises(SystemExit):
+        gen.main(['--out', out, '--category-shapes', 'Mug=2', 'Mug=3'])
+    assert "['Mug'] more than once" in capsys.readouterr().err
+
+
 def test_primitive_normals(gen):
     rng = np.random.default_rng(0)
     # cylinder of radius 0.3 around y: normal = radial direction

@@ -30,37 +30,110 @@ def _sq_dist(a, b):
             (a[2] - b[2]) * (a[2] - b[2]))
 
 
-def ref_fps_from_dist(dist_fn, n, num_points):
+def _fminf(a, b):
+    """CUDA's ``min(float, float)`` (fminf): a NaN operand yields the
+    other."""
+    if a != a:
+        return b
+    if b != b:
+        return a
+    return a if a < b else b
+
+
+def kernel_block_size(n):
+    """``opt_n_threads`` of mmcv's furthest_point_sample_cuda.cu, as
+    written (a double-precision log2, truncated)."""
+    pow_2 = int(math.log(n) / math.log(2.0))
+    return max(min(1 << pow_2, 1024), 1)
+
+
+def ref_fps_kernel(row_fn, n, num_points):
+    """mmcv's FPS kernel for one batch element, simulated thread by thread.
+
+    ``T`` threads; in each step thread ``tid`` scans ``k = tid, tid + T,
+    ...``, updates ``temp`` and keeps its first largest ``d2`` (best starts
+    at -1, besti at 0); then the shared-memory tree reduction over
+    ``block_size_thres = 1024, 512, ..., 2`` with ``__update`` keeping the
+    lower slot unless the upper one is strictly larger.
+
+    Args:
+        row_fn (Callable): ``row_fn(old)`` gives the n float32 distances
+            (python floats) from point ``old`` to every point.
+        n (int): Number of points.
+        num_points (int): Number of indices to pick.
+    """
     out = [0] * num_points
-    temp = [np.float32(1e10)] * n
+    if n == 0:
+        return out
+    block = kernel_block_size(n)
+    temp = [float(np.float32(1e10))] * n
     old = 0
     for j in range(1, num_points):
-        best, besti = -1.0, 0
-        for k in range(n):
-            d2 = min(dist_fn(old, k), temp[k])
-            temp[k] = d2
-            if d2 > best:
-                best, besti = d2, k
-        old = besti
+        row = row_fn(old)
+        dists, dists_i = [0.0] * block, [0] * block
+        for tid in range(block):
+            best, besti = -1.0, 0
+            for k in range(tid, n, block):
+                d2 = _fminf(row[k], temp[k])
+                temp[k] = d2
+                besti = k if d2 > best else besti
+                best = d2 if d2 > best else best
+            dists[tid], dists_i[tid] = best, besti
+        thres = 1024
+        while thres >= 2:
+            half = thres // 2
+            if block >= thres:
+                # Threads tid < half run at once; none reads a slot that
+                # another one writes, so this sequential loop is exact.
+                for tid in range(half):
+                    v1, v2 = dists[tid], dists[tid + half]
+                    i1, i2 = dists_i[tid], dists_i[tid + half]
+                    dists[tid] = max(v1, v2)  # the values are never NaN
+                    dists_i[tid] = i2 if v2 > v1 else i1
+            thres //= 2
+        old = dists_i[0]
         out[j] = old
     return out
 
 
+def _xyz_rows(p):
+    """Kernel-order float32 squared distances from point ``old``."""
+    p = p.astype(np.float32)
+
+    def row_fn(old):
+        with np.errstate(invalid='ignore', over='ignore'):  # NaN, inf
+            d = [p[:, axis] - p[old, axis] for axis in range(3)]
+            return (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).tolist()
+
+    return row_fn
+
+
 def ref_fps(points, num_points):
-    pts = points.numpy()
     return [
-        ref_fps_from_dist(
-            lambda i, k, p=p: _sq_dist(p[k], p[i]), len(p), num_points)
-        for p in pts
+        ref_fps_kernel(_xyz_rows(p), len(p), num_points)
+        for p in points.numpy()
     ]
 
 
 def ref_fps_with_dist(dist, num_points):
-    mats = dist.numpy()
     return [
-        ref_fps_from_dist(lambda i, k, m=m: m[i, k], len(m), num_points)
-        for m in mats
+        ref_fps_kernel(lambda i, m=m: m[i].tolist(), len(m), num_points)
+        for m in dist.float().numpy()
     ]
+
+
+def fps_lowest_index(points, num_points):
+    """FPS with ties to the lowest index (the rule we used to follow)."""
+    out = []
+    for p in points.float().numpy():
+        row_fn = _xyz_rows(p)
+        temp = np.full(len(p), 1e10, np.float32)
+        picks = [0]
+        for _ in range(1, num_points):
+            temp = np.minimum(temp, row_fn(picks[-1]))
+            picks.append(int(np.argmax(temp)))
+        out.append(picks)
+    return out
 
 
 def ref_ball_query(min_radius, max_radius, sample_num, xyz, centres):
@@ -138,6 +211,95 @@ def test_fps_ties_and_oversampling():
     assert (out[:, -5:] == 0).all()
 
 
+def test_fps_block_size_and_tie_order():
+    for n in list(range(1, 2100)) + [4095, 4096, 10**5]:
+        assert point_ops_cpu._fps_block_size(n) == kernel_block_size(n), n
+    assert point_ops_cpu._fps_block_size(0) == 1
+    # 8 threads: thread priority by reversed 3-bit id 0, 4, 2, 6, 1, 5, 3,
+    # 7; within a thread, its points k = tid, tid + 8 in order.
+    assert point_ops_cpu._fps_tie_order(12, torch.device('cpu')).tolist() == \
+        [0, 8, 4, 2, 10, 6, 1, 9, 5, 3, 11, 7]
+    for n in (0, 1, 2, 3, 600, 1024, 3000):
+        order = point_ops_cpu._fps_tie_order(n, torch.device('cpu'))
+        assert sorted(order.tolist()) == list(range(n))
+
+
+def _tied_points(kind, bsz, n, seed):
+    """Inputs with many exact float32 ties.
+
+    Every square and sum of the distances is exact in float32 (integer
+    coordinates, or multiples of 1/256 in [0, 1)), so a GPU's fused
+    multiply-adds give the same distances and the same ties.
+    """
+    if kind == 'grid':  # 216 integer cells
+        return grid_points(bsz, n, seed, size=6)
+    # random points, each repeated about three times in random places
+    gen = torch.Generator().manual_seed(seed)
+    base = torch.randint(0, 256, (bsz, n // 3, 3), generator=gen) / 256
+    pick = torch.randint(0, n // 3, (bsz, n), generator=gen)
+    return base.gather(1, pick[..., None].expand(-1, -1, 3))
+
+
+@pytest.mark.parametrize('kind', ['grid', 'duplicates'])
+@pytest.mark.parametrize('n', [600, 1024, 1500, 2048, 3000])
+def test_fps_breaks_ties_like_the_kernel(kind, n):
+    # The grid has 216 cells, so 240 samples also run past the distinct
+    # points (where every distance is 0).
+    num_points = 240 if kind == 'grid' else 64
+    points = _tied_points(kind, 3, n, seed=n)
+    out = point_ops_cpu.furthest_point_sample(points, num_points)
+    assert out.dtype == torch.int32 and out.shape == (3, num_points)
+    expected = ref_fps(points, num_points)
+    assert out.tolist() == expected
+    # the ties matter: the lowest-index rule picks differently
+    assert fps_lowest_index(points, num_points) != expected
+
+
+@pytest.mark.parametrize('n,num_points', [(1, 4), (2, 5), (3, 6), (5, 9),
+                                          (7, 10), (8, 12), (9, 14), (33, 40)])
+def test_fps_ties_small_n(n, num_points):
+    points = grid_points(4, n, seed=n, size=2)
+    out = point_ops_cpu.furthest_point_sample(points, num_points)
+    assert out.tolist() == ref_fps(points, num_points)
+
+
+def test_fps_with_dist_ties_and_negative_distances():
+    points = grid_points(2, 1500, seed=22, size=6)
+    diff = points[:, :, None] - points[:, None]
+    dist = diff.square().sum(-1)  # exact integers: ties everywhere
+    out = point_ops_cpu.furthest_point_sample_with_dist(dist, 48)
+    assert out.tolist() == ref_fps_with_dist(dist, 48)
+    assert torch.equal(out, point_ops_cpu.furthest_point_sample(points, 48))
+    # The kernel's best starts at -1: a step whose distances are all <= -1
+    # picks index 0, whatever the order.
+    gen = torch.Generator().manual_seed(23)
+    dist = torch.randint(-4, 2, (3, 600, 600), generator=gen).float()
+    dist[0, :, 7] = -math.inf
+    dist[1, 0, 9] = math.inf
+    dist[2] = -1.
+    out = point_ops_cpu.furthest_point_sample_with_dist(dist, 20)
+    assert out.tolist() == ref_fps_with_dist(dist, 20)
+    assert (out[2] == 0).all()
+
+
+def test_fps_nan_like_the_kernel():
+    # CUDA's min(NaN, temp) keeps temp: a NaN point stays at 1e10 and is
+    # picked again and again, its NaN distances changing nothing. So is an
+    # infinite one (its distance to itself is inf - inf).
+    points = grid_points(3, 700, seed=24, size=6)
+    points[0, 5, 1] = math.nan
+    points[1, 9, 0] = math.inf
+    out = point_ops_cpu.furthest_point_sample(points, 12)
+    assert out.tolist() == ref_fps(points, 12)
+    assert out[0, 1:].tolist() == [5] * 11
+    assert out[1, 1:].tolist() == [9] * 11
+    assert out[2].tolist() == ref_fps(points[2:], 12)[0]
+    dist = (points[:, :, None] - points[:, None]).square().sum(-1)
+    dist[1, 3, 7] = math.nan
+    out = point_ops_cpu.furthest_point_sample_with_dist(dist, 12)
+    assert out.tolist() == ref_fps_with_dist(dist, 12)
+
+
 def test_fps_with_dist_matches_fps_on_squared_distances():
     points = rand_points(2, 32, seed=3)
     dist = torch.stack([
@@ -150,11 +312,44 @@ def test_fps_with_dist_matches_fps_on_squared_distances():
     assert torch.equal(out, point_ops_cpu.furthest_point_sample(points, 12))
 
 
-def test_fps_float64_and_zero_points():
+def test_fps_float64_samples_the_float32_copy():
+    # mmcv's kernels read float32 only, so every backend samples the
+    # float32 copy. Point 1 is further than point 2 in float64, but both
+    # are at distance 1 in float32; the kernel's tie rule (N = 3: two
+    # threads, thread 0 holding points 0 and 2) then picks point 2.
+    points = torch.tensor(
+        [[[0., 0., 0.], [1 + 2**-30, 0., 0.], [-1., 0., 0.]]],
+        dtype=torch.float64)
+    assert (points[0, 1, 0] - points[0, 0, 0])**2 > 1
+    for fps in (point_ops_cpu.furthest_point_sample,
+                dispatch.furthest_point_sample):
+        out = fps(points, 3)
+        assert out.dtype == torch.int32 and out.tolist() == [[0, 2, 1]]
+    dist = (points[:, :, None] - points[:, None]).square().sum(-1)
+    for fps in (point_ops_cpu.furthest_point_sample_with_dist,
+                dispatch.furthest_point_sample_with_dist):
+        assert fps(dist, 3).tolist() == [[0, 2, 1]]
+    # random float64 points: the indices of their float32 rounding
+    points = rand_points(2, 300, seed=4).double().add_(1e-9)
+    out64 = point_ops_cpu.furthest_point_sample(points, 40)
+    assert out64.tolist() == ref_fps(points.float(), 40)
+    assert torch.equal(out64,
+                       point_ops_cpu.furthest_point_sample(points.float(), 40))
+    assert torch.equal(
+        point_ops_cpu.furthest_point_sample(points.half(), 40),
+        point_ops_cpu.furthest_point_sample(points.half().float(), 40))
+
+
+def test_fps_zero_points_and_no_gradient():
     points = rand_points(1, 20, seed=4)
-    out64 = point_ops_cpu.furthest_point_sample(points.double(), 8)
-    assert out64.dtype == torch.int32
     assert point_ops_cpu.furthest_point_sample(points, 0).shape == (1, 0)
+    assert point_ops_cpu.furthest_point_sample(points[:, :0],
+                                               3).tolist() == [[0, 0, 0]]
+    assert point_ops_cpu.furthest_point_sample_with_dist(
+        torch.zeros(2, 0, 0), 2).tolist() == [[0, 0], [0, 0]]
+    # like mmcv's (non-differentiable) output, whatever the input needs
+    out = point_ops_cpu.furthest_point_sample(points.requires_grad_(), 5)
+    assert not out.requires_grad and out.grad_fn is None
 
 
 # ---------------------------------------------------------------- ball query
@@ -425,6 +620,27 @@ def test_against_mmcv_cuda():
     assert torch.equal(
         point_ops_cpu.furthest_point_sample_with_dist(dist, npoint),
         mmcv_ops.furthest_point_sample_with_dist(dist.to(cuda), npoint).cpu())
+    # Exact ties, whose distances FMA contraction cannot change: the same
+    # indices, for N below, at and above the kernel's 1024 threads.
+    for n in (600, 1024, 1500, 2048, 3000):
+        for kind in ('grid', 'duplicates'):
+            tied = _tied_points(kind, 3, n, seed=n).contiguous()
+            ours = point_ops_cpu.furthest_point_sample(tied, 240)
+            theirs = mmcv_ops.furthest_point_sample(tied.to(cuda), 240)
+            assert torch.equal(ours, theirs.cpu()), (kind, n)
+            # the pure-torch code on the GPU, and float64 via dispatch
+            assert torch.equal(
+                point_ops_cpu.furthest_point_sample(tied.to(cuda), 240).cpu(),
+                ours)
+            assert torch.equal(
+                dispatch.furthest_point_sample(tied.double().to(cuda),
+                                               240).cpu(), ours)
+        grid = _tied_points('grid', 3, n, seed=n)
+        grid_dist = (grid[:, :, None] - grid[:, None]).square().sum(-1)
+        assert torch.equal(
+            point_ops_cpu.furthest_point_sample_with_dist(grid_dist, 64),
+            mmcv_ops.furthest_point_sample_with_dist(
+                grid_dist.contiguous().to(cuda), 64).cpu()), n
 
     centres = point_ops_cpu.gather_points(
         xyz.transpose(1, 2).contiguous(), fps).transpose(1, 2).contiguous()

@@ -27,6 +27,10 @@ Example::
     python tools/dataset_converters/gen_shapenet_part.py \\
         --out data/shapenetcore_partanno_segmentation_benchmark_v0_normal \\
         --shapes-per-category 40 --points 2048 --seed 0
+
+``--category-shapes Mug=10 Table=25`` gives some categories other counts, so
+that the categories' shares differ (then the class-averaged mIoU differs from
+the instance-averaged one).
 """
 import argparse
 import hashlib
@@ -598,12 +602,14 @@ def split_indices(num: int, rng: np.random.Generator) -> Dict[str, List[int]]:
         train=order[num_val + num_test:])
 
 
-def generate(out: str,
-             shapes_per_category: int = 40,
-             num_points: int = 2048,
-             seed: int = 0,
-             categories: Optional[Sequence[str]] = None,
-             overwrite: bool = False) -> Dict[str, int]:
+def generate(
+        out: str,
+        shapes_per_category: int = 40,
+        num_points: int = 2048,
+        seed: int = 0,
+        categories: Optional[Sequence[str]] = None,
+        overwrite: bool = False,
+        category_shapes: Optional[Dict[str, int]] = None) -> Dict[str, int]:
     """Write the dataset.
 
     Args:
@@ -615,6 +621,10 @@ def generate(out: str,
             :data:`CATEGORIES`. Defaults to None (all).
         overwrite (bool): Allow a non-empty ``out``; the generated files and
             category folders are replaced. Defaults to False.
+        category_shapes (dict[str, int], optional): Number of shapes of the
+            named categories, instead of ``shapes_per_category``; each must
+            be one of ``categories``. Shape ``i`` of a category is the same
+            whatever the counts. Defaults to None.
 
     Returns:
         dict[str, int]: Number of shapes in each split.
@@ -628,6 +638,19 @@ def generate(out: str,
     if shapes_per_category < 1 or num_points < 1:
         raise ValueError('shapes_per_category and num_points must be >= 1, '
                          f'but got {shapes_per_category} and {num_points}')
+    category_shapes = dict(category_shapes or {})
+    not_generated = [c for c in category_shapes if c not in categories]
+    if not_generated:
+        raise ValueError(f'category_shapes names {not_generated}, which are '
+                         f'not generated; the categories are '
+                         f'{list(categories)}')
+    bad = {
+        c: n
+        for c, n in category_shapes.items() if not isinstance(n, int) or n < 1
+    }
+    if bad:
+        raise ValueError(f'category_shapes must be integers >= 1, but got '
+                         f'{bad}')
     categories = [c for c in CATEGORIES if c in set(categories)]
     if osp.isdir(out) and os.listdir(out) and not overwrite:
         raise FileExistsError(f'{out} is not empty; pass --overwrite to '
@@ -644,8 +667,9 @@ def generate(out: str,
         if osp.isdir(folder):
             shutil.rmtree(folder)
         os.makedirs(folder)
+        num_shapes = category_shapes.get(category, shapes_per_category)
         ids = []
-        for index in range(shapes_per_category):
+        for index in range(num_shapes):
             rng = np.random.default_rng([seed, int(synset), index])
             rows = sample_shape(BUILDERS[category](rng), num_points, rng)
             ids.append(shape_id(seed, category, index))
@@ -654,8 +678,7 @@ def generate(out: str,
                 rows,
                 fmt='%.6f %.6f %.6f %.6f %.6f %.6f %d')
         split_rng = np.random.default_rng([seed, int(synset), 1 << 20])
-        for split, indices in split_indices(shapes_per_category,
-                                            split_rng).items():
+        for split, indices in split_indices(num_shapes, split_rng).items():
             splits[split] += [f'shape_data/{synset}/{ids[i]}' for i in indices]
 
     counts = {}
@@ -670,6 +693,24 @@ def generate(out: str,
     return counts
 
 
+def category_count(text: str) -> Tuple[str, int]:
+    """Parse a ``CATEGORY=COUNT`` item of ``--category-shapes``.
+
+    Args:
+        text (str): For example ``'Mug=10'``.
+
+    Returns:
+        tuple[str, int]: The category and its number of shapes.
+    """
+    category, sep, count = text.partition('=')
+    if not sep or category not in BUILDERS or not count.isdigit() \
+            or int(count) < 1:
+        raise argparse.ArgumentTypeError(
+            f'expected CATEGORY=COUNT with CATEGORY one of {list(CATEGORIES)}'
+            f' and COUNT >= 1, but got {text!r}')
+    return category, int(count)
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Generate a procedural dataset in the ShapeNet part '
@@ -681,6 +722,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         type=int,
         default=40,
         help='shapes per category')
+    parser.add_argument(
+        '--category-shapes',
+        nargs='+',
+        type=category_count,
+        default=[],
+        metavar='CATEGORY=COUNT',
+        help='other numbers of shapes for some categories, e.g. Mug=10')
     parser.add_argument(
         '--points', type=int, default=2048, help='points per shape')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
@@ -694,7 +742,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         '--overwrite',
         action='store_true',
         help='replace the generated files in a non-empty --out')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    named = [c for c, _ in args.category_shapes]
+    repeated = sorted({c for c in named if named.count(c) > 1})
+    if repeated:
+        parser.error(f'--category-shapes names {repeated} more than once')
+    return args
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -705,7 +758,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         num_points=args.points,
         seed=args.seed,
         categories=args.categories,
-        overwrite=args.overwrite)
+        overwrite=args.overwrite,
+        category_shapes=dict(args.category_shapes))
     print(f'wrote {sum(counts.values())} shapes to {args.out} '
           f'(train {counts["train"]}, val {counts["val"]}, '
           f'test {counts["test"]})')
