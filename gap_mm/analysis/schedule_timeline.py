@@ -10,12 +10,11 @@ length of the list of regex groups; the training length comes from
 training.
 """
 from dataclasses import dataclass, field
-from typing import List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 
 from gap_mm.schedules import BaseGaPSchedule, Segment, build_schedule
-
 
 
 class TimelineError(ValueError):

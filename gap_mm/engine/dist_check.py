@@ -22,8 +22,8 @@ def verify_masks_across_ranks(sparsifier: Sparsifier,
     :meth:`~gap_mm.sparsity.Sparsifier.fingerprint`); one all-reduce of
     ``2 x 2 x L`` int64 values (max of the digests and max of their
     negation) tells every rank whether all agree, so it is cheap enough for
-    every event. Every rank sees the same reduced values and so every rank raises
-    together, without a hang. Does nothing outside distributed training.
+    every event. Every rank sees the same reduced values and so every rank
+    raises together, without a hang. Does nothing outside distributed training.
 
     Raises:
         MaskDivergenceError: Naming the first layers that differ.

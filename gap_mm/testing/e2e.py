@@ -1,5 +1,9 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
-"""Helpers for end-to-end tests that drive the tools in subprocesses."""
+"""Helpers for end-to-end tests that drive the tools in subprocesses.
+
+The hooks such tests put into their configs are in
+:mod:`gap_mm.testing.hooks` (``custom_imports=['gap_mm.testing.hooks']``).
+"""
 import json
 import os
 import os.path as osp
@@ -9,29 +13,6 @@ import sys
 from typing import Dict, Iterable, Sequence
 
 import torch
-
-#: Source of a module that registers ``DumpRankMasksHook``: after training it
-#: saves each rank's keep-masks to ``work_dir/masks_rank<r>.pth``. LOWEST
-#: priority, so it runs after GaPHook and every other hook. Write it into a
-#: folder on the subprocess' PYTHONPATH and name it in ``custom_imports``.
-RANK_MASK_HOOK_SOURCE = '''
-import os
-import torch
-from mmengine.dist import get_rank
-from mmengine.hooks import Hook
-from mmengine.registry import HOOKS
-
-
-@HOOKS.register_module()
-class DumpRankMasksHook(Hook):
-    priority = 'LOWEST'
-
-    def after_train(self, runner):
-        gap = next(h for h in runner.hooks if type(h).__name__ == 'GaPHook')
-        masks = {n: gap.sparsifier.keep_mask(n) for n in gap.sparsifier.names}
-        torch.save(masks, os.path.join(runner.work_dir,
-                                       f'masks_rank{get_rank()}.pth'))
-'''
 
 
 def free_port() -> int:
@@ -73,19 +54,16 @@ def run_tool(args: Sequence[str],
 
 
 def load_checkpoint(path: str) -> dict:
-    """``torch.load(weights_only=True)`` with gap_mm's allow-list."""
-    import gap_mm  # noqa: F401  (allow-lists mmengine's checkpoint classes)
-    return torch.load(path, map_location='cpu', weights_only=True)
+    """A checkpoint, read as every gap_mm tool reads it
+    (:func:`gap_mm.checkpoint.load_checkpoint`, ``weights_only=True``)."""
+    from gap_mm.checkpoint import load_checkpoint as load
+    return load(path)
 
 
 def checkpoint_masks(checkpoint: dict) -> Dict[str, torch.Tensor]:
-    """The keep-masks that GaPHook saved in a checkpoint."""
-    from gap_mm.sparsity import unpack_mask
-    return {
-        name: unpack_mask(entry, name)
-        for name, entry in checkpoint['gap_state']['sparsifier']
-        ['masks'].items()
-    }
+    """The keep-masks that a sparsity hook saved in a checkpoint."""
+    from gap_mm.checkpoint import keep_masks, read_state
+    return keep_masks(read_state(checkpoint))
 
 
 def logged_metrics(work_dir: str, key: str) -> dict:

@@ -19,6 +19,8 @@ GAP_CFG_VARIABLES = {
     'gap_distribution': 'distribution',
     'gap_pattern': 'pattern',
 }
+
+
 def _hook_class(hook: dict):
     """The registered class of a hook config, or None."""
     from mmengine.registry import HOOKS
@@ -57,9 +59,9 @@ def check_gap_variable_keys(changed: Iterable[str]) -> None:
             where it is used, so that overriding it would silently change
             nothing.
     """
-    unknown = sorted(k for k in changed
-                     if k.startswith('gap_') and '.' not in k
-                     and k not in GAP_CFG_VARIABLES)
+    unknown = sorted(
+        k for k in changed if k.startswith('gap_') and '.' not in k
+        and k not in GAP_CFG_VARIABLES)
     if unknown:
         key = unknown[0]
         hint = _did_you_mean(key, GAP_CFG_VARIABLES)

@@ -15,9 +15,8 @@ import sys
 import pytest
 import torch
 
-from gap_mm.testing.e2e import (RANK_MASK_HOOK_SOURCE, checkpoint_masks,
-                                free_port, load_checkpoint, logged_metrics,
-                                run_tool)
+from gap_mm.testing.e2e import (checkpoint_masks, free_port, load_checkpoint,
+                                logged_metrics, run_tool)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TINY_CONFIG = osp.join(ROOT, 'configs', 'gap_pointnet2_partseg_tiny.py')
@@ -55,12 +54,11 @@ def _generate(out):
 
 
 def _config(tmp_path, data_root):
-    (tmp_path / 'gap_partseg_test_hooks.py').write_text(RANK_MASK_HOOK_SOURCE)
     cfg = tmp_path / 'gap_partseg_e2e.py'
     cfg.write_text(f'''
 _base_ = {TINY_CONFIG!r}
 custom_imports = dict(
-    imports=['gap_mm', 'gap_partseg_test_hooks'],
+    imports=['gap_mm', 'gap_mm.testing.hooks'],
     allow_failed_imports=False)
 data_root = {str(data_root) + '/'!r}
 train_dataloader = dict(batch_size=4, dataset=dict(data_root=data_root))

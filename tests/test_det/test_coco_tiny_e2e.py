@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gap_mm.testing.e2e import (RANK_MASK_HOOK_SOURCE, checkpoint_masks,
-                                free_port, load_checkpoint, logged_metrics,
-                                run_tool)
+from gap_mm.testing.e2e import (checkpoint_masks, free_port, load_checkpoint,
+                                logged_metrics, run_tool)
+from gap_mm.testing.hooks import KILL_ENV
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 COCO_TINY = osp.abspath(osp.join(ROOT, '..', 'shared', 'data', 'coco_tiny'))
@@ -28,33 +28,14 @@ pytestmark = pytest.mark.skipif(
 SPARSITY = 0.8
 MAX_ITERS = 10
 
-# Dies like `kill -9` right after the checkpoint of a given iteration.
-KILL_HOOK_SOURCE = '''
-import os
-from mmengine.hooks import Hook
-from mmengine.registry import HOOKS
-
-
-@HOOKS.register_module()
-class DieAfterIterHook(Hook):
-    priority = 'LOWEST'
-
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
-                         outputs=None):
-        if runner.iter + 1 == int(os.environ.get('GAP_TEST_DIE_AFTER', -1)):
-            os._exit(137)
-'''
-
 
 def _config(tmp_path):
     from mmdet.datasets import CocoDataset
     classes = tuple(CocoDataset.METAINFO['classes'])
-    (tmp_path / 'gap_test_hooks.py').write_text(RANK_MASK_HOOK_SOURCE +
-                                                KILL_HOOK_SOURCE)
     cfg = tmp_path / 'gap_coco_tiny.py'
     cfg.write_text(f'''
 _base_ = {osp.join(ROOT, 'configs', 'gap_retinanet_tiny_synthetic.py')!r}
-custom_imports = dict(imports=['gap_mm', 'gap_test_hooks'],
+custom_imports = dict(imports=['gap_mm', 'gap_mm.testing.hooks'],
                       allow_failed_imports=False)
 data_root = {COCO_TINY + '/'!r}
 metainfo = dict(classes={classes!r})
@@ -85,7 +66,7 @@ custom_hooks = [
                   r'^bbox_head\\.retina_(cls|reg)\\.'],
          partitions=2, schedule=dict(type='cyclic', period=3, num_rounds=1)),
     dict(type='DumpRankMasksHook'),
-    dict(type='DieAfterIterHook'),
+    dict(type='KillAfterIterHook', hard=True),
 ]
 ''')
     return str(cfg)
@@ -186,10 +167,8 @@ print('PLAIN_MAP', metrics['coco/bbox_mAP'], metrics['coco/bbox_mAP_50'])
         a, b = a['pred_instances'], b['pred_instances']
         assert len(a['scores']) == 50  # max_per_img, score_thr=0
         assert torch.equal(a['labels'], b['labels'])
-        torch.testing.assert_close(a['bboxes'], b['bboxes'], rtol=0,
-                                   atol=1e-4)
-        torch.testing.assert_close(a['scores'], b['scores'], rtol=0,
-                                   atol=1e-6)
+        torch.testing.assert_close(a['bboxes'], b['bboxes'], rtol=0, atol=1e-4)
+        torch.testing.assert_close(a['scores'], b['scores'], rtol=0, atol=1e-6)
 
 
 def test_resume_after_kill_matches_uninterrupted(trained):
@@ -202,7 +181,7 @@ def test_resume_after_kill_matches_uninterrupted(trained):
          str(killed)],
         tmp_path,
         check=False,
-        GAP_TEST_DIE_AFTER='5')
+        **{KILL_ENV: '5'})
     assert proc.returncode == 137
     assert not (killed / f'iter_{MAX_ITERS}.pth').exists()
     _run([
@@ -244,9 +223,10 @@ def test_bad_input_gets_a_clear_error(trained, tool, options, message):
     if tool == 'test':
         args.append(str(work / f'iter_{MAX_ITERS}.pth'))
     proc = _run(
-        args +
-        ['--work-dir',
-         str(tmp_path / f'bad_{tool}'), '--cfg-options', *options],
+        args + [
+            '--work-dir',
+            str(tmp_path / f'bad_{tool}'), '--cfg-options', *options
+        ],
         tmp_path,
         check=False)
     assert proc.returncode == 1, proc.stderr[-2000:]

@@ -13,6 +13,7 @@ from gap_mm.errors import GaPConfigError
 from gap_mm.schedules import ScheduleError
 from gap_mm.sparsity import SECOND_MOMENT_KEYS, num_kept, unpack_mask
 from gap_mm.testing import GaPToyDataset, GaPToyModel
+from gap_mm.testing.hooks import KilledForTest
 
 
 class MaskInvariantHook(Hook):
@@ -76,27 +77,6 @@ class MaskInvariantHook(Hook):
                 assert (value[where] == 0).all(), (name, key)
 
 
-class _Killed(Exception):
-    pass
-
-
-class KillAtHook(Hook):
-    """Emulates a run killed right after the checkpoint of ``iteration``."""
-
-    priority = 'LOWEST'
-
-    def __init__(self, iteration):
-        self.iteration = iteration
-
-    def after_train_iter(self,
-                         runner,
-                         batch_idx,
-                         data_batch=None,
-                         outputs=None):
-        if runner.iter + 1 == self.iteration:
-            raise _Killed
-
-
 class GaPRunnerCase(RunnerTestCase):
     """The toy GaP run (set-up and helpers) the test classes share."""
 
@@ -105,7 +85,6 @@ class GaPRunnerCase(RunnerTestCase):
         MODELS.register_module(module=GaPToyModel, force=True)
         DATASETS.register_module(module=GaPToyDataset, force=True)
         HOOKS.register_module(module=MaskInvariantHook, force=True)
-        HOOKS.register_module(module=KillAtHook, force=True)
         cfg = copy.deepcopy(self.iter_based_cfg)
         cfg.model = dict(type='GaPToyModel')
         cfg.train_dataloader.dataset = dict(type='GaPToyDataset')
@@ -187,8 +166,7 @@ class TestGaPHook(GaPRunnerCase):
             optimizer=dict(type='AdamW', lr=0.01, weight_decay=0.05))
         runner = self._train(cfg, 'adamw')
         _, check = self._hooks(runner)
-        self.assertEqual((check.steps, check.grows, check.prunes),
-                         (16, 6, 10))
+        self.assertEqual((check.steps, check.grows, check.prunes), (16, 6, 10))
         self._check_final_counts(runner, 0.75)
 
     def test_gradient_accumulation(self):
@@ -225,8 +203,8 @@ class TestGaPHook(GaPRunnerCase):
     def test_resume_is_bitwise_identical(self):
         straight = self._train(self.cfg, 'straight')
         cfg = copy.deepcopy(self.cfg)
-        cfg.custom_hooks.append(dict(type='KillAtHook', iteration=8))
-        with self.assertRaises(_Killed):
+        cfg.custom_hooks.append(dict(type='KillAfterIterHook', iteration=8))
+        with self.assertRaises(KilledForTest):
             self._train(cfg, 'first_half')
         ckpt_path = osp.join(self.temp_dir.name, 'first_half', 'iter_8.pth')
         ckpt = torch.load(ckpt_path, weights_only=True)
@@ -282,8 +260,8 @@ class TestGaPHook(GaPRunnerCase):
              r' training run has only 16'),
             (dict(
                 schedule=dict(
-                    type='cyclic', period=1, num_rounds=1, by_epoch=True)),
-             G, r'epoch-based schedule \(by_epoch=True\), but the run is '
+                    type='cyclic', period=1, num_rounds=1, by_epoch=True)), G,
+             r'epoch-based schedule \(by_epoch=True\), but the run is '
              r'iteration-based \(train_cfg max_iters=16\)'),
             (dict(schedule=dict(type='linear')), S,
              "unknown schedule type 'linear'"),
@@ -360,8 +338,7 @@ class TestGaPHookWithEMA(GaPRunnerCase):
 
     def test_validation_and_checkpoints_are_sparse(self):
         runner = self._train(self.cfg, 'ema')
-        check = next(
-            h for h in runner.hooks if isinstance(h, SparseAtValHook))
+        check = next(h for h in runner.hooks if isinstance(h, SparseAtValHook))
         self.assertEqual(check.checked, 4)
         ema = next(h for h in runner.hooks if type(h).__name__ == 'EMAHook')
         gap, _ = self._hooks(runner)
@@ -383,8 +360,9 @@ class TestGaPHookWithEMA(GaPRunnerCase):
         # the EMA differs from the model, so the test is not vacuous
         name = gap.sparsifier.names[0]
         self.assertFalse(
-            torch.equal(ema.ema_model.module.get_parameter(name),
-                        gap.sparsifier.params[name]))
+            torch.equal(
+                ema.ema_model.module.get_parameter(name),
+                gap.sparsifier.params[name]))
 
     def test_resume_is_bitwise_identical(self):
         TestGaPHook.test_resume_is_bitwise_identical(self)

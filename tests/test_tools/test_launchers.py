@@ -11,14 +11,13 @@ import os
 import os.path as osp
 import pickle
 import shutil
-import socket
-import subprocess
 import sys
 
 import pytest
 import torch
 from mmengine.config import Config
 
+from gap_mm.testing.e2e import free_port, run_tool
 from gap_mm.utils import (allow_mmengine_checkpoint_globals, destroy_dist,
                           export_local_rank, setup_cpu_distributed)
 
@@ -28,25 +27,13 @@ TOY_CFG = osp.join(TOY_DIR, 'toy_config.py')
 TIMEOUT = 120
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 def _run(cmd, cwd, check=True):
-    env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join(
-        [REPO, TOY_DIR] + ([env['PYTHONPATH']] if 'PYTHONPATH' in env else []))
-    env['PYTHON'] = sys.executable
-    env['PORT'] = str(_free_port())
-    env.setdefault('OMP_NUM_THREADS', '1')
-    proc = subprocess.run(
-        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
-    if check and proc.returncode != 0:
-        raise AssertionError(f'{cmd} failed ({proc.returncode}):\n'
-                             f'{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}')
-    return proc
+    return run_tool(
+        cmd,
+        cwd, [REPO, TOY_DIR],
+        check=check,
+        timeout=TIMEOUT,
+        PORT=str(free_port()))
 
 
 def _load_tool(name):
@@ -229,7 +216,7 @@ def test_setup_cpu_distributed(monkeypatch):
         pytest.skip('needs a CPU-only process without a process group')
 
     monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
-    monkeypatch.setenv('MASTER_PORT', str(_free_port()))
+    monkeypatch.setenv('MASTER_PORT', str(free_port()))
     monkeypatch.setenv('RANK', '0')
     monkeypatch.setenv('LOCAL_RANK', '0')
     monkeypatch.setenv('WORLD_SIZE', '1')
@@ -249,12 +236,15 @@ def test_setup_cpu_distributed(monkeypatch):
     assert cfg.model_wrapper_cfg == dict(user_wrapper, device_ids=None)
 
 
-@pytest.mark.parametrize('env, cli, expected', [
-    (dict(LOCAL_RANK='3', OMPI_COMM_WORLD_LOCAL_RANK='5'), 0, '3'),  # torchrun
-    (dict(OMPI_COMM_WORLD_LOCAL_RANK='5'), 0, '5'),  # mpirun
-    (dict(), 2, '2'),  # torch.distributed.launch --local-rank 2
-    (dict(), 0, '0'),  # a single process
-])
+@pytest.mark.parametrize(
+    'env, cli, expected',
+    [
+        (dict(LOCAL_RANK='3',
+              OMPI_COMM_WORLD_LOCAL_RANK='5'), 0, '3'),  # torchrun
+        (dict(OMPI_COMM_WORLD_LOCAL_RANK='5'), 0, '5'),  # mpirun
+        (dict(), 2, '2'),  # torch.distributed.launch --local-rank 2
+        (dict(), 0, '0'),  # a single process
+    ])
 def test_export_local_rank(monkeypatch, env, cli, expected):
     for key in ('LOCAL_RANK', 'OMPI_COMM_WORLD_LOCAL_RANK'):
         monkeypatch.delenv(key, raising=False)
@@ -269,7 +259,7 @@ def test_destroy_dist_shuts_the_group_down(monkeypatch):
         pytest.skip('needs a process without a process group')
     destroy_dist()  # no group: nothing to do
     monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
-    monkeypatch.setenv('MASTER_PORT', str(_free_port()))
+    monkeypatch.setenv('MASTER_PORT', str(free_port()))
     torch.distributed.init_process_group('gloo', rank=0, world_size=1)
     # A finished asynchronous collective whose tensors Python has dropped,
     # as the last validation's broadcast leaves behind.

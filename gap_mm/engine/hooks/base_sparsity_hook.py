@@ -115,8 +115,8 @@ class BaseSparsityHook(Hook):
         self._given = dict(
             sparsity=sparsity, distribution=distribution, pattern=pattern)
         self._check_sparse_options(self._given)
-        bad_int = isinstance(partitions, int) and (
-            isinstance(partitions, bool) or partitions < 1)
+        bad_int = isinstance(partitions, int) and (isinstance(
+            partitions, bool) or partitions < 1)
         if bad_int or not isinstance(partitions, (int, list, tuple)):
             raise GaPConfigError(
                 f'partitions must be a positive int or a list '
@@ -125,10 +125,9 @@ class BaseSparsityHook(Hook):
             raise GaPConfigError(
                 f'init must be one of {INITS}, but got {init!r}')
         if regrown_second_moment not in REGROWN_SECOND_MOMENTS:
-            raise GaPConfigError(
-                f'regrown_second_moment must be one of '
-                f'{REGROWN_SECOND_MOMENTS}, but got '
-                f'{regrown_second_moment!r}')
+            raise GaPConfigError(f'regrown_second_moment must be one of '
+                                 f'{REGROWN_SECOND_MOMENTS}, but got '
+                                 f'{regrown_second_moment!r}')
         if sparsifier is not None and not (isinstance(sparsifier, Mapping)
                                            and 'type' in sparsifier):
             raise GaPConfigError(
@@ -140,7 +139,8 @@ class BaseSparsityHook(Hook):
         self.exclude = exclude
         self.overrides = overrides
         self.erk_scale = erk_scale
-        self.sparsifier_cfg = dict(sparsifier or dict(type='MagnitudeSparsifier'))
+        self.sparsifier_cfg = dict(
+            sparsifier or dict(type='MagnitudeSparsifier'))
         self.init = init
         self.regrown_second_moment = regrown_second_moment
         self.verify_sync = verify_sync
@@ -194,8 +194,8 @@ class BaseSparsityHook(Hook):
         values = dict(self._given)
         if cfg is not None:
             values.update(
-                resolve_gap_variables(cfg, self._given,
-                                      hook=type(self).__name__))
+                resolve_gap_variables(
+                    cfg, self._given, hook=type(self).__name__))
         for key, default in DEFAULTS.items():
             if values[key] is None:
                 values[key] = default
@@ -405,8 +405,8 @@ class BaseSparsityHook(Hook):
         where = f'at {self._unit()} {step}'
         if self.verify_sync:
             verify_masks_across_ranks(self.sparsifier, where)
-        self._stats = self.sparsifier.summarize(
-            self.sparsifier.layer_stats(), self.sparsifier.num_partitions)
+        self._stats = self.sparsifier.summarize(self.sparsifier.layer_stats(),
+                                                self.sparsifier.num_partitions)
         print_log(
             f'{self.method_name} {where}: {what}; sparsity '
             f'{100 * self._stats["sparsity"]:.2f}%',
