@@ -10,6 +10,7 @@ the objects MMEngine itself writes into checkpoints are allow-listed by
 """
 import os.path as osp
 import pickle
+from collections import OrderedDict
 from typing import Any, Dict, List, Mapping, Tuple
 
 import torch
@@ -87,7 +88,8 @@ def split_checkpoint(
         where: str = 'the checkpoint'
 ) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     """``(state_dict, meta)`` of an MMEngine checkpoint or a bare
-    state_dict.
+    state_dict. The state_dict keeps the ``_metadata`` (module versions)
+    that ``torch.save`` stored.
 
     Raises:
         CheckpointReadError: If there is no dict of tensors to be found.
@@ -107,4 +109,9 @@ def split_checkpoint(
             isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise CheckpointReadError(
             f'the "state_dict" of {where} is not a dict of tensors')
-    return dict(state_dict), dict(meta)
+    out = OrderedDict(state_dict)
+    # torch.save keeps the modules' versions in ``_metadata``; keep them too
+    metadata = getattr(state_dict, '_metadata', None)
+    if metadata is not None:
+        out._metadata = metadata  # type: ignore[attr-defined]
+    return out, dict(meta)
