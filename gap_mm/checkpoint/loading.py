@@ -10,6 +10,7 @@ the objects MMEngine itself writes into checkpoints are allow-listed by
 """
 import os.path as osp
 import pickle
+import zipfile
 from collections import OrderedDict
 from typing import Any, Dict, List, Mapping, Tuple
 
@@ -46,6 +47,13 @@ def load_checkpoint(path: str, map_location: str = 'cpu') -> Dict[str, Any]:
         checkpoint = CheckpointLoader.load_checkpoint(
             path, map_location=map_location)
     except pickle.UnpicklingError as err:
+        if '://' not in path and not zipfile.is_zipfile(path):
+            # torch.save has written zip archives since torch 1.6; another
+            # file reaches the legacy unpickler, which refuses it
+            raise CheckpointReadError(
+                f'{path} is not a PyTorch checkpoint: it is no torch.save '
+                f'zip archive, and the weights-only unpickler stops at '
+                f'{_unpickler_reason(err)!r}') from err
         unsafe = _unsafe_globals(path)
         raise CheckpointReadError(
             f'cannot load {path} with weights_only=True: it needs globals '
@@ -64,19 +72,33 @@ def load_checkpoint(path: str, map_location: str = 'cpu') -> Dict[str, Any]:
     return checkpoint
 
 
+def _unpickler_reason(err: Exception) -> str:
+    """The line of torch's weights-only error that says what it met."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        _, found, rest = line.partition('WeightsUnpickler error:')
+        if found and (rest.strip() or index + 1 < len(lines)):
+            return rest.strip() or lines[index + 1]
+    return lines[0] if lines else repr(err)
+
+
 def _unsafe_globals(path: str) -> List[str]:
     """The globals of ``path`` that the allow-list lacks (a hint only)."""
     try:
-        from torch.serialization import (_get_safe_globals,
-                                         get_unsafe_globals_in_checkpoint)
+        from torch import serialization
+
+        # public since torch 2.5; torch 2.4 has only the private name
+        get_safe_globals = getattr(serialization, 'get_safe_globals', None)
+        if get_safe_globals is None:
+            get_safe_globals = serialization._get_safe_globals
         allowed = set()
-        for item in _get_safe_globals():
+        for item in get_safe_globals():
             if isinstance(item, tuple):
                 allowed.add(item[1])
             else:
                 allowed.add(f'{item.__module__}.{item.__qualname__}')
         return [
-            g for g in get_unsafe_globals_in_checkpoint(path)
+            g for g in serialization.get_unsafe_globals_in_checkpoint(path)
             if g not in allowed
         ]
     except Exception:  # noqa: BLE001  (only a hint)
