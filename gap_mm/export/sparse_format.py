@@ -97,8 +97,7 @@ import torch
 
 __all__ = [
     'SparseFormatError', 'save_sparse_state_dict', 'load_sparse_state_dict',
-    'read_sparse_info', 'dense_state_dict_bytes', 'verify_masked_zero',
-    'FORMAT_VERSION', 'MAGIC'
+    'read_sparse_info', 'dense_state_dict_bytes', 'FORMAT_VERSION', 'MAGIC'
 ]
 
 PathType = Union[str, 'os.PathLike[str]']
@@ -752,62 +751,3 @@ def load_sparse_state_dict(
             details.append('-0.0 was stored as +0.0')
         warnings.warn(f"{path} is lossy: {'; '.join(details)}", UserWarning)
     return state_dict
-
-
-# --------------------------------------------------------------------------
-# GaP checkpoints
-# --------------------------------------------------------------------------
-
-
-def gap_masks(gap_state: Any) -> Dict[str, Any]:
-    """The packed masks in a checkpoint's ``gap_state`` ({} if none)."""
-    if not isinstance(gap_state, Mapping):
-        return {}
-    sparsifier = gap_state.get('sparsifier')
-    if not isinstance(sparsifier, Mapping):
-        return {}
-    return dict(sparsifier.get('masks') or {})
-
-
-def verify_masked_zero(state_dict: Mapping[str, torch.Tensor],
-                       gap_state: Mapping[str, Any]) -> Dict[str, Dict]:
-    """Check that every weight a GaP mask prunes is exactly zero.
-
-    ``gap_state`` is what :class:`~gap_mm.engine.GaPHook` saves:
-    ``gap_state['sparsifier']['masks']`` maps parameter names (as in
-    ``state_dict``) to ``{'shape': list[int], 'packed': uint8 tensor}``:
-    :func:`numpy.packbits` (default big bit order) of the flattened bool
-    keep-mask, True = kept; see :mod:`gap_mm.sparsity.packing`.
-
-    Args:
-        state_dict (Mapping[str, torch.Tensor]): The model's weights.
-        gap_state (Mapping[str, Any]): ``checkpoint['gap_state']``.
-
-    Returns:
-        dict: For each masked parameter, a dict with ``numel``, ``masked``
-        (number of pruned positions) and ``nonzero_masked`` (pruned positions
-        whose weight is not 0, NaN included). The weights are fine if every
-        ``nonzero_masked`` is 0.
-
-    Raises:
-        ValueError: If a mask names a missing parameter or has the wrong
-            shape.
-    """
-    from gap_mm.sparsity.packing import unpack_mask
-    report: Dict[str, Dict] = OrderedDict()
-    for name, entry in gap_masks(gap_state).items():
-        if name not in state_dict:
-            raise ValueError(f'gap_state has a mask for {name!r}, which is '
-                             'not in the state_dict')
-        keep = unpack_mask(entry, name)
-        weight = state_dict[name]
-        if tuple(keep.shape) != tuple(weight.shape):
-            raise ValueError(f'the mask of {name!r} has shape '
-                             f'{list(keep.shape)}, but the weight has '
-                             f'{list(weight.shape)}')
-        pruned = ~keep.to(weight.device)
-        report[name] = dict(
-            numel=weight.numel(),
-            masked=int(pruned.sum()),
-            nonzero_masked=int((weight.detach()[pruned] != 0).sum()))
-    return report

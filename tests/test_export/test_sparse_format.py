@@ -13,9 +13,8 @@ import torch.nn as nn
 
 from gap_mm.export import (MAGIC, SparseFormatError, dense_state_dict_bytes,
                            load_sparse_state_dict, read_sparse_info,
-                           save_sparse_state_dict, verify_masked_zero)
+                           save_sparse_state_dict)
 from gap_mm.export.sparse_format import HEADER_NBYTES
-from gap_mm.sparsity.packing import pack_mask
 
 DTYPES = [
     getattr(torch, name)
@@ -388,26 +387,3 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(TypeError, match='dense'):
         save_sparse_state_dict({'a': torch.eye(3).to_sparse()}, path)
     assert not os.listdir(tmp_path)
-
-
-def test_verify_masked_zero():
-    weight = torch.randn(4, 6)
-    keep = torch.rand(4, 6) > 0.5
-    weight[~keep] = 0.0
-    weight[~keep & (torch.arange(24).reshape(4, 6) % 2 == 0)] = -0.0
-    state_dict = {'w': weight, 'b': torch.ones(4)}
-    gap_state = dict(sparsifier=dict(masks={'w': pack_mask(keep)}), step=1)
-    report = verify_masked_zero(state_dict, gap_state)
-    assert report == {
-        'w': dict(numel=24, masked=int((~keep).sum()), nonzero_masked=0)
-    }
-
-    dirty = weight.clone()
-    dirty[~keep] = torch.tensor(float('nan'))
-    report = verify_masked_zero({'w': dirty}, gap_state)
-    assert report['w']['nonzero_masked'] == int((~keep).sum())
-    assert verify_masked_zero(state_dict, {}) == {}
-    with pytest.raises(ValueError, match='not in the state_dict'):
-        verify_masked_zero({'b': weight}, gap_state)
-    with pytest.raises(ValueError, match='shape'):
-        verify_masked_zero({'w': weight.t()}, gap_state)
