@@ -79,7 +79,7 @@ def _fake_checkpoint(sparsity: float = 0.9) -> dict:
 
 def test_export_cli(tmp_path):
     checkpoint = _fake_checkpoint()
-    ckpt_path, out = tmp_path / 'epoch_3.pth', tmp_path / 'model.gapsp'
+    ckpt_path, out = tmp_path / 'epoch_3.pth', tmp_path / 'model.safetensors'
     torch.save(checkpoint, ckpt_path)
 
     result = _run(ckpt_path, out)
@@ -121,7 +121,7 @@ def test_export_cli_refuses_nonzero_masked_weight(tmp_path):
     masks = checkpoint['gap_state']['sparsifier']['masks']
     pruned = torch.nonzero(weight == 0)[:3]
     weight[tuple(pruned.t())] = 0.25
-    ckpt_path, out = tmp_path / 'dirty.pth', tmp_path / 'dirty.gapsp'
+    ckpt_path, out = tmp_path / 'dirty.pth', tmp_path / 'dirty.safetensors'
     torch.save(checkpoint, ckpt_path)
 
     result = _run(ckpt_path, out)
@@ -149,7 +149,7 @@ def test_export_cli_refuses_unsafe_globals(tmp_path):
     checkpoint = dict(
         meta=dict(args=argparse.Namespace(lr=0.1)),
         state_dict=dict(w=torch.zeros(4)))
-    ckpt_path, out = tmp_path / 'unsafe.pth', tmp_path / 'unsafe.gapsp'
+    ckpt_path, out = tmp_path / 'unsafe.pth', tmp_path / 'unsafe.safetensors'
     torch.save(checkpoint, ckpt_path)
     result = _run(ckpt_path, out)
     assert result.returncode != 0

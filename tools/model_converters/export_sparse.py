@@ -8,9 +8,10 @@ Usage::
 
 Keeps ``state_dict`` and ``meta``, drops the training state (optimizer,
 message hub, param schedulers, the GaP hook's ``gap_state`` and anything
-else), checks that every weight a GaP mask prunes is exactly 0, writes the
-format of :mod:`gap_mm.export.sparse_format` and prints a size report. Load
-the result with :func:`gap_mm.export.load_sparse_state_dict`.
+else), checks that every weight a GaP mask prunes is exactly 0, writes a
+safetensors file in the layout of :mod:`gap_mm.export.sparse_format` and
+prints a size report. Load the result with
+:func:`gap_mm.export.load_sparse_state_dict`.
 
 The checkpoint is read by :func:`gap_mm.checkpoint.load_checkpoint`
 (MMEngine's ``CheckpointLoader`` with ``weights_only=True`` and MMEngine's
@@ -33,7 +34,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Export a sparse checkpoint without storing its zeros')
     parser.add_argument('checkpoint', help='MMEngine checkpoint (.pth)')
-    parser.add_argument('out', help='output file (e.g. model.gapsp)')
+    parser.add_argument('out', help='output file (e.g. model.safetensors)')
     parser.add_argument(
         '--fp16',
         action='store_true',
