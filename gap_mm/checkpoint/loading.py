@@ -10,6 +10,8 @@ the objects MMEngine itself writes into checkpoints are allow-listed by
 """
 import os.path as osp
 import pickle
+import zipfile
+from collections import OrderedDict
 from typing import Any, Dict, List, Mapping, Tuple
 
 import torch
@@ -45,14 +47,19 @@ def load_checkpoint(path: str, map_location: str = 'cpu') -> Dict[str, Any]:
         checkpoint = CheckpointLoader.load_checkpoint(
             path, map_location=map_location, logger='silent')
     except pickle.UnpicklingError as err:
-        if 'Unsupported global' not in str(err):
-            # torch reports every unreadable pickle this way, a text file
-            # or a truncated checkpoint as much as a forbidden class.
-            detail = str(err).split('WeightsUnpickler error:')[-1]
-            detail = ' '.join(detail.split('Check the documentation')[0]
-                              .split())
+        if '://' not in path and not zipfile.is_zipfile(path):
+            # torch.save has written zip archives since torch 1.6; another
+            # file reaches the legacy unpickler, which refuses it
             raise CheckpointReadError(
-                f'{path} is not a PyTorch checkpoint ({detail})') from err
+                f'{path} is not a PyTorch checkpoint: it is no torch.save '
+                f'zip archive, and the weights-only unpickler stops at '
+                f'{_unpickler_reason(err)!r}') from err
+        if 'Unsupported global' not in str(err):
+            # a damaged archive, not a forbidden class
+            raise CheckpointReadError(
+                f'{path} is not a readable PyTorch checkpoint: the '
+                f'weights-only unpickler stops at '
+                f'{_unpickler_reason(err)!r}') from err
         unsafe = _unsafe_globals(path)
         raise CheckpointReadError(
             f'cannot load {path} with weights_only=True: it needs globals '
@@ -71,19 +78,33 @@ def load_checkpoint(path: str, map_location: str = 'cpu') -> Dict[str, Any]:
     return checkpoint
 
 
+def _unpickler_reason(err: Exception) -> str:
+    """The line of torch's weights-only error that says what it met."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        _, found, rest = line.partition('WeightsUnpickler error:')
+        if found and (rest.strip() or index + 1 < len(lines)):
+            return rest.strip() or lines[index + 1]
+    return lines[0] if lines else repr(err)
+
+
 def _unsafe_globals(path: str) -> List[str]:
     """The globals of ``path`` that the allow-list lacks (a hint only)."""
     try:
-        from torch.serialization import (_get_safe_globals,
-                                         get_unsafe_globals_in_checkpoint)
+        from torch import serialization
+
+        # public since torch 2.5; torch 2.4 has only the private name
+        get_safe_globals = getattr(serialization, 'get_safe_globals', None)
+        if get_safe_globals is None:
+            get_safe_globals = serialization._get_safe_globals
         allowed = set()
-        for item in _get_safe_globals():
+        for item in get_safe_globals():
             if isinstance(item, tuple):
                 allowed.add(item[1])
             else:
                 allowed.add(f'{item.__module__}.{item.__qualname__}')
         return [
-            g for g in get_unsafe_globals_in_checkpoint(path)
+            g for g in serialization.get_unsafe_globals_in_checkpoint(path)
             if g not in allowed
         ]
     except Exception:  # noqa: BLE001  (only a hint)
@@ -95,7 +116,8 @@ def split_checkpoint(
         where: str = 'the checkpoint'
 ) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     """``(state_dict, meta)`` of an MMEngine checkpoint or a bare
-    state_dict.
+    state_dict. The state_dict keeps the ``_metadata`` (module versions)
+    that ``torch.save`` stored.
 
     Raises:
         CheckpointReadError: If there is no dict of tensors to be found.
@@ -115,4 +137,9 @@ def split_checkpoint(
             isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise CheckpointReadError(
             f'the "state_dict" of {where} is not a dict of tensors')
-    return dict(state_dict), dict(meta)
+    out = OrderedDict(state_dict)
+    # torch.save keeps the modules' versions in ``_metadata``; keep them too
+    metadata = getattr(state_dict, '_metadata', None)
+    if metadata is not None:
+        out._metadata = metadata  # type: ignore[attr-defined]
+    return out, dict(meta)

@@ -1,93 +1,51 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
-"""Read MMEngine checkpoints safely and split off their training state.
+"""What the export tools add on top of :mod:`gap_mm.checkpoint`.
 
 Shared by ``tools/model_converters/export_sparse.py`` and
-``publish_model.py``. Checkpoints are read with
-``torch.load(weights_only=True)``; when MMEngine's own objects stop that, it
-is retried with exactly those allow-listed (:mod:`gap_mm.utils.safe_load`).
-``weights_only`` is never turned off.
+``publish_model.py``: they read checkpoints with
+:func:`gap_mm.checkpoint.load_checkpoint` (MMEngine's ``CheckpointLoader``,
+``weights_only=True``) and split them with
+:func:`gap_mm.checkpoint.split_checkpoint`; this module names the training
+state they drop, makes ``meta`` JSON data and checks the GaP masks.
 """
-import pickle
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 import torch
 
-from .sparse_format import gap_masks, verify_masked_zero
+from gap_mm.checkpoint import read_state, verify_masked_zero
 
-_KEPT_KEYS = ('state_dict', 'meta')
-
-
-def _global_name(item: Any) -> str:
-    if isinstance(item, tuple):
-        return item[1]
-    return f'{item.__module__}.{item.__qualname__}'
+#: Top-level checkpoint keys that the tools keep.
+KEPT_KEYS = ('state_dict', 'meta')
 
 
-def load_checkpoint(path: str) -> Any:
-    """``torch.load`` with ``weights_only=True`` and MMEngine's globals.
+def dropped_keys(checkpoint: Mapping[str, Any]) -> List[str]:
+    """The top-level keys of a checkpoint besides :data:`KEPT_KEYS`.
 
     Args:
-        path (str): The checkpoint file.
+        checkpoint (Mapping[str, Any]): An MMEngine checkpoint or a bare
+            state_dict.
 
     Returns:
-        Any: The loaded checkpoint, on the CPU.
-
-    Raises:
-        SystemExit: If the file cannot be read, or needs globals outside
-            the allow-list.
+        list[str]: E.g. ``['optimizer', 'message_hub', 'gap_state']``;
+        empty for a bare state_dict.
     """
-    try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError:
-        pass  # most likely MMEngine's own objects; retry with them allowed
-    except (OSError, RuntimeError) as err:
-        raise SystemExit(f'error: cannot read checkpoint {path}: {err}')
-
-    from gap_mm.utils.safe_load import mmengine_checkpoint_safe_globals
-    safe = mmengine_checkpoint_safe_globals()
-    try:
-        with torch.serialization.safe_globals(safe):
-            return torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as err:
-        allowed = {_global_name(item) for item in safe}
-        try:
-            unsafe = [
-                name for name in
-                torch.serialization.get_unsafe_globals_in_checkpoint(path)
-                if name not in allowed
-            ]
-        except Exception:  # the listing is only a hint
-            unsafe = []
-        raise SystemExit(
-            f'error: cannot load {path} with weights_only=True: it needs '
-            f'globals outside the allow-list {unsafe or ""} ({err}). '
-            'weights_only is never turned off, because that would run '
-            'arbitrary code from the file. Re-save the checkpoint with only '
-            'tensors and plain Python data in "state_dict" and "meta".')
-
-
-def split_checkpoint(
-        checkpoint: Any) -> Tuple[Dict[str, torch.Tensor], Dict, List[str]]:
-    """Return (state_dict, meta, names of the dropped top-level keys)."""
-    if not isinstance(checkpoint, Mapping):
-        raise SystemExit('error: the checkpoint must be a dict, but got '
-                         f'{type(checkpoint).__name__}')
-    if 'state_dict' in checkpoint:
-        state_dict = checkpoint['state_dict']
-        meta = checkpoint.get('meta') or {}
-        dropped = [str(k) for k in checkpoint if k not in _KEPT_KEYS]
-    elif checkpoint and all(
-            isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        state_dict, meta, dropped = checkpoint, {}, []  # a bare state_dict
-    else:
-        raise SystemExit('error: the checkpoint has no "state_dict"; keys: '
-                         f'{list(checkpoint)}')
-    return state_dict, meta, dropped
+    if 'state_dict' not in checkpoint:
+        return []
+    return [str(k) for k in checkpoint if k not in KEPT_KEYS]
 
 
 def to_jsonable(obj: Any) -> Any:
-    """Convert checkpoint ``meta`` into JSON data (repr for the unknown)."""
+    """Convert checkpoint ``meta`` into JSON data (repr for the unknown).
+
+    Args:
+        obj (Any): ``checkpoint['meta']`` or a part of it.
+
+    Returns:
+        Any: Dicts (with str keys), lists, str, numbers, bool and None.
+        Arrays and tensors of up to 4096 elements become lists; larger ones
+        and other objects their ``repr``.
+    """
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     if isinstance(obj, np.generic):
@@ -102,16 +60,41 @@ def to_jsonable(obj: Any) -> Any:
     return repr(obj)
 
 
-def check_masks(state_dict: Mapping[str, torch.Tensor], gap_state: Any,
-                allow_nonzero: bool) -> Optional[Dict[str, Dict]]:
-    """Verify the GaP masks; exit unless pruned weights are 0 or allowed."""
-    if not gap_masks(gap_state):
+def check_masks(state_dict: Mapping[str, torch.Tensor],
+                checkpoint: Mapping[str, Any],
+                allow_nonzero: bool,
+                where: str = 'the checkpoint') -> Optional[Dict[str, Dict]]:
+    """Verify that every weight a GaP mask prunes is 0; print the result.
+
+    Args:
+        state_dict (Mapping[str, torch.Tensor]): The weights.
+        checkpoint (Mapping[str, Any]): The checkpoint, whose sparsity state
+            is read with :func:`gap_mm.checkpoint.read_state`.
+        allow_nonzero (bool): Only warn, instead of exiting, if pruned
+            weights are not 0.
+        where (str): How to name the checkpoint in messages.
+            Defaults to ``'the checkpoint'``.
+
+    Returns:
+        dict, optional: :func:`gap_mm.checkpoint.verify_masked_zero`'s
+        report, or None if the checkpoint has no GaP masks.
+
+    Raises:
+        SystemExit: With a one-line message if the sparsity state cannot be
+            read, a mask does not fit the weights, or pruned weights are not
+            0 and ``allow_nonzero`` is False.
+    """
+    try:
+        state = read_state(checkpoint, where)
+    except ValueError as err:  # CheckpointStateError
+        raise SystemExit(f'error: {err}')
+    try:
+        report = verify_masked_zero(state_dict, state)
+    except ValueError as err:  # CheckpointStateError or a bad packed mask
+        raise SystemExit(f'error: GaP masks do not match the weights: {err}')
+    if not report:
         print('no GaP masks in the checkpoint: nothing to verify')
         return None
-    try:
-        report = verify_masked_zero(state_dict, gap_state)
-    except ValueError as err:
-        raise SystemExit(f'error: GaP masks do not match the weights: {err}')
     bad = {n: r for n, r in report.items() if r['nonzero_masked']}
     if bad:
         total = sum(r['nonzero_masked'] for r in bad.values())

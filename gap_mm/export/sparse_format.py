@@ -1,118 +1,108 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
-r"""A compact, self-describing file format for sparse state dicts.
+"""Sparse state dicts in safetensors files, without their zeros.
 
 A GaP-trained model is stored by MMEngine as a dense ``state_dict`` in which
-the pruned weights are zeros. This module writes the same ``state_dict``
-without storing the zeros, and reads it back bit for bit. It uses torch,
-numpy (for bit packing) and the standard library only: no pickle, no
-MMEngine ``Runner``. Reading parses nothing but a fixed binary header, one
-JSON document and raw bytes, so a file from an untrusted source cannot run
-code.
+the pruned weights are zeros. :func:`save_sparse_state_dict` writes the same
+``state_dict`` into a `safetensors`_ file without storing the zeros, and
+:func:`load_sparse_state_dict` reads it back bit for bit. safetensors holds
+no pickle: a reader parses one JSON header and copies raw bytes, so a file
+from an untrusted source cannot run code.
 
-File layout (version 1, all integers little-endian)::
+Each entry ``name`` of the state dict becomes one to three safetensors
+tensors, by the encoding that takes the fewest bytes:
 
-    offset  size  field
-    0       8     magic  b'\x89GAPSPR\n'
-    8       2     format version (uint16), currently 1
-    10      2     flags (uint16), must be 0 in version 1
-    12      4     manifest length M in bytes (uint32)
-    16      4     CRC32 of the manifest bytes (uint32)
-    20      8     total file length in bytes (uint64)
-    28      4     CRC32 of bytes 0..27 of this header (uint32)
-    32      M     manifest: UTF-8 JSON (see below)
-    32 + M  ...   payload: the tensors' bytes, back to back, in manifest order
+* ``dense``: ``name``, the tensor itself (same shape and dtype).
+* ``sparse``: ``name#mask``, uint8, the bit-packed mask of the elements
+  whose **bit pattern** is not 0 (so ``-0.0`` counts as a value), and
+  ``name#values``, 1-D, those elements in row-major order.
+* ``sparse_zero_sign`` (float16/bfloat16/float32/float64): ``name#mask`` of
+  the numerically non-zero elements (NaN included), ``name#zero_sign``,
+  uint8, a bit-packed mask over the zeros, in order, set where the zero is
+  ``-0.0``, and ``name#values``.
 
-The manifest is a JSON object::
+Masks are in :func:`numpy.packbits` order, as in
+:mod:`gap_mm.sparsity.packing`: the first element is the most significant
+bit of the first byte, the unused bits of the last byte are 0. Weights
+pruned with ``w.mul_(mask)`` are ``-0.0`` wherever ``w`` was negative, about
+half of the zeros; ``sparse_zero_sign`` keeps them exact at one bit per zero.
+Integer and bool tensors are stored as they are. A dtype safetensors has no
+name for (complex, the ``fnuz`` float8 types) is stored as its raw bytes
+(1-D uint8). Values are copied as bit patterns, so without ``fp16`` a file
+loads bit-identical to its input, signed zeros and NaN payloads included.
 
-    {"format": "gap_mm.sparse_state_dict", "version": 1,
-     "byteorder": "little", "lossy": false, "lossy_reasons": [],
-     "payload_nbytes": 1234,
-     "meta": {...},                    # free-form JSON given by the caller
-     "torch_metadata": {...} or null,  # ``state_dict._metadata`` if any
-     "tensors": [
-        {"name": "conv.weight", "dtype": "float32", "shape": [8, 3, 3, 3],
-         "encoding": "sparse", "stored_dtype": "float32", "nnz": 22,
-         "neg_zeros": 0, "offset": 0, "nbytes": 115, "crc32": 123456789},
-        ...]}
+The safetensors metadata (``__metadata__``, str to str) holds::
 
-``offset`` is relative to the start of the payload. The tensors are listed
-in the order of the ``state_dict``, their byte ranges are contiguous, and the
-last one ends at the end of the file. ``crc32`` covers the tensor's
-``nbytes`` payload bytes. ``nnz`` counts the elements that are numerically
-non-zero (NaN included) and ``neg_zeros`` the elements that are ``-0.0``.
-A bitmask below has one bit per element in :func:`numpy.packbits` order
-(the first element is the most significant bit of the first byte; the
-unused bits of the last byte are 0) and takes ``ceil(count / 8)`` bytes.
-Three encodings exist; ``numel`` is the product of ``shape``:
+    format            'gap_mm.sparse_state_dict'
+    format_version    '2'
+    manifest          JSON: {"neg_zeros_dropped": 0,
+                             "meta": {...},             # given by the caller
+                             "torch_metadata": {...},   # or null
+                             "tensors": [               # state_dict order
+                               {"name": "conv.weight", "dtype": "float32",
+                                "shape": [8, 3, 3, 3],
+                                "encoding": "sparse_zero_sign",
+                                "stored_dtype": "float32", "nnz": 22,
+                                "neg_zeros": 101, "blake2b": "<32 hex>"},
+                               ...]}
+    manifest_blake2b  BLAKE2b-128 (hex) of the manifest's UTF-8 bytes
 
-* ``dense``: the ``numel`` elements as raw bytes of ``stored_dtype``
-  (row-major). ``nbytes = numel * itemsize``.
-* ``sparse``: a bitmask over all elements, set where the element's **bit
-  pattern** is not 0 (so ``-0.0`` counts as a value), followed by the
-  ``nnz + neg_zeros`` elements whose bit is set, as raw ``stored_dtype``
-  bytes. ``nbytes = ceil(numel / 8) + (nnz + neg_zeros) * itemsize``.
-* ``sparse_zero_sign`` (floating dtypes only): a bitmask over all elements,
-  set where the element is numerically non-zero; then a bitmask over the
-  ``numel - nnz`` zeros, in order, set where the zero is ``-0.0``; then the
-  ``nnz`` values. ``nbytes = ceil(numel / 8) + ceil((numel - nnz) / 8) +
-  nnz * itemsize``.
+``nnz`` counts the numerically non-zero elements (NaN included) and
+``neg_zeros`` the ``-0.0``; a tensor's ``blake2b`` covers the bytes of its
+safetensors tensors in the order listed above. safetensors checks its header
+(JSON, dtypes, shapes, byte ranges, file length); gap_mm checks the format,
+version and manifest digest, the tensor names, dtypes and shapes against the
+manifest, and each tensor's digest and mask counts. So every bit of the file
+is checked: the loader raises :class:`SparseFormatError` naming the file and
+the problem (truncated, corrupted, not safetensors, not this format or
+version) instead of returning a wrong model.
 
-Weights pruned with ``w.mul_(mask)`` are ``-0.0`` wherever ``w`` was
-negative, about half of the zeros. Storing those as values would cost a
-whole element each, so the writer picks, per tensor, the smallest of the
-three encodings; all of them are exact. Without ``fp16`` a file therefore
-loads bit-identical to its input, including signed zeros and NaN payloads.
-Biases, BatchNorm statistics and integer buffers such as
-``num_batches_tracked`` usually stay dense.
-
-Two options trade exactness for size and mark the file ``"lossy": true``
-(with ``lossy_reasons``); :func:`load_sparse_state_dict` then warns:
+Two options trade exactness for size and make the file lossy;
+:func:`load_sparse_state_dict` then warns:
 
 * ``fp16=True`` stores the values of float32 and float64 tensors as float16
-  (``stored_dtype`` differs from ``dtype``) and the loader casts them back.
-  A tensor whose finite values do not fit into float16 (``|x| > 65504``)
-  keeps its own dtype and stays exact. Zero positions stay exact.
+  (``stored_dtype``) and the loader casts them back. A tensor whose finite
+  values do not fit into float16 (``|x| > 65504``) keeps its dtype and stays
+  exact. Zero positions stay exact.
 * ``keep_zero_sign=False`` writes ``-0.0`` as ``+0.0``. The two compare
   equal, so a network computes the same numbers; only the bits differ.
 
-The loader checks, in this order, the magic, the version, the header CRC,
-the file length (truncation or trailing bytes), the manifest CRC, the
-manifest's structure (dtypes, shapes, byte ranges) and each tensor's CRC
-and bitmask counts, and raises :class:`SparseFormatError` naming the file
-and the problem instead of returning a wrong model.
+.. _safetensors: https://github.com/huggingface/safetensors
 """
-import io
+import hashlib
 import json
 import math
 import os
-import struct
 import sys
 import warnings
-import zlib
 from collections import OrderedDict
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple, Union
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 __all__ = [
     'SparseFormatError', 'save_sparse_state_dict', 'load_sparse_state_dict',
-    'read_sparse_info', 'dense_state_dict_bytes', 'verify_masked_zero',
-    'FORMAT_VERSION', 'MAGIC'
+    'read_sparse_info', 'dense_state_dict_bytes', 'FORMAT_NAME',
+    'FORMAT_VERSION'
 ]
 
 PathType = Union[str, 'os.PathLike[str]']
 
-MAGIC = b'\x89GAPSPR\n'
-FORMAT_VERSION = 1
 FORMAT_NAME = 'gap_mm.sparse_state_dict'
+#: Version 1 was gap_mm's own container; version 2 is safetensors.
+FORMAT_VERSION = 2
 
-# magic, version, flags, manifest length, manifest CRC32, file length
-_HEADER_BODY = struct.Struct('<8sHHIIQ')
-_HEADER_CRC = struct.Struct('<I')
-HEADER_NBYTES = _HEADER_BODY.size + _HEADER_CRC.size  # 32
-
+_V1_MAGIC = b'\x89GAPSPR\n'
+_ZIP_MAGIC = b'PK\x03\x04'
+_LENGTH_NBYTES = 8  # safetensors: little-endian uint64 header length
+_MAX_HEADER_NBYTES = 100_000_000  # the limit safetensors itself enforces
+_DIGEST_NBYTES = 16
 _FP16_MAX = 65504.0
+# Rough header bytes of one safetensors tensor besides its name, used to
+# compare encodings: ``"...":{"dtype":"F32","shape":[N],"data_offsets":..}``
+_PART_OVERHEAD = 64
 
 # Every dtype the format can hold, by the name written into the manifest.
 # Names are resolved through this table only, never through getattr.
@@ -124,6 +114,15 @@ for _name in ('float64', 'float32', 'float16', 'bfloat16', 'complex64',
     if isinstance(getattr(torch, _name, None), torch.dtype):
         _DTYPES[_name] = getattr(torch, _name)
 _DTYPE_NAMES: Dict[torch.dtype, str] = {v: k for k, v in _DTYPES.items()}
+
+# Dtypes safetensors stores as themselves; the others are stored as raw
+# bytes (uint8). Fixed here, not taken from the installed safetensors, so
+# that the layout of a file never depends on its version.
+_NATIVE = frozenset(_DTYPES[k]
+                    for k in ('float64', 'float32', 'float16', 'bfloat16',
+                              'int64', 'int32', 'int16', 'int8', 'uint8',
+                              'bool', 'uint16', 'uint32', 'uint64',
+                              'float8_e4m3fn', 'float8_e5m2') if k in _DTYPES)
 
 # Integer dtypes used to look at an element's bit pattern, by item size.
 _BIT_VIEWS: Dict[int, torch.dtype] = {
@@ -139,18 +138,18 @@ _FP16_SOURCES = (torch.float32, torch.float64)
 # Dtypes whose bit pattern with only the sign bit set is -0.0.
 _SIGNED_ZERO = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
-_ENCODINGS = ('dense', 'sparse', 'sparse_zero_sign')
-
-_LOSSY_FP16 = 'float16 values'
-_LOSSY_ZERO_SIGN = '-0.0 stored as +0.0'
+_ENTRY_KEYS = ('name', 'dtype', 'shape', 'encoding', 'stored_dtype', 'nnz',
+               'neg_zeros', 'blake2b')
 
 
 class SparseFormatError(ValueError):
-    """A sparse state-dict file is corrupted, truncated or unsupported."""
+    """A sparse state-dict file is truncated, corrupted, not safetensors or
+    not of this format or version; the message names the file and what is
+    wrong."""
 
 
 # --------------------------------------------------------------------------
-# Writing
+# Shared by writer and reader
 # --------------------------------------------------------------------------
 
 
@@ -188,9 +187,75 @@ def dense_state_dict_bytes(state_dict: Mapping[str, torch.Tensor]) -> int:
 
 
 def _check_byteorder() -> None:
+    # Masks and digests are taken over the tensors' bytes in memory, which
+    # equal the file's bytes (safetensors is little-endian) only here.
     if sys.byteorder != 'little':
-        raise RuntimeError('the gap_mm sparse format is little-endian and is '
-                           f'not supported on a {sys.byteorder}-endian host')
+        raise RuntimeError('gap_mm sparse files are not supported on a '
+                           f'{sys.byteorder}-endian host')
+
+
+def _digest(parts: List[torch.Tensor]) -> str:
+    """BLAKE2b-128 (hex) of the tensors' bytes, one after the other."""
+    digest = hashlib.blake2b(digest_size=_DIGEST_NBYTES)
+    for part in parts:
+        digest.update(part.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def _sparse_capable(dtype: torch.dtype) -> bool:
+    return ((dtype.is_floating_point or dtype.is_complex)
+            and dtype.itemsize in _BIT_VIEWS)
+
+
+def _parts(entry: Mapping[str, Any]) -> List[Tuple[str, torch.dtype, list]]:
+    """``(key, dtype, shape)`` of the safetensors tensors of a checked
+    manifest entry, in digest order."""
+    name, shape = entry['name'], list(entry['shape'])
+    numel = math.prod(shape)
+    stored = _DTYPES[entry['stored_dtype']]
+
+    def elements(key: str, elem_shape: list) -> Tuple[str, torch.dtype, list]:
+        if stored in _NATIVE:
+            return key, stored, elem_shape
+        return key, torch.uint8, [math.prod(elem_shape) * stored.itemsize]
+
+    if entry['encoding'] == 'dense':
+        return [elements(name, shape)]
+    parts = [(f'{name}#mask', torch.uint8, [(numel + 7) // 8])]
+    count = entry['nnz'] + entry['neg_zeros']
+    if entry['encoding'] == 'sparse_zero_sign':
+        parts.append((f'{name}#zero_sign', torch.uint8,
+                      [(numel - entry['nnz'] + 7) // 8]))
+        count = entry['nnz']
+    parts.append(elements(f'{name}#values', [count]))
+    return parts
+
+
+def _summary(entries: List[Dict[str, Any]], dropped: int) -> Dict[str, Any]:
+    """Counts over the manifest's tensor entries, and what is lossy."""
+    numel = sum(math.prod(e['shape']) for e in entries)
+    nnz = sum(e['nnz'] for e in entries)
+    reasons = []
+    if any(e['stored_dtype'] != e['dtype'] for e in entries):
+        reasons.append('float16 values')
+    if dropped:
+        reasons.append('-0.0 stored as +0.0')
+    return dict(
+        num_tensors=len(entries),
+        num_sparse=sum(e['encoding'] != 'dense' for e in entries),
+        num_dense=sum(e['encoding'] == 'dense' for e in entries),
+        numel=numel,
+        nnz=nnz,
+        neg_zeros=sum(e['neg_zeros'] for e in entries),
+        sparsity=1.0 - nnz / numel if numel else 0.0,
+        neg_zeros_dropped=dropped,
+        lossy=bool(reasons),
+        lossy_reasons=reasons)
+
+
+# --------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------
 
 
 def _as_flat_cpu(name: str, tensor: Any) -> torch.Tensor:
@@ -216,90 +281,99 @@ def _fits_fp16(flat: torch.Tensor) -> bool:
     return bool(magnitude.max() <= _FP16_MAX)
 
 
-def _mask_bytes(bools: torch.Tensor) -> np.ndarray:
-    """Pack a 1-D bool tensor into bits (:func:`numpy.packbits` order)."""
-    return np.packbits(bools.numpy())
+def _packbits(bools: torch.Tensor) -> torch.Tensor:
+    """Pack a 1-D bool tensor into uint8 (:func:`numpy.packbits` order)."""
+    return torch.from_numpy(np.packbits(bools.numpy()))
 
 
-def _encode_tensor(name: str, tensor: Any, fp16: bool,
-                   keep_zero_sign: bool) -> Tuple[Dict[str, Any], list, int]:
-    """Encode one tensor.
+def _as_stored(values: torch.Tensor) -> torch.Tensor:
+    """``values`` as safetensors stores them: as they are, or raw bytes."""
+    if values.dtype in _NATIVE:
+        return values
+    return values.reshape(-1).view(torch.uint8)
+
+
+def _encode_tensor(
+        name: str, tensor: Any, fp16: bool, keep_zero_sign: bool
+) -> Tuple[Dict[str, Any], List[torch.Tensor], int]:
+    """Encode one tensor by the smallest encoding.
 
     Returns:
-        tuple: The manifest entry (without ``offset``), the payload chunks
-        (whose concatenation is the tensor's payload) and the number of
-        ``-0.0`` written as ``+0.0``.
+        tuple: The manifest entry, its safetensors tensors (in the order of
+        :func:`_parts`) and the number of ``-0.0`` written as ``+0.0``.
     """
     flat = _as_flat_cpu(name, tensor)
-    numel = flat.numel()
-    stored = flat.dtype
-    if fp16 and flat.dtype in _FP16_SOURCES and _fits_fp16(flat):
+    dtype, numel = flat.dtype, flat.numel()
+    shape = [int(s) for s in tensor.shape]
+    stored = dtype
+    if fp16 and dtype in _FP16_SOURCES and _fits_fp16(flat):
         stored = torch.float16
-    itemsize = stored.itemsize
     entry: Dict[str, Any] = dict(
         name=name,
-        dtype=_DTYPE_NAMES[flat.dtype],
-        shape=[int(s) for s in tensor.shape],
+        dtype=_DTYPE_NAMES[dtype],
+        shape=shape,
         encoding='dense',
-        stored_dtype=_DTYPE_NAMES[stored])
+        stored_dtype=_DTYPE_NAMES[stored],
+        nnz=0,
+        neg_zeros=0)
 
-    bit_view = _BIT_VIEWS.get(flat.element_size())
+    if not _sparse_capable(dtype):  # integer, bool and complex128: dense
+        words = flat.view(_BIT_VIEWS[min(dtype.itemsize, 8)])
+        words = words.reshape(numel, dtype.itemsize // words.element_size())
+        entry['nnz'] = int(words.ne(0).any(dim=1).sum())
+        parts = [_as_stored(flat.reshape(shape))]
+        entry['blake2b'] = _digest(parts)
+        return entry, parts, 0
+
+    bits = flat.view(_BIT_VIEWS[dtype.itemsize])
+    nonzero_bits = bits != 0
+    neg_zero = None
     dropped = 0
-    if bit_view is None:  # 16-byte elements (complex128): always dense
-        words = flat.view(torch.int64).reshape(numel, flat.element_size() // 8)
-        entry.update(nnz=int(words.ne(0).any(dim=1).sum()), neg_zeros=0)
-        sizes = dict(dense=numel * itemsize)
-    else:
-        bits = flat.view(bit_view)
-        nonzero_bits = bits != 0
-        neg_zero = None
-        if flat.dtype in _SIGNED_ZERO:
-            neg_zero = bits == torch.iinfo(bit_view).min
-            if not keep_zero_sign:
-                dropped = int(neg_zero.sum())
-                if dropped:
-                    bits = bits.masked_fill(neg_zero, 0)
-                    flat = bits.view(flat.dtype)
-                    nonzero_bits &= ~neg_zero
-                neg_zero = None
-        num_neg = int(neg_zero.sum()) if neg_zero is not None else 0
-        nnz = int(nonzero_bits.sum()) - num_neg
-        entry.update(nnz=nnz, neg_zeros=num_neg)
-        mask_nbytes = (numel + 7) // 8
-        sizes = dict(
-            dense=numel * itemsize,
-            sparse=mask_nbytes + (nnz + num_neg) * itemsize)
-        if num_neg:
-            sizes['sparse_zero_sign'] = (
-                mask_nbytes + (numel - nnz + 7) // 8 + nnz * itemsize)
+    if dtype in _SIGNED_ZERO:
+        neg_zero = bits == torch.iinfo(bits.dtype).min
+        if not keep_zero_sign:
+            dropped = int(neg_zero.sum())
+            if dropped:
+                bits = bits.masked_fill(neg_zero, 0)
+                nonzero_bits &= ~neg_zero
+            neg_zero = None
+    num_neg = int(neg_zero.sum()) if neg_zero is not None else 0
+    nnz = int(nonzero_bits.sum()) - num_neg
+    entry.update(nnz=nnz, neg_zeros=num_neg)
+
+    # bytes plus the header entries of the safetensors tensors
+    itemsize = stored.itemsize
+    part_cost = _PART_OVERHEAD + len(name.encode('utf-8')) + 10
+    mask_nbytes = (numel + 7) // 8
+    costs = dict(
+        dense=numel * itemsize + part_cost,
+        sparse=mask_nbytes + (nnz + num_neg) * itemsize + 2 * part_cost)
+    if num_neg:
+        costs['sparse_zero_sign'] = (
+            mask_nbytes + (numel - nnz + 7) // 8 + nnz * itemsize +
+            3 * part_cost)
     # smallest wins; on a tie the simpler encoding (earlier in the dict)
-    encoding = min(sizes, key=sizes.__getitem__)
+    encoding = min(costs, key=costs.__getitem__)
     entry['encoding'] = encoding
 
+    # gather bit patterns, not values: exact, and works for every dtype
     if encoding == 'dense':
-        chunks = [flat if stored == flat.dtype else flat.to(stored)]
+        parts = [bits.view(dtype)]
+    elif encoding == 'sparse':
+        parts = [_packbits(nonzero_bits), bits[nonzero_bits].view(dtype)]
     else:
-        if encoding == 'sparse':
-            keep = nonzero_bits
-            chunks = [_mask_bytes(keep)]
-        else:
-            keep = nonzero_bits & ~neg_zero
-            chunks = [_mask_bytes(keep), _mask_bytes(neg_zero[~keep])]
-        if stored == flat.dtype:
-            chunks.append(bits[keep])  # exact: copy the bit patterns
-        else:
-            chunks.append(flat[keep].to(stored))
-    chunks = [
-        c.view(torch.uint8).numpy() if isinstance(c, torch.Tensor) else c
-        for c in chunks
-    ]
-    entry['nbytes'] = sum(chunk.nbytes for chunk in chunks)
-    assert entry['nbytes'] == sizes[encoding]
-    crc = 0
-    for chunk in chunks:
-        crc = zlib.crc32(chunk, crc)
-    entry['crc32'] = crc
-    return entry, chunks, dropped
+        keep = nonzero_bits & ~neg_zero
+        parts = [
+            _packbits(keep),
+            _packbits(neg_zero[~keep]), bits[keep].view(dtype)
+        ]
+    if stored != dtype:
+        parts[-1] = parts[-1].to(stored)
+    if encoding == 'dense':
+        parts[-1] = parts[-1].reshape(shape)
+    parts[-1] = _as_stored(parts[-1])
+    entry['blake2b'] = _digest(parts)
+    return entry, parts, dropped
 
 
 def _torch_metadata(state_dict: Mapping[str, Any]) -> Optional[dict]:
@@ -315,26 +389,12 @@ def _torch_metadata(state_dict: Mapping[str, Any]) -> Optional[dict]:
     return data
 
 
-def _summary(entries: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """Counts over the manifest's tensor entries."""
-    numel = sum(math.prod(e['shape']) for e in entries)
-    nnz = sum(e['nnz'] for e in entries)
-    return dict(
-        num_tensors=len(entries),
-        num_sparse=sum(e['encoding'] != 'dense' for e in entries),
-        num_dense=sum(e['encoding'] == 'dense' for e in entries),
-        numel=numel,
-        nnz=nnz,
-        neg_zeros=sum(e['neg_zeros'] for e in entries),
-        sparsity=1.0 - nnz / numel if numel else 0.0)
-
-
 def save_sparse_state_dict(state_dict: Mapping[str, torch.Tensor],
                            path: PathType,
                            fp16: bool = False,
                            meta: Optional[Mapping[str, Any]] = None,
                            keep_zero_sign: bool = True) -> Dict[str, Any]:
-    """Write a state dict to ``path`` without storing its zeros.
+    """Write a state dict to a safetensors file without storing its zeros.
 
     Every entry of ``state_dict`` is written, in order, so the file loads
     into the same model. The file is written to a temporary name next to
@@ -359,84 +419,95 @@ def save_sparse_state_dict(state_dict: Mapping[str, torch.Tensor],
     Returns:
         dict: Statistics with the keys ``file_bytes`` (size of the written
         file), ``dense_bytes`` (size of ``torch.save(state_dict)``),
-        ``ratio`` (``file_bytes / dense_bytes``), ``manifest_bytes``,
-        ``num_tensors``, ``num_sparse`` (tensors in a sparse encoding),
-        ``num_dense``, ``numel``, ``nnz`` (numerically non-zero elements),
-        ``neg_zeros`` (``-0.0`` elements kept), ``neg_zeros_dropped``,
-        ``sparsity`` (``1 - nnz / numel``), ``lossy`` and
-        ``lossy_reasons``.
+        ``ratio`` (``file_bytes / dense_bytes``), ``header_bytes`` (the
+        safetensors header, its length field included), ``num_tensors``,
+        ``num_sparse`` (tensors in a sparse encoding), ``num_dense``,
+        ``numel``, ``nnz`` (numerically non-zero elements), ``neg_zeros``
+        (``-0.0`` elements kept), ``neg_zeros_dropped``, ``sparsity``
+        (``1 - nnz / numel``), ``lossy`` and ``lossy_reasons``.
+
+    Raises:
+        TypeError: If an entry is not a dense tensor of a supported dtype,
+            a key is not a str, or ``meta`` is not JSON-serializable.
+        ValueError: If two entries would be stored under one safetensors
+            name (``name#mask`` is also a key) or a key is
+            ``'__metadata__'``.
 
     Examples:
-        >>> stats = save_sparse_state_dict(model.state_dict(), 'm.gapsp')
+        >>> stats = save_sparse_state_dict(model.state_dict(),
+        ...                                'model.safetensors')
         >>> print(f"{stats['ratio']:.3f} of torch.save's size")
-        >>> model.load_state_dict(load_sparse_state_dict('m.gapsp'))
+        >>> model.load_state_dict(load_sparse_state_dict('model.safetensors'))
     """
     _check_byteorder()
     if not isinstance(state_dict, Mapping):
         raise TypeError('state_dict must be a mapping of names to tensors, '
                         f'but got {type(state_dict).__name__}')
     entries: List[Dict[str, Any]] = []
-    chunks: List[np.ndarray] = []
-    offset = dropped = 0
+    tensors: Dict[str, torch.Tensor] = {}
+    owners: Dict[str, str] = {}
+    storages = set()
+    dropped = 0
     for name, tensor in state_dict.items():
         if not isinstance(name, str):
             raise TypeError(f'state_dict keys must be str, but got {name!r}')
-        entry, tensor_chunks, tensor_dropped = _encode_tensor(
-            name, tensor, fp16, keep_zero_sign)
-        entry['offset'] = offset
-        offset += entry['nbytes']
+        if name == '__metadata__':
+            raise ValueError("the state_dict key '__metadata__' is reserved "
+                             'by safetensors; rename it')
+        entry, parts, tensor_dropped = _encode_tensor(name, tensor, fp16,
+                                                      keep_zero_sign)
+        for (key, _, _), part in zip(_parts(entry), parts):
+            if key in owners:
+                raise ValueError(
+                    f'cannot store state_dict[{name!r}] as {key!r}: '
+                    f'state_dict[{owners[key]!r}] is stored under that '
+                    'name already; rename one of them')
+            # safetensors refuses tensors that share memory (tied weights)
+            storage = part.untyped_storage().data_ptr()
+            if part.numel() and storage in storages:
+                part = part.clone()
+            storages.add(storage)
+            owners[key], tensors[key] = name, part
         dropped += tensor_dropped
         entries.append(entry)
-        chunks.extend(tensor_chunks)
 
-    reasons = []
-    if any(e['stored_dtype'] != e['dtype'] for e in entries):
-        reasons.append(_LOSSY_FP16)
-    if dropped:
-        reasons.append(_LOSSY_ZERO_SIGN)
-    manifest = OrderedDict(
-        format=FORMAT_NAME,
-        version=FORMAT_VERSION,
-        byteorder='little',
-        lossy=bool(reasons),
-        lossy_reasons=reasons,
-        payload_nbytes=offset,
+    manifest = dict(
+        neg_zeros_dropped=dropped,
         meta=dict(meta) if meta is not None else {},
         torch_metadata=_torch_metadata(state_dict),
         tensors=entries)
     try:
-        manifest_bytes = json.dumps(
-            manifest, separators=(',', ':')).encode('utf-8')
+        manifest_str = json.dumps(manifest, separators=(',', ':'))
     except (TypeError, ValueError) as err:
         raise TypeError(f'meta must be JSON-serializable: {err}') from err
-
-    file_nbytes = HEADER_NBYTES + len(manifest_bytes) + offset
-    body = _HEADER_BODY.pack(MAGIC, FORMAT_VERSION, 0, len(manifest_bytes),
-                             zlib.crc32(manifest_bytes), file_nbytes)
-    header = body + _HEADER_CRC.pack(zlib.crc32(body))
+    metadata = dict(
+        format=FORMAT_NAME,
+        format_version=str(FORMAT_VERSION),
+        manifest=manifest_str,
+        manifest_blake2b=hashlib.blake2b(
+            manifest_str.encode('utf-8'),
+            digest_size=_DIGEST_NBYTES).hexdigest())
 
     path = os.fspath(path)
     tmp_path = f'{path}.tmp{os.getpid()}'
     try:
-        with open(tmp_path, 'wb') as f:
-            f.write(header)
-            f.write(manifest_bytes)
-            for chunk in chunks:
-                f.write(chunk)
+        save_file(tensors, tmp_path, metadata=metadata)
+        with open(tmp_path, 'rb') as f:
+            header_nbytes = _LENGTH_NBYTES + int.from_bytes(
+                f.read(_LENGTH_NBYTES), 'little')
         os.replace(tmp_path, path)
     finally:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
 
+    file_nbytes = os.path.getsize(path)
     dense_bytes = dense_state_dict_bytes(state_dict)
     stats = dict(
         file_bytes=file_nbytes,
         dense_bytes=dense_bytes,
         ratio=file_nbytes / dense_bytes,
-        manifest_bytes=len(manifest_bytes))
-    stats.update(_summary(entries))
-    stats.update(
-        neg_zeros_dropped=dropped, lossy=bool(reasons), lossy_reasons=reasons)
+        header_bytes=header_nbytes)
+    stats.update(_summary(entries, dropped))
     return stats
 
 
@@ -445,63 +516,63 @@ def save_sparse_state_dict(state_dict: Mapping[str, torch.Tensor],
 # --------------------------------------------------------------------------
 
 
-def _read_header(f: io.BufferedReader, path: str,
-                 size: int) -> Tuple[int, int]:
-    """Check the fixed header and return (manifest length, manifest CRC)."""
-    head = f.read(HEADER_NBYTES)
-    if head[:len(MAGIC)] != MAGIC[:len(head)]:
-        hint = ''
-        if head.startswith(b'PK\x03\x04'):
-            hint = ' (this looks like a torch.save zip checkpoint)'
-        raise SparseFormatError(
-            f'{path}: bad magic {head[:len(MAGIC)]!r}, expected {MAGIC!r}: '
-            f'not a gap_mm sparse state-dict file{hint}')
-    if len(head) < HEADER_NBYTES:
-        raise SparseFormatError(
-            f'{path}: truncated at byte {size} of at least {HEADER_NBYTES} '
-            '(inside the header)')
-    body = head[:_HEADER_BODY.size]
-    _, version, flags, manifest_nbytes, manifest_crc, file_nbytes = \
-        _HEADER_BODY.unpack(body)
-    if version != FORMAT_VERSION or flags != 0:
-        raise SparseFormatError(
-            f'{path}: unsupported version {version} (flags {flags:#x}); '
-            f'this gap_mm reads version {FORMAT_VERSION} (flags 0)')
-    (header_crc, ) = _HEADER_CRC.unpack(head[_HEADER_BODY.size:])
-    if zlib.crc32(body) != header_crc:
-        raise SparseFormatError(f'{path}: header checksum mismatch')
-    if size < file_nbytes:
-        raise SparseFormatError(
+def _diagnose(path: str, err: Exception) -> SparseFormatError:
+    """Say why safetensors refused ``path``, by the safetensors layout:
+    truncated, trailing data, not safetensors at all, or ``err``."""
+    with open(path, 'rb') as f:
+        size = os.fstat(f.fileno()).st_size
+        prefix = f.read(_LENGTH_NBYTES)
+        length = int.from_bytes(prefix, 'little')
+        raw = f.read(length) if length <= _MAX_HEADER_NBYTES else b''
+    hint = ''
+    if prefix.startswith(_ZIP_MAGIC):
+        hint = ' (this looks like a torch.save zip checkpoint)'
+    elif prefix == _V1_MAGIC:
+        hint = (' (this is a version-1 gap_mm sparse file, the container '
+                'used before safetensors; this gap_mm reads version '
+                f'{FORMAT_VERSION}: export the checkpoint again)')
+    if hint or length > _MAX_HEADER_NBYTES or raw[:1] not in (b'', b'{'):
+        return SparseFormatError(
+            f'{path}: not a safetensors file: it does not start with a '
+            f'header length and a JSON header{hint}')
+    if len(prefix) < _LENGTH_NBYTES or len(raw) < length:
+        need = _LENGTH_NBYTES + length * (len(prefix) == _LENGTH_NBYTES)
+        return SparseFormatError(
+            f'{path}: truncated at byte {size} of at least {need} (inside '
+            'the safetensors header)')
+    try:
+        header = json.loads(raw)
+        end = max((info['data_offsets'][1]
+                   for key, info in header.items() if key != '__metadata__'),
+                  default=0)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        end = None  # safetensors' own message says what is wrong
+    file_nbytes = _LENGTH_NBYTES + length + (end or 0)
+    if isinstance(end, int) and size < file_nbytes:
+        return SparseFormatError(
             f'{path}: truncated at byte {size} of {file_nbytes}')
-    if size > file_nbytes:
-        raise SparseFormatError(
+    if isinstance(end, int) and size > file_nbytes:
+        return SparseFormatError(
             f'{path}: unexpected trailing data: the file has {size} bytes, '
             f'the header says {file_nbytes}')
-    if HEADER_NBYTES + manifest_nbytes > file_nbytes:
-        raise SparseFormatError(
-            f'{path}: invalid header: manifest length {manifest_nbytes} '
-            f'exceeds the file length {file_nbytes}')
-    return manifest_nbytes, manifest_crc
+    return SparseFormatError(f'{path}: corrupted safetensors file: {err}')
 
 
 def _invalid(path: str, what: str) -> SparseFormatError:
     return SparseFormatError(f'{path}: invalid manifest: {what}')
 
 
-def _check_entry(path: str, index: int, entry: Any,
-                 offset: int) -> Dict[str, Any]:
-    """Validate one tensor entry of the manifest; return it."""
-    keys = ('name', 'dtype', 'shape', 'encoding', 'stored_dtype', 'nnz',
-            'neg_zeros', 'offset', 'nbytes', 'crc32')
-    if not isinstance(entry, dict) or any(k not in entry for k in keys):
+def _check_entry(path: str, index: int, entry: Any) -> None:
+    """Validate one tensor entry of the manifest."""
+    if not isinstance(entry, dict) or any(k not in entry for k in _ENTRY_KEYS):
         raise _invalid(
-            path, f'tensor #{index} must be an object with '
-            f'keys {list(keys)}')
+            path, f'tensor #{index} must be an object with the keys '
+            f'{list(_ENTRY_KEYS)}')
     name = entry['name']
     where = f'tensor #{index} ({name!r})'
-    ints = ('nnz', 'neg_zeros', 'offset', 'nbytes', 'crc32')
     if not isinstance(name, str) or not all(
-            type(entry[k]) is int and entry[k] >= 0 for k in ints):
+            type(entry[k]) is int and entry[k] >= 0
+            for k in ('nnz', 'neg_zeros')):
         raise _invalid(path, f'{where} has a bad name or negative counts')
     shape = entry['shape']
     if not isinstance(shape, list) or not all(
@@ -522,91 +593,94 @@ def _check_entry(path: str, index: int, entry: Any,
         raise _invalid(
             path, f'{where} counts {nnz} non-zeros and '
             f'{neg_zeros} -0.0 in {numel} {dtype} elements')
-    itemsize = stored.itemsize
     encoding = entry['encoding']
-    if encoding == 'dense':
-        expected = numel * itemsize
-    elif encoding in _ENCODINGS and dtype.itemsize in _BIT_VIEWS:
-        expected = (numel + 7) // 8
-        if encoding == 'sparse':
-            expected += (nnz + neg_zeros) * itemsize
-        elif dtype in _SIGNED_ZERO:
-            expected += (numel - nnz + 7) // 8 + nnz * itemsize
-        else:
-            raise _invalid(
-                path, f'{where}: {encoding} needs a floating '
-                f'dtype, not {dtype}')
-    else:
-        raise _invalid(
-            path, f'{where} has unknown encoding {encoding!r} '
-            f'for {dtype}')
-    if entry['nbytes'] != expected or entry['offset'] != offset:
-        raise _invalid(
-            path, f"{where} spans bytes {entry['offset']}+"
-            f"{entry['nbytes']}, expected {offset}+{expected}")
-    return entry
+    fits = dict(
+        dense=True,
+        sparse=_sparse_capable(dtype),
+        sparse_zero_sign=dtype in _SIGNED_ZERO)
+    if encoding not in fits:
+        raise _invalid(path, f'{where} has unknown encoding {encoding!r}')
+    if not fits[encoding]:
+        raise _invalid(path, f'{where}: {encoding} is not for {dtype}')
+    digest = entry['blake2b']
+    if not (isinstance(digest, str) and len(digest) == 2 * _DIGEST_NBYTES):
+        raise _invalid(path, f'{where} has a bad blake2b {digest!r}')
 
 
-def _read_manifest(path: str) -> Tuple[Dict[str, Any], int, int]:
-    """Read and validate header and manifest.
-
-    Returns:
-        tuple: The manifest, the payload's file offset and the file size.
-    """
-    _check_byteorder()
-    with open(path, 'rb') as f:
-        size = os.fstat(f.fileno()).st_size
-        manifest_nbytes, manifest_crc = _read_header(f, path, size)
-        raw = f.read(manifest_nbytes)
-    if zlib.crc32(raw) != manifest_crc:
+def _check_manifest(path: str, metadata: Optional[Dict[str, str]],
+                    keys: Set[str]) -> Dict[str, Any]:
+    """Check the safetensors metadata and the names of the stored tensors;
+    return the manifest."""
+    metadata = metadata or {}
+    if metadata.get('format') != FORMAT_NAME:
+        raise SparseFormatError(
+            f'{path}: not a gap_mm sparse state-dict file: its safetensors '
+            f'metadata has format {metadata.get("format")!r}, expected '
+            f'{FORMAT_NAME!r} (a plain safetensors file loads with '
+            'safetensors.torch.load_file)')
+    version = metadata.get('format_version')
+    if version != str(FORMAT_VERSION):
+        raise SparseFormatError(
+            f'{path}: unsupported version {version!r}; this gap_mm reads '
+            f'version {FORMAT_VERSION}')
+    raw = metadata.get('manifest', '')
+    digest = hashlib.blake2b(raw.encode('utf-8'), digest_size=_DIGEST_NBYTES)
+    if digest.hexdigest() != metadata.get('manifest_blake2b'):
         raise SparseFormatError(f'{path}: manifest checksum mismatch')
     try:
-        manifest = json.loads(raw.decode('utf-8'))
-    except (UnicodeDecodeError, ValueError) as err:
+        manifest = json.loads(raw)
+    except ValueError as err:
         raise _invalid(path, f'not JSON ({err})') from err
-    if not isinstance(manifest, dict):
-        raise _invalid(path, 'not a JSON object')
-    if manifest.get('format') != FORMAT_NAME or manifest.get(
-            'version') != FORMAT_VERSION:
-        raise _invalid(
-            path, f"format {manifest.get('format')!r} version "
-            f"{manifest.get('version')!r}, expected {FORMAT_NAME!r} "
-            f'version {FORMAT_VERSION}')
-    if manifest.get('byteorder') != 'little':
-        raise _invalid(path, f"byteorder {manifest.get('byteorder')!r}")
-    tensors = manifest.get('tensors')
+    tensors = manifest.get('tensors') if isinstance(manifest, dict) else None
     if not isinstance(tensors, list):
-        raise _invalid(path, '"tensors" must be a list')
-    offset = 0
+        raise _invalid(path, 'not an object with a "tensors" list')
+    owners: Dict[str, str] = {}
     names = set()
     for index, entry in enumerate(tensors):
-        _check_entry(path, index, entry, offset)
+        _check_entry(path, index, entry)
         if entry['name'] in names:
             raise _invalid(path, f"duplicate tensor name {entry['name']!r}")
         names.add(entry['name'])
-        offset += entry['nbytes']
-    payload_start = HEADER_NBYTES + manifest_nbytes
-    if offset != size - payload_start or manifest.get(
-            'payload_nbytes') != offset:
+        for key, _, _ in _parts(entry):
+            if key in owners:
+                raise _invalid(
+                    path, f"{entry['name']!r} and {owners[key]!r} both "
+                    f'need {key!r}')
+            owners[key] = entry['name']
+    dropped = manifest.get('neg_zeros_dropped')
+    if type(dropped) is not int or dropped < 0:
+        raise _invalid(path, f'neg_zeros_dropped is {dropped!r}')
+    missing = [k for k in owners if k not in keys]
+    unexpected = [k for k in sorted(keys) if k not in owners]
+    if missing or unexpected:
         raise _invalid(
-            path, f'the tensors span {offset} payload bytes, but the '
-            f'file holds {size - payload_start}')
-    reasons = manifest.get('lossy_reasons')
-    fp16 = any(e['stored_dtype'] != e['dtype'] for e in tensors)
-    if (not isinstance(reasons, list)
-            or manifest.get('lossy') is not bool(reasons)
-            or fp16 is not (_LOSSY_FP16 in reasons)):
-        raise _invalid(
-            path, f"lossy is {manifest.get('lossy')!r} with reasons "
-            f'{reasons!r}, but float16 storage is {fp16}')
-    return manifest, payload_start, size
+            path, f'the file lacks the tensors {missing[:5]} and holds '
+            f'tensors {unexpected[:5]} that no entry names')
+    return manifest
 
 
-def _unpack_bits(path: str, name: str, packed: np.ndarray, count: int,
+def _open_manifest(path: str) -> Tuple[Dict[str, Any], int, int]:
+    """Open ``path`` with safetensors; check and return the manifest, the
+    header length (its length field included) and the file size."""
+    _check_byteorder()
+    try:
+        with safe_open(path, framework='pt') as f:
+            metadata, keys = f.metadata(), set(f.keys())
+    except SafetensorError as err:
+        raise _diagnose(path, err) from err
+    manifest = _check_manifest(path, metadata, keys)
+    with open(path, 'rb') as f:
+        length = int.from_bytes(f.read(_LENGTH_NBYTES), 'little')
+        size = os.fstat(f.fileno()).st_size
+    return manifest, _LENGTH_NBYTES + length, size
+
+
+def _unpack_bits(path: str, name: str, packed: torch.Tensor, count: int,
                  ones: int, what: str) -> torch.Tensor:
     """Unpack ``count`` bits; check their number of ones and the padding."""
-    bools = np.unpackbits(packed, count=count).astype(bool)
-    padding = int(packed[-1]) & (0xFF >> (count % 8)) if count % 8 else 0
+    packed_np = packed.numpy()
+    bools = np.unpackbits(packed_np, count=count).astype(bool)
+    padding = int(packed_np[-1]) & (0xFF >> (count % 8)) if count % 8 else 0
     if int(bools.sum()) != ones or padding:
         raise SparseFormatError(
             f'{path}: the {what} of tensor {name!r} does not match the '
@@ -614,12 +688,18 @@ def _unpack_bits(path: str, name: str, packed: np.ndarray, count: int,
     return torch.from_numpy(bools)
 
 
-def _decode_tensor(path: str, entry: Dict[str, Any],
-                   payload: bytearray) -> torch.Tensor:
-    """Rebuild one tensor from its checked manifest entry."""
-    name, offset, nbytes = entry['name'], entry['offset'], entry['nbytes']
-    view = memoryview(payload)[offset:offset + nbytes]
-    if zlib.crc32(view) != entry['crc32']:
+def _decode_tensor(path: str, entry: Dict[str, Any], f: Any) -> torch.Tensor:
+    """Rebuild one tensor from its checked entry and the open file ``f``."""
+    name = entry['name']
+    parts = []
+    for key, dtype, shape in _parts(entry):
+        part = f.get_tensor(key)
+        if part.dtype != dtype or list(part.shape) != shape:
+            raise _invalid(
+                path, f'tensor {name!r} needs {key!r} as {dtype} {shape}, '
+                f'but the file holds {part.dtype} {list(part.shape)}')
+        parts.append(part)
+    if _digest(parts) != entry['blake2b']:
         raise SparseFormatError(
             f'{path}: checksum mismatch for tensor {name!r}')
     dtype = _DTYPES[entry['dtype']]
@@ -627,38 +707,30 @@ def _decode_tensor(path: str, entry: Dict[str, Any],
     shape = tuple(entry['shape'])
     numel = math.prod(shape)
     nnz, neg_zeros = entry['nnz'], entry['neg_zeros']
-
-    def as_tensor(start: int, stop: int, as_dtype: torch.dtype):
-        raw = np.frombuffer(view[start:stop], dtype=np.uint8)
-        return torch.tensor(raw).view(as_dtype)
-
+    values = parts[-1].reshape(-1).view(stored)
     if entry['encoding'] == 'dense':
-        return as_tensor(0, nbytes, stored).to(dtype).reshape(shape)
+        return values.to(dtype).reshape(shape)
 
-    start = (numel + 7) // 8
-    packed = np.frombuffer(view[:start], dtype=np.uint8)
     neg = None
     if entry['encoding'] == 'sparse':
-        keep = _unpack_bits(path, name, packed, numel, nnz + neg_zeros, 'mask')
+        keep = _unpack_bits(path, name, parts[0], numel, nnz + neg_zeros,
+                            'mask')
     else:
-        keep = _unpack_bits(path, name, packed, numel, nnz, 'mask')
-        stop = start + (numel - nnz + 7) // 8
-        signs = _unpack_bits(path, name,
-                             np.frombuffer(view[start:stop], np.uint8),
-                             numel - nnz, neg_zeros, 'zero-sign mask')
+        keep = _unpack_bits(path, name, parts[0], numel, nnz, 'mask')
+        signs = _unpack_bits(path, name, parts[1], numel - nnz, neg_zeros,
+                             'zero-sign mask')
         neg = torch.zeros(numel, dtype=torch.bool)
         neg[~keep] = signs
-        start = stop
     if stored == dtype:  # exact: copy the bit patterns
         bit_view = _BIT_VIEWS[dtype.itemsize]
         flat = torch.zeros(numel, dtype=bit_view)
-        flat[keep] = as_tensor(start, nbytes, bit_view)
+        flat[keep] = values.view(bit_view)
         if neg is not None:
             flat[neg] = torch.iinfo(bit_view).min
         flat = flat.view(dtype)
     else:
         flat = torch.zeros(numel, dtype=dtype)
-        flat[keep] = as_tensor(start, nbytes, stored).to(dtype)
+        flat[keep] = values.to(dtype)
         if neg is not None:
             flat[neg] = -0.0
     return flat.reshape(shape)
@@ -673,26 +745,31 @@ def read_sparse_info(path: PathType) -> Dict[str, Any]:
 
     Returns:
         dict: ``version``, ``meta`` (as given to the writer), ``lossy``,
-        ``lossy_reasons``, ``file_bytes``, ``manifest_bytes``,
+        ``lossy_reasons``, ``file_bytes``, ``header_bytes``,
         ``num_tensors``, ``num_sparse``, ``num_dense``, ``numel``, ``nnz``,
         ``neg_zeros``, ``sparsity`` and ``tensors`` (the manifest's
-        per-tensor entries).
+        per-tensor entries, each with ``nbytes``, the bytes of its
+        safetensors tensors).
 
     Raises:
-        SparseFormatError: If the header or manifest is corrupted,
-            truncated or of an unsupported version.
+        SparseFormatError: If the file is truncated, its header or
+            manifest is corrupted, or it is not of this format or version.
     """
     path = os.fspath(path)
-    manifest, payload_start, size = _read_manifest(path)
+    manifest, header_nbytes, size = _open_manifest(path)
+    tensors = []
+    for entry in manifest['tensors']:
+        nbytes = sum(
+            math.prod(shape) * dtype.itemsize
+            for _, dtype, shape in _parts(entry))
+        tensors.append(dict(entry, nbytes=nbytes))
     info = dict(
-        version=manifest['version'],
+        version=FORMAT_VERSION,
         meta=manifest.get('meta', {}),
-        lossy=manifest['lossy'],
-        lossy_reasons=manifest['lossy_reasons'],
         file_bytes=size,
-        manifest_bytes=payload_start - HEADER_NBYTES)
-    info.update(_summary(manifest['tensors']))
-    info['tensors'] = manifest['tensors']
+        header_bytes=header_nbytes)
+    info.update(_summary(manifest['tensors'], manifest['neg_zeros_dropped']))
+    info['tensors'] = tensors
     return info
 
 
@@ -703,7 +780,7 @@ def load_sparse_state_dict(
     """Load a file written by :func:`save_sparse_state_dict`.
 
     Args:
-        path (str or PathLike): The sparse file.
+        path (str or PathLike): The sparse safetensors file.
         map_location (str or torch.device): Device of the returned tensors.
             Defaults to 'cpu'.
 
@@ -715,25 +792,22 @@ def load_sparse_state_dict(
         saved one did.
 
     Raises:
-        SparseFormatError: If the file is corrupted, truncated or of an
-            unsupported version. No partially loaded result is returned.
+        SparseFormatError: If the file is truncated, corrupted, not
+            safetensors, or not of this format or version. No partially
+            loaded result is returned.
 
     Warns:
         UserWarning: If the file is lossy.
     """
     path = os.fspath(path)
-    manifest, payload_start, size = _read_manifest(path)
-    payload = bytearray(size - payload_start)
-    with open(path, 'rb') as f:
-        f.seek(payload_start)
-        got = f.readinto(payload)
-    if got != len(payload):
-        raise SparseFormatError(
-            f'{path}: truncated at byte {payload_start + got} of {size}')
-
+    manifest, _, _ = _open_manifest(path)
     state_dict: 'OrderedDict[str, torch.Tensor]' = OrderedDict()
-    for entry in manifest['tensors']:
-        state_dict[entry['name']] = _decode_tensor(path, entry, payload)
+    try:
+        with safe_open(path, framework='pt') as f:
+            for entry in manifest['tensors']:
+                state_dict[entry['name']] = _decode_tensor(path, entry, f)
+    except SafetensorError as err:
+        raise _diagnose(path, err) from err
     if torch.device(map_location) != torch.device('cpu'):
         for name, tensor in state_dict.items():
             state_dict[name] = tensor.to(map_location)
@@ -741,73 +815,14 @@ def load_sparse_state_dict(
     if isinstance(metadata, dict):
         state_dict._metadata = OrderedDict(  # type: ignore[attr-defined]
             (k, v) for k, v in metadata.items())
-    if manifest['lossy']:
-        num_fp16 = sum(e['stored_dtype'] != e['dtype']
-                       for e in manifest['tensors'])
-        details = []
-        if num_fp16:
-            details.append(f'{num_fp16} tensors were stored as float16 and '
-                           'are cast back to their original dtype')
-        if _LOSSY_ZERO_SIGN in manifest['lossy_reasons']:
-            details.append('-0.0 was stored as +0.0')
+    num_fp16 = sum(e['stored_dtype'] != e['dtype']
+                   for e in manifest['tensors'])
+    details = []
+    if num_fp16:
+        details.append(f'{num_fp16} tensors were stored as float16 and are '
+                       'cast back to their original dtype')
+    if manifest['neg_zeros_dropped']:
+        details.append('-0.0 was stored as +0.0')
+    if details:
         warnings.warn(f"{path} is lossy: {'; '.join(details)}", UserWarning)
     return state_dict
-
-
-# --------------------------------------------------------------------------
-# GaP checkpoints
-# --------------------------------------------------------------------------
-
-
-def gap_masks(gap_state: Any) -> Dict[str, Any]:
-    """The packed masks in a checkpoint's ``gap_state`` ({} if none)."""
-    if not isinstance(gap_state, Mapping):
-        return {}
-    sparsifier = gap_state.get('sparsifier')
-    if not isinstance(sparsifier, Mapping):
-        return {}
-    return dict(sparsifier.get('masks') or {})
-
-
-def verify_masked_zero(state_dict: Mapping[str, torch.Tensor],
-                       gap_state: Mapping[str, Any]) -> Dict[str, Dict]:
-    """Check that every weight a GaP mask prunes is exactly zero.
-
-    ``gap_state`` is what :class:`~gap_mm.engine.GaPHook` saves:
-    ``gap_state['sparsifier']['masks']`` maps parameter names (as in
-    ``state_dict``) to ``{'shape': list[int], 'packed': uint8 tensor}``:
-    :func:`numpy.packbits` (default big bit order) of the flattened bool
-    keep-mask, True = kept; see :mod:`gap_mm.sparsity.packing`.
-
-    Args:
-        state_dict (Mapping[str, torch.Tensor]): The model's weights.
-        gap_state (Mapping[str, Any]): ``checkpoint['gap_state']``.
-
-    Returns:
-        dict: For each masked parameter, a dict with ``numel``, ``masked``
-        (number of pruned positions) and ``nonzero_masked`` (pruned positions
-        whose weight is not 0, NaN included). The weights are fine if every
-        ``nonzero_masked`` is 0.
-
-    Raises:
-        ValueError: If a mask names a missing parameter or has the wrong
-            shape.
-    """
-    from gap_mm.sparsity.packing import unpack_mask
-    report: Dict[str, Dict] = OrderedDict()
-    for name, entry in gap_masks(gap_state).items():
-        if name not in state_dict:
-            raise ValueError(f'gap_state has a mask for {name!r}, which is '
-                             'not in the state_dict')
-        keep = unpack_mask(entry, name)
-        weight = state_dict[name]
-        if tuple(keep.shape) != tuple(weight.shape):
-            raise ValueError(f'the mask of {name!r} has shape '
-                             f'{list(keep.shape)}, but the weight has '
-                             f'{list(weight.shape)}')
-        pruned = ~keep.to(weight.device)
-        report[name] = dict(
-            numel=weight.numel(),
-            masked=int(pruned.sum()),
-            nonzero_masked=int((weight.detach()[pruned] != 0).sum()))
-    return report

@@ -1,5 +1,6 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
 import argparse
+import importlib.util
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from gap_mm.sparsity.packing import pack_mask
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / 'tools' / 'model_converters' / 'export_sparse.py'
+PUBLISH = REPO / 'tools' / 'model_converters' / 'publish_model.py'
 
 
 def _run(*args) -> subprocess.CompletedProcess:
@@ -67,13 +69,17 @@ def _fake_checkpoint(sparsity: float = 0.9) -> dict:
             log_scalars={'train/loss': loss},
             runtime_info=dict(epoch=3, iter=300),
             resumed_keys=dict(epoch=True)),
-        gap_state=dict(version=1, sparsifier=dict(masks=masks), step=3,
-                       by_epoch=False, dense_partitions=[]))
+        gap_state=dict(
+            version=1,
+            sparsifier=dict(masks=masks),
+            step=3,
+            by_epoch=False,
+            dense_partitions=[]))
 
 
 def test_export_cli(tmp_path):
     checkpoint = _fake_checkpoint()
-    ckpt_path, out = tmp_path / 'epoch_3.pth', tmp_path / 'model.gapsp'
+    ckpt_path, out = tmp_path / 'epoch_3.pth', tmp_path / 'model.safetensors'
     torch.save(checkpoint, ckpt_path)
 
     result = _run(ckpt_path, out)
@@ -115,7 +121,7 @@ def test_export_cli_refuses_nonzero_masked_weight(tmp_path):
     masks = checkpoint['gap_state']['sparsifier']['masks']
     pruned = torch.nonzero(weight == 0)[:3]
     weight[tuple(pruned.t())] = 0.25
-    ckpt_path, out = tmp_path / 'dirty.pth', tmp_path / 'dirty.gapsp'
+    ckpt_path, out = tmp_path / 'dirty.pth', tmp_path / 'dirty.safetensors'
     torch.save(checkpoint, ckpt_path)
 
     result = _run(ckpt_path, out)
@@ -143,10 +149,65 @@ def test_export_cli_refuses_unsafe_globals(tmp_path):
     checkpoint = dict(
         meta=dict(args=argparse.Namespace(lr=0.1)),
         state_dict=dict(w=torch.zeros(4)))
-    ckpt_path, out = tmp_path / 'unsafe.pth', tmp_path / 'unsafe.gapsp'
+    ckpt_path, out = tmp_path / 'unsafe.pth', tmp_path / 'unsafe.safetensors'
     torch.save(checkpoint, ckpt_path)
     result = _run(ckpt_path, out)
     assert result.returncode != 0
     assert 'weights_only' in result.stderr
     assert 'argparse.Namespace' in result.stderr
     assert not out.exists()
+
+
+def _tool(script: Path):
+    spec = importlib.util.spec_from_file_location(script.stem, script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize('script', [SCRIPT, PUBLISH], ids=lambda s: s.stem)
+def test_tools_exit_with_one_line_errors(tmp_path, script):
+    """A missing file, a non-checkpoint, a checkpoint without a state_dict
+    and masks that do not fit the weights end the tool with one line (the
+    message of SystemExit, printed without a traceback)."""
+    main = _tool(script).main
+    out = tmp_path / 'out.bin'
+    text = tmp_path / 'notes.pth'
+    text.write_text('not a checkpoint\n')
+    listing = tmp_path / 'list.pth'
+    torch.save([1, 2], listing)
+    no_weights = tmp_path / 'no_weights.pth'
+    torch.save(dict(meta=dict(epoch=1)), no_weights)
+    mismatch = tmp_path / 'mismatch.pth'
+    checkpoint = _fake_checkpoint()
+    masks = checkpoint['gap_state']['sparsifier']['masks']
+    masks['0.weight'] = masks['4.weight']
+    torch.save(checkpoint, mismatch)
+    cases = [(tmp_path / 'missing.pth', 'does not exist'),
+             (text, 'is not a PyTorch checkpoint.*Unsupported operand'),
+             (listing, 'holds a list, not a dict'),
+             (no_weights, 'has no "state_dict"'),
+             (mismatch, 'GaP masks do not match the weights.*0.weight')]
+    for path, match in cases:
+        with pytest.raises(SystemExit, match=match) as err:
+            main([str(path), str(out)])
+        message = str(err.value)
+        assert message.startswith('error: ') and '\n' not in message
+        assert str(path) in message or 'masks' in message
+        assert not out.exists()
+
+
+def test_publish_model(tmp_path):
+    checkpoint = _fake_checkpoint()
+    ckpt_path, out = tmp_path / 'epoch_3.pth', tmp_path / 'published.pth'
+    torch.save(checkpoint, ckpt_path)
+    assert _tool(PUBLISH).main([str(ckpt_path), str(out)]) == 0
+    published = torch.load(out, map_location='cpu', weights_only=True)
+    assert set(published) == {'state_dict', 'meta'}
+    assert published['meta']['best_score'] == 0.5
+    state_dict = published['state_dict']
+    assert state_dict._metadata == checkpoint['state_dict']._metadata
+    assert list(state_dict) == list(checkpoint['state_dict'])
+    for name, ref in checkpoint['state_dict'].items():
+        assert torch.equal(state_dict[name].reshape(-1).view(torch.uint8),
+                           ref.reshape(-1).view(torch.uint8)), name

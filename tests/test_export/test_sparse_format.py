@@ -1,21 +1,20 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
+import hashlib
 import io
 import json
 import os
 import pickle
-import struct
-import zlib
 from collections import OrderedDict
 
 import pytest
 import torch
 import torch.nn as nn
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
-from gap_mm.export import (MAGIC, SparseFormatError, dense_state_dict_bytes,
-                           load_sparse_state_dict, read_sparse_info,
-                           save_sparse_state_dict, verify_masked_zero)
-from gap_mm.export.sparse_format import HEADER_NBYTES
-from gap_mm.sparsity.packing import pack_mask
+from gap_mm.export import (FORMAT_NAME, FORMAT_VERSION, SparseFormatError,
+                           dense_state_dict_bytes, load_sparse_state_dict,
+                           read_sparse_info, save_sparse_state_dict)
 
 DTYPES = [
     getattr(torch, name)
@@ -110,21 +109,30 @@ def _exotic_state_dict() -> 'OrderedDict[str, torch.Tensor]':
     return state_dict
 
 
-def _rewrite(path, manifest_fn=None, version=None) -> None:
-    """Change the manifest or version and recompute every checksum."""
+def _header(path) -> tuple:
+    """The safetensors header of ``path`` (parsed by the spec, not by
+    gap_mm) and its length, the 8-byte length field included."""
     data = open(path, 'rb').read()
-    body = struct.Struct('<8sHHIIQ')
-    magic, ver, flags, mlen, _, _ = body.unpack(data[:body.size])
-    manifest = json.loads(data[HEADER_NBYTES:HEADER_NBYTES + mlen])
+    length = int.from_bytes(data[:8], 'little')
+    return json.loads(data[8:8 + length]), 8 + length
+
+
+def _rewrite(path, manifest_fn=None, version=None) -> None:
+    """Change the manifest or version, keeping the manifest's digest
+    right, with safetensors' own reader and writer."""
+    with safe_open(str(path), framework='pt') as f:
+        metadata = f.metadata()
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+    manifest = json.loads(metadata['manifest'])
     if manifest_fn is not None:
         manifest_fn(manifest)
-    raw = json.dumps(manifest).encode()
-    payload = data[HEADER_NBYTES + mlen:]
-    head = body.pack(magic,
-                     ver if version is None else version, flags, len(raw),
-                     zlib.crc32(raw), HEADER_NBYTES + len(raw) + len(payload))
-    with open(path, 'wb') as f:
-        f.write(head + struct.pack('<I', zlib.crc32(head)) + raw + payload)
+    raw = json.dumps(manifest)
+    metadata['manifest'] = raw
+    metadata['manifest_blake2b'] = hashlib.blake2b(
+        raw.encode(), digest_size=16).hexdigest()
+    if version is not None:
+        metadata['format_version'] = str(version)
+    save_file(tensors, str(path), metadata=metadata)
 
 
 def test_round_trip_bit_identical(tmp_path):
@@ -134,9 +142,9 @@ def test_round_trip_bit_identical(tmp_path):
         if t.is_floating_point())
     assert negative_zeros > 100  # w.mul_(mask) made -0.0
 
-    path = tmp_path / 'model.gapsp'
+    path = tmp_path / 'model.safetensors'
     stats = save_sparse_state_dict(state_dict, path, meta=dict(note='hi'))
-    assert os.listdir(tmp_path) == ['model.gapsp']  # no temporary left
+    assert os.listdir(tmp_path) == ['model.safetensors']  # no temporary
     assert stats['file_bytes'] == os.path.getsize(path)
     assert not stats['lossy'] and stats['neg_zeros'] >= negative_zeros - 1
     loaded = load_sparse_state_dict(path)
@@ -145,12 +153,34 @@ def test_round_trip_bit_identical(tmp_path):
 
     info = read_sparse_info(path)
     assert info['meta'] == dict(note='hi')
+    assert info['version'] == FORMAT_VERSION
     assert info['num_tensors'] == len(state_dict)
+    assert info['header_bytes'] == _header(path)[1]
     encodings = {e['name']: e['encoding'] for e in info['tensors']}
     assert encodings['conv.weight'] in ('sparse', 'sparse_zero_sign')
     assert encodings['fc.weight'] == 'sparse_zero_sign'
     assert encodings['bn.running_var'] == 'dense'
     assert encodings['bn.num_batches_tracked'] == 'dense'
+    assert sum(e['nbytes'] for e in info['tensors']) == (
+        info['file_bytes'] - info['header_bytes'])
+
+    # a plain safetensors file: any reader sees the dense tensors as they
+    # are and the sparse ones as mask and values
+    plain = load_file(path)
+    assert plain['bn.running_var'].dtype == torch.float32
+    assert torch.equal(plain['bn.running_var'], state_dict['bn.running_var'])
+    assert plain['fc.weight#mask'].dtype == torch.uint8
+    assert plain['fc.weight#values'].numel() == int((state_dict['fc.weight']
+                                                     != 0).sum())
+    assert {'conv.weight#mask', 'conv.weight#values'} <= set(plain)
+    with safe_open(str(path), framework='pt') as f:
+        metadata = f.metadata()
+    assert metadata['format'] == FORMAT_NAME
+    assert metadata['format_version'] == str(FORMAT_VERSION)
+    manifest = json.loads(metadata['manifest'])
+    assert [e['name'] for e in manifest['tensors']] == list(state_dict)
+    entry = manifest['tensors'][0]
+    assert entry['dtype'] == 'float32' and entry['shape'] == [16, 3, 3, 3]
 
 
 @pytest.mark.parametrize('dtype', DTYPES, ids=str)
@@ -160,7 +190,7 @@ def test_round_trip_dtypes(tmp_path, dtype):
         state_dict[f't{i}'] = _sparse(shape, dtype, seed=i)
     state_dict['zeros'] = torch.zeros(50, dtype=dtype)
     state_dict['dense'] = torch.ones(3, dtype=dtype)
-    path = tmp_path / 'x.gapsp'
+    path = tmp_path / 'x.safetensors'
     save_sparse_state_dict(state_dict, path)
     _assert_bit_identical(state_dict, load_sparse_state_dict(path))
     for fp16 in (True, False):  # other dtypes are never made lossy
@@ -169,11 +199,24 @@ def test_round_trip_dtypes(tmp_path, dtype):
             _assert_bit_identical(state_dict, load_sparse_state_dict(path))
 
 
+def test_shared_and_overlapping_tensors(tmp_path):
+    """Tied weights and views of one storage, which safetensors' own
+    save_file refuses, are stored as separate tensors."""
+    weight = torch.randn(8, 8)
+    weight[weight.abs() < 1.5] = 0
+    state_dict = OrderedDict(
+        a=weight, tied=weight, row=weight[0], dense=torch.randn(4))
+    state_dict['dense_alias'] = state_dict['dense']
+    path = tmp_path / 'tied.safetensors'
+    save_sparse_state_dict(state_dict, path)
+    _assert_bit_identical(state_dict, load_sparse_state_dict(path))
+
+
 def test_loads_into_model(tmp_path):
     model = TinyNet()
     _prune_(model, 0.9)
     model.eval()
-    path = tmp_path / 'model.gapsp'
+    path = tmp_path / 'model.safetensors'
     save_sparse_state_dict(model.state_dict(), path)
     fresh = TinyNet().eval()
     fresh.load_state_dict(
@@ -185,7 +228,7 @@ def test_loads_into_model(tmp_path):
 def test_fp16_is_lossy_within_precision(tmp_path):
     state_dict = _exotic_state_dict()
     state_dict['extra.huge'] = torch.tensor([0.0, 1e6, 1.0, 0.0, 0.0, 0.0])
-    path = tmp_path / 'model.gapsp'
+    path = tmp_path / 'model.safetensors'
     stats = save_sparse_state_dict(state_dict, path, fp16=True)
     assert stats['lossy'] and stats['lossy_reasons'] == ['float16 values']
     with pytest.warns(UserWarning, match='lossy.*float16'):
@@ -208,11 +251,12 @@ def test_fp16_is_lossy_within_precision(tmp_path):
     assert info['extra.huge']['stored_dtype'] == 'float32'
     assert info['fc.weight']['stored_dtype'] == 'float16'
     assert info['extra.bf16']['stored_dtype'] == 'bfloat16'
+    assert load_file(path)['fc.weight#values'].dtype == torch.float16
 
 
 def test_drop_zero_sign(tmp_path):
     state_dict = _exotic_state_dict()
-    path = tmp_path / 'model.gapsp'
+    path = tmp_path / 'model.safetensors'
     stats = save_sparse_state_dict(state_dict, path, keep_zero_sign=False)
     assert stats['neg_zeros'] == 0 and stats['neg_zeros_dropped'] > 100
     assert stats['lossy_reasons'] == ['-0.0 stored as +0.0']
@@ -248,22 +292,21 @@ def test_size_ratio_at_90_percent(tmp_path, report_measurement):
     torch.save(state_dict, buffer)
     assert dense_state_dict_bytes(state_dict) == len(buffer.getvalue())
 
-    stats = save_sparse_state_dict(state_dict, tmp_path / 'plus0.gapsp')
-    fp16 = save_sparse_state_dict(
-        state_dict, tmp_path / 'fp16.gapsp', fp16=True)
+    stats = save_sparse_state_dict(state_dict, tmp_path / 'plus0.st')
+    fp16 = save_sparse_state_dict(state_dict, tmp_path / 'fp16.st', fp16=True)
     model = _pruned_mlp(neg_zero=True)  # same masks, ~half -0.0 now
-    signed = save_sparse_state_dict(model.state_dict(),
-                                    tmp_path / 'signed.gapsp')
+    signed = save_sparse_state_dict(model.state_dict(), tmp_path / 'signed.st')
     unsigned = save_sparse_state_dict(
-        model.state_dict(), tmp_path / 'unsigned.gapsp', keep_zero_sign=False)
+        model.state_dict(), tmp_path / 'unsigned.st', keep_zero_sign=False)
     report_measurement(
         f"90% sparse fp32 model, {num_params:,} params, torch.save "
         f"{stats['dense_bytes']:,} B: ratio {stats['ratio']:.4f} "
-        f"(exact, zeros +0.0), {signed['ratio']:.4f} (exact, "
-        f"{signed['neg_zeros']:,} zeros -0.0), {unsigned['ratio']:.4f} "
-        f"(-0.0 as +0.0), {fp16['ratio']:.4f} (fp16 values)")
+        f"(exact, zeros +0.0; header {stats['header_bytes']:,} B), "
+        f"{signed['ratio']:.4f} (exact, {signed['neg_zeros']:,} zeros "
+        f"-0.0), {unsigned['ratio']:.4f} (-0.0 as +0.0), "
+        f"{fp16['ratio']:.4f} (fp16 values)")
     assert 0.895 < stats['sparsity'] < 0.905
-    assert stats['manifest_bytes'] < 2000
+    assert stats['header_bytes'] < 4000
     assert stats['ratio'] <= 0.15
     assert unsigned['ratio'] <= 0.15
     assert signed['ratio'] <= 0.17
@@ -271,63 +314,94 @@ def test_size_ratio_at_90_percent(tmp_path, report_measurement):
 
 
 def test_truncated_file_is_rejected(tmp_path):
-    path = tmp_path / 'model.gapsp'
+    path = tmp_path / 'model.safetensors'
     save_sparse_state_dict(_exotic_state_dict(), path)
     data = path.read_bytes()
     size = len(data)
-    manifest_end = HEADER_NBYTES + read_sparse_info(path)['manifest_bytes']
-    cut_path = tmp_path / 'cut.gapsp'
+    header_end = read_sparse_info(path)['header_bytes']
+    cut_path = tmp_path / 'cut.safetensors'
     for cut in sorted({
-            0, 1, 7, 8, 20, HEADER_NBYTES - 1, HEADER_NBYTES,
-            HEADER_NBYTES + 10, manifest_end - 1, manifest_end,
-            manifest_end + 1, (manifest_end + size) // 2, size - 1
+            0, 1, 7, 8, 9, 20, header_end // 2, header_end - 1, header_end,
+            header_end + 1, (header_end + size) // 2, size - 1
     }):
         cut_path.write_bytes(data[:cut])
-        if cut < HEADER_NBYTES:
-            match = (f'truncated at byte {cut} of at least {HEADER_NBYTES}')
+        if cut < 8:
+            match = f'truncated at byte {cut} of at least 8 '
+        elif cut < header_end:
+            match = f'truncated at byte {cut} of at least {header_end} '
         else:
-            match = f'truncated at byte {cut} of {size}'
-        with pytest.raises(SparseFormatError, match=match) as err:
-            load_sparse_state_dict(cut_path)
-        assert str(cut_path) in str(err.value)
+            match = f'truncated at byte {cut} of {size}$'
+        for read in (load_sparse_state_dict, read_sparse_info):
+            with pytest.raises(SparseFormatError, match=match) as err:
+                read(cut_path)
+            assert str(cut_path) in str(err.value)
 
 
 def test_corrupted_file_is_rejected(tmp_path):
-    path = tmp_path / 'model.gapsp'
+    path = tmp_path / 'model.safetensors'
     save_sparse_state_dict(_exotic_state_dict(), path)
     data = path.read_bytes()
-    info = read_sparse_info(path)
-    payload = HEADER_NBYTES + info['manifest_bytes']
-    cases = [(0, 'bad magic'), (7, 'bad magic'), (8, 'unsupported version'),
-             (10, 'unsupported version'), (12, 'header checksum mismatch'),
-             (20, 'header checksum mismatch'),
-             (28, 'header checksum mismatch'),
-             (HEADER_NBYTES + 5, 'manifest checksum mismatch'),
-             (payload - 1, 'manifest checksum mismatch')]
-    for entry in info['tensors']:
-        for at in {entry['offset'], entry['offset'] + entry['nbytes'] - 1}:
-            if entry['nbytes']:
-                cases.append((payload + at, 'checksum mismatch for tensor '
-                              f"'{entry['name']}'"))
-    bad_path = tmp_path / 'bad.gapsp'
-    for offset, match in cases:
+    header, header_end = _header(path)
+    metadata = header['__metadata__']
+    text = data[:header_end]
+    manifest_at = text.index(b'\\"tensors\\"')
+    digest_at = text.index(metadata['manifest_blake2b'].encode())
+    cases = [(manifest_at + 3, 0x01, 'manifest checksum mismatch'),
+             (digest_at + 5, 0x01, 'manifest checksum mismatch'),
+             (text.index(b'"format"') + 1, 0x01, 'not a gap_mm sparse'),
+             (text.index(b'"format_version":"2"') + 18, 0x01,
+              "unsupported version '3'")]
+    for key, info in header.items():
+        if key != '__metadata__' and info['data_offsets'][1] > (
+                info['data_offsets'][0]):
+            name = key.split('#')[0]
+            for at in info['data_offsets'][0], info['data_offsets'][1] - 1:
+                cases.append((header_end + at, 0x10,
+                              f"checksum mismatch for tensor '{name}'"))
+    bad_path = tmp_path / 'bad.safetensors'
+    for offset, bit, match in cases:
         flipped = bytearray(data)
-        flipped[offset] ^= 0x10
+        flipped[offset] ^= bit
         bad_path.write_bytes(bytes(flipped))
         with pytest.raises(SparseFormatError, match=match) as err:
             load_sparse_state_dict(bad_path)
+        assert str(bad_path) in str(err.value)
+
+    # a flipped bit anywhere in the header is an error, never a wrong model
+    small = OrderedDict(
+        w=-_sparse((9, 7), torch.float32), b=torch.ones(3), n=torch.tensor(7))
+    save_sparse_state_dict(small, path)
+    data = path.read_bytes()
+    header_end = _header(path)[1]
+    for offset in range(header_end):
+        flipped = bytearray(data)
+        flipped[offset] ^= 1 << (offset % 8)
+        bad_path.write_bytes(bytes(flipped))
+        with pytest.raises(SparseFormatError) as err:
+            read_sparse_info(bad_path)
         assert str(bad_path) in str(err.value)
 
     bad_path.write_bytes(data + b'\0')
     with pytest.raises(SparseFormatError, match='trailing data'):
         load_sparse_state_dict(bad_path)
     torch.save({'w': torch.zeros(3)}, bad_path)
-    with pytest.raises(SparseFormatError, match='bad magic.*torch.save'):
+    with pytest.raises(
+            SparseFormatError, match='not a safetensors file.*torch.save'):
+        load_sparse_state_dict(bad_path)
+    bad_path.write_bytes(b'\x89GAPSPR\n\x01\x00' + bytes(100))
+    with pytest.raises(SparseFormatError, match='version-1 gap_mm'):
+        load_sparse_state_dict(bad_path)
+    bad_path.write_bytes(b'hello, world: not a model\n')
+    with pytest.raises(SparseFormatError, match='not a safetensors file'):
+        load_sparse_state_dict(bad_path)
+    save_file({'w': torch.zeros(3)}, str(bad_path), metadata={'format': 'pt'})
+    with pytest.raises(
+            SparseFormatError, match="not a gap_mm sparse.*format 'pt'"):
         load_sparse_state_dict(bad_path)
 
 
 def test_inconsistent_manifest_is_rejected(tmp_path):
-    path = tmp_path / 'model.gapsp'
+    path = tmp_path / 'model.safetensors'
     save_sparse_state_dict(_exotic_state_dict(), path)
     original = path.read_bytes()
 
@@ -339,15 +413,24 @@ def test_inconsistent_manifest_is_rejected(tmp_path):
         return change
 
     cases = [
-        (set_field(0, 'shape', [16, 3, 3, 4]), 'invalid manifest.*spans'),
+        (set_field(0, 'shape', [16, 3, 3, 4]),
+         r"invalid manifest.*'conv.weight#mask' as torch.uint8 \[72\]"),
         (set_field(1, 'dtype', 'object'), 'unsupported dtype'),
         (set_field(1, 'encoding', 'zip'), 'unknown encoding'),
+        (set_field(6, 'encoding', 'sparse'), 'sparse is not for'),
         (set_field(0, 'nnz', 3), 'invalid manifest'),
+        (set_field(1, 'stored_dtype',
+                   'float16'), "needs 'conv.bias' as torch.float16"),
+        (set_field(1, 'stored_dtype', 'int8'), 'stores torch.int8 for'),
         (set_field(2, 'name', 'conv.weight'), 'duplicate tensor name'),
-        (lambda m: m['tensors'].pop(), 'invalid manifest.*payload bytes'),
-        (lambda m: m.update(lossy=False, lossy_reasons=[]),
-         None),  # consistent: fine
-        (lambda m: m.update(lossy=True), 'invalid manifest.*lossy'),
+        (set_field(2, 'blake2b', 'ab'), 'bad blake2b'),
+        (set_field(2, 'blake2b',
+                   '0' * 32), "checksum mismatch for tensor 'bn.weight'"),
+        (lambda m: m['tensors'].pop(), 'invalid manifest.*no entry names'),
+        (lambda m: m['meta'].update(note='changed'), None),  # fine
+        (lambda m: m.update(neg_zeros_dropped=-1),
+         'invalid manifest.*neg_zeros_dropped'),
+        (lambda m: m.update(tensors={}), 'invalid manifest.*"tensors"'),
     ]
     for change, match in cases:
         path.write_bytes(original)
@@ -359,14 +442,14 @@ def test_inconsistent_manifest_is_rejected(tmp_path):
             load_sparse_state_dict(path)
 
     path.write_bytes(original)
-    _rewrite(path, version=2)
-    with pytest.raises(SparseFormatError, match='unsupported version 2'):
+    _rewrite(path, version=3)
+    with pytest.raises(SparseFormatError, match="unsupported version '3'"):
         load_sparse_state_dict(path)
 
 
 def test_loading_uses_no_pickle(tmp_path, monkeypatch):
     state_dict = _exotic_state_dict()
-    path = tmp_path / 'model.gapsp'
+    path = tmp_path / 'model.safetensors'
     save_sparse_state_dict(state_dict, path)
 
     def forbidden(*args, **kwargs):
@@ -376,38 +459,20 @@ def test_loading_uses_no_pickle(tmp_path, monkeypatch):
                          (pickle, 'Unpickler'), (torch, 'load')]:
         monkeypatch.setattr(module, name, forbidden)
     _assert_bit_identical(state_dict, load_sparse_state_dict(path))
-    assert path.read_bytes().startswith(MAGIC)
+    assert _header(path)[0]['__metadata__']['format'] == FORMAT_NAME
 
 
 def test_bad_inputs(tmp_path):
-    path = tmp_path / 'x.gapsp'
+    path = tmp_path / 'x.safetensors'
     with pytest.raises(TypeError, match='must be a torch.Tensor'):
         save_sparse_state_dict({'a': [1, 2]}, path)
     with pytest.raises(TypeError, match='JSON'):
         save_sparse_state_dict({'a': torch.zeros(2)}, path, meta=dict(x={1}))
     with pytest.raises(TypeError, match='dense'):
         save_sparse_state_dict({'a': torch.eye(3).to_sparse()}, path)
+    with pytest.raises(ValueError, match='__metadata__'):
+        save_sparse_state_dict({'__metadata__': torch.zeros(2)}, path)
+    clash = OrderedDict([('w', torch.eye(30)), ('w#mask', torch.ones(113))])
+    with pytest.raises(ValueError, match=r"'w#mask'.*rename"):
+        save_sparse_state_dict(clash, path)
     assert not os.listdir(tmp_path)
-
-
-def test_verify_masked_zero():
-    weight = torch.randn(4, 6)
-    keep = torch.rand(4, 6) > 0.5
-    weight[~keep] = 0.0
-    weight[~keep & (torch.arange(24).reshape(4, 6) % 2 == 0)] = -0.0
-    state_dict = {'w': weight, 'b': torch.ones(4)}
-    gap_state = dict(sparsifier=dict(masks={'w': pack_mask(keep)}), step=1)
-    report = verify_masked_zero(state_dict, gap_state)
-    assert report == {
-        'w': dict(numel=24, masked=int((~keep).sum()), nonzero_masked=0)
-    }
-
-    dirty = weight.clone()
-    dirty[~keep] = torch.tensor(float('nan'))
-    report = verify_masked_zero({'w': dirty}, gap_state)
-    assert report['w']['nonzero_masked'] == int((~keep).sum())
-    assert verify_masked_zero(state_dict, {}) == {}
-    with pytest.raises(ValueError, match='not in the state_dict'):
-        verify_masked_zero({'b': weight}, gap_state)
-    with pytest.raises(ValueError, match='shape'):
-        verify_masked_zero({'w': weight.t()}, gap_state)

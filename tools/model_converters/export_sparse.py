@@ -8,31 +8,33 @@ Usage::
 
 Keeps ``state_dict`` and ``meta``, drops the training state (optimizer,
 message hub, param schedulers, the GaP hook's ``gap_state`` and anything
-else), checks that every weight a GaP mask prunes is exactly 0, writes the
-format of :mod:`gap_mm.export.sparse_format` and prints a size report. Load
-the result with :func:`gap_mm.export.load_sparse_state_dict`.
+else), checks that every weight a GaP mask prunes is exactly 0, writes a
+safetensors file in the layout of :mod:`gap_mm.export.sparse_format` and
+prints a size report. Load the result with
+:func:`gap_mm.export.load_sparse_state_dict`.
 
-The checkpoint is read with ``torch.load(weights_only=True)``. If that fails
-on the objects MMEngine itself puts into checkpoints, it is retried with
-exactly those allow-listed (:mod:`gap_mm.utils.safe_load`); anything else is
-refused: ``weights_only`` is never turned off, as that would run arbitrary
-code from the file.
+The checkpoint is read by :func:`gap_mm.checkpoint.load_checkpoint`
+(MMEngine's ``CheckpointLoader`` with ``weights_only=True`` and MMEngine's
+own objects allow-listed); anything else is refused: ``weights_only`` is
+never turned off, as that would run arbitrary code from the file. Every
+error ends the tool with a one-line message and exit code 1.
 """
 import argparse
 import os
 import sys
 from typing import List, Optional, Tuple
 
+from gap_mm.checkpoint import (CheckpointReadError, load_checkpoint,
+                               split_checkpoint)
 from gap_mm.export import save_sparse_state_dict
-from gap_mm.export.checkpoint_io import (check_masks, load_checkpoint,
-                                         split_checkpoint, to_jsonable)
+from gap_mm.export.checkpoint_io import check_masks, dropped_keys, to_jsonable
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Export a sparse checkpoint without storing its zeros')
     parser.add_argument('checkpoint', help='MMEngine checkpoint (.pth)')
-    parser.add_argument('out', help='output file (e.g. model.gapsp)')
+    parser.add_argument('out', help='output file (e.g. model.safetensors)')
     parser.add_argument(
         '--fp16',
         action='store_true',
@@ -68,12 +70,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     if os.path.abspath(args.checkpoint) == os.path.abspath(args.out):
         raise SystemExit('error: OUT must differ from CHECKPOINT')
-    checkpoint = load_checkpoint(args.checkpoint)
-    state_dict, meta, dropped = split_checkpoint(checkpoint)
+    try:
+        checkpoint = load_checkpoint(args.checkpoint)
+        state_dict, meta = split_checkpoint(checkpoint, args.checkpoint)
+    except CheckpointReadError as err:
+        raise SystemExit(f'error: {err}')
+    dropped = dropped_keys(checkpoint)
     if dropped:
         print(f"dropped training state: {', '.join(dropped)}")
-    report = check_masks(state_dict, checkpoint.get('gap_state'),
-                         args.allow_nonzero_masked)
+    report = check_masks(state_dict, checkpoint, args.allow_nonzero_masked,
+                         args.checkpoint)
 
     meta = to_jsonable(meta)
     if not isinstance(meta, dict):
@@ -83,12 +89,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         fp16=args.fp16,
         drop_zero_sign=args.drop_zero_sign,
         gap_masks=len(report) if report is not None else 0)
-    stats = save_sparse_state_dict(
-        state_dict,
-        args.out,
-        fp16=args.fp16,
-        meta=meta,
-        keep_zero_sign=not args.drop_zero_sign)
+    try:
+        stats = save_sparse_state_dict(
+            state_dict,
+            args.out,
+            fp16=args.fp16,
+            meta=meta,
+            keep_zero_sign=not args.drop_zero_sign)
+    except (TypeError, ValueError) as err:  # a tensor or name it cannot store
+        raise SystemExit(f'error: cannot export {args.checkpoint}: {err}')
 
     dense = stats['dense_bytes']
     print(f'size report: {args.checkpoint} -> {args.out}')

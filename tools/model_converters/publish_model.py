@@ -22,8 +22,9 @@ from typing import List, Optional
 
 import torch
 
-from gap_mm.export.checkpoint_io import (check_masks, load_checkpoint,
-                                         split_checkpoint, to_jsonable)
+from gap_mm.checkpoint import (CheckpointReadError, load_checkpoint,
+                               split_checkpoint)
+from gap_mm.export.checkpoint_io import check_masks, dropped_keys, to_jsonable
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -37,12 +38,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if os.path.abspath(args.checkpoint) == os.path.abspath(args.out):
         raise SystemExit('error: OUT must differ from CHECKPOINT')
-    checkpoint = load_checkpoint(args.checkpoint)
-    state_dict, meta, dropped = split_checkpoint(checkpoint)
+    try:
+        checkpoint = load_checkpoint(args.checkpoint)
+        state_dict, meta = split_checkpoint(checkpoint, args.checkpoint)
+    except CheckpointReadError as err:
+        raise SystemExit(f'error: {err}')
+    dropped = dropped_keys(checkpoint)
     if dropped:
         print(f"dropped training state: {', '.join(dropped)}")
-    check_masks(state_dict, checkpoint.get('gap_state'),
-                args.allow_nonzero_masked)
+    check_masks(state_dict, checkpoint, args.allow_nonzero_masked,
+                args.checkpoint)
     meta = to_jsonable(meta)
     torch.save(dict(state_dict=state_dict, meta=meta), args.out)
     # The published file must load without any allow-list.
