@@ -14,9 +14,9 @@ STAMP="$VENV/.gap_mm_setup_stamp"
 step() { CURRENT_STEP="$1"; echo "[setup] $1" >&2; }
 trap 'echo "[setup] FAILED at step: ${CURRENT_STEP:-start} (see the output above)" >&2' ERR
 
-want_stamp="$(cat "$ROOT/scripts/setup.sh" "$ROOT/scripts/constraints.txt" "$ROOT/setup.py" | sha256sum | cut -d" " -f1)"
+want_stamp="$(cat "$ROOT/scripts/setup.sh" "$ROOT/scripts/constraints.txt" "$ROOT/setup.py" "$ROOT"/requirements/*.txt | sha256sum | cut -d" " -f1)"
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want_stamp" ]] \
-   && "$VENV/bin/python" -W ignore -c "import pkg_resources, torch, mmengine, mmcv.ops, mmdet, mmdet3d, gap_mm" 2>/dev/null; then
+   && "$VENV/bin/python" -W ignore -c "import pkg_resources, torch, safetensors, mmengine, mmcv.ops, mmdet, mmdet3d, gap_mm" 2>/dev/null; then
   echo "[setup] environment in $VENV is up to date" >&2
   exit 0
 fi
@@ -39,7 +39,7 @@ step "install torch 2.13.0 (CPU build)"
 step "install mmengine 0.10.7 and the build needs of mmcv"
 "${PIP[@]}" -q "mmengine==0.10.7" "opencv-python-headless<4.11" pyyaml addict yapf packaging
 
-step "build mmcv 2.1.0 with ops (about 10 minutes the first time; pip caches the wheel)"
+step "build mmcv 2.1.0 with ops (10 to 25 minutes the first time on 2 cores; pip caches the wheel)"
 if ! "$VENV/bin/python" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '2.1.0'" 2>/dev/null; then
   # mmcv 2.1.0's setup.py imports pkg_resources, which newer setuptools lack; the build was
   # measured with setuptools<70, installed for this build only (torch wants >=77).
@@ -55,9 +55,9 @@ step "install mmdet3d 1.4.0 (without its pinned deps) and its runtime needs"
 "${PIP[@]}" -q --no-deps "mmdet3d==1.4.0"
 "${PIP[@]}" -q numba nuscenes-devkit lyft_dataset_sdk plyfile scikit-image tensorboard trimesh networkx "opencv-python-headless<4.11"
 
-step "install gap_mm in editable mode with its test needs"
+step "install gap_mm in editable mode with its runtime and test needs"
+"${PIP[@]}" -q -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt"
 "${PIP[@]}" -q --no-deps -e "$ROOT"
-"${PIP[@]}" -q pytest pytest-timeout matplotlib
 
 step "pin setuptools to >=77.0.3 (torch) and <81 (mmengine imports pkg_resources at run time)"
 "${PIP[@]}" -q "setuptools>=77.0.3,<81"
@@ -65,7 +65,7 @@ step "pin setuptools to >=77.0.3 (torch) and <81 (mmengine imports pkg_resources
 step "verify the stack imports"
 "$VENV/bin/python" - <<'PY'
 import pkg_resources  # noqa: F401  (mmengine resolves `mmdet::` configs with it)
-import torch, mmengine, mmcv, mmcv.ops, mmdet, mmdet3d, gap_mm
+import torch, safetensors, mmengine, mmcv, mmcv.ops, mmdet, mmdet3d, gap_mm
 print(f"[setup] torch {torch.__version__}, mmengine {mmengine.__version__}, mmcv {mmcv.__version__}, "
       f"mmdet {mmdet.__version__}, mmdet3d {mmdet3d.__version__}, gap_mm {gap_mm.__version__}")
 PY
