@@ -11,8 +11,9 @@ under torch >= 2.6 without ever switching ``weights_only`` off.
 """
 from importlib.util import find_spec
 
-from . import engine, schedules, sparsity  # noqa: F401
-from .engine import GaPAmpOptimWrapper, GaPHook, GaPOptimWrapper
+from . import checkpoint, engine, registry, schedules, sparsity  # noqa: F401
+from .engine import (GaPAmpOptimWrapper, GaPHook, GaPOptimWrapper, GMPHook,
+                     RigLHook, SETHook)
 from .utils.safe_load import allow_mmengine_checkpoint_globals
 from .version import __version__
 
@@ -23,4 +24,7 @@ allow_mmengine_checkpoint_globals()
 if find_spec('mmdet3d') is not None:
     import gap_mm3d  # noqa: F401,E402
 
-__all__ = ['GaPAmpOptimWrapper', 'GaPHook', 'GaPOptimWrapper', '__version__']
+__all__ = [
+    'GaPAmpOptimWrapper', 'GaPHook', 'GaPOptimWrapper', 'GMPHook', 'RigLHook',
+    'SETHook', '__version__'
+]

@@ -4,12 +4,15 @@
 Schedules are registered in :data:`gap_mm.registry.SCHEDULES`.
 """
 from gap_mm.registry import SCHEDULES
-from .base import BaseGaPSchedule, ScheduleError, Segment
+from .base import BaseGaPSchedule, BaseSchedule, ScheduleError, Segment
 from .builder import build_schedule
 from .cyclic import CyclicGaPSchedule
+from .drop_grow import DropGrowSchedule
+from .gmp import CubicSparsitySchedule
 from .static import StaticSchedule
 
 __all__ = [
-    'BaseGaPSchedule', 'CyclicGaPSchedule', 'SCHEDULES', 'ScheduleError',
+    'BaseGaPSchedule', 'BaseSchedule', 'CubicSparsitySchedule',
+    'CyclicGaPSchedule', 'DropGrowSchedule', 'SCHEDULES', 'ScheduleError',
     'Segment', 'StaticSchedule', 'build_schedule'
 ]

@@ -27,21 +27,23 @@ def check_int(value, name: str, minimum: int) -> int:
     return value
 
 
-class BaseGaPSchedule(metaclass=ABCMeta):
-    """Which partitions are dense at step ``t`` (an iteration or an epoch).
+class BaseSchedule(metaclass=ABCMeta):
+    """When a sparse-training method acts, as a pure function of the step
+    ``t`` (an iteration or an epoch).
 
-    Subclasses are pure functions of ``t``: no state, so resuming a run
-    needs nothing but the step count. ``group`` is the index of the rank
-    group, for schedules (parallel GaP) in which groups differ; a
-    single-group schedule ignores it.
+    Subclasses keep no state, so resuming a run needs nothing but the step
+    count (timm's schedulers are written the same way). Every schedule says
+    how long a run it needs (:meth:`required_length`) and checks a run
+    against it (:meth:`check_fits`).
 
     Args:
-        num_partitions (int): K, the number of partitions of the model.
         by_epoch (bool): Whether ``t`` counts epochs (else iterations).
     """
 
-    def __init__(self, num_partitions: int, by_epoch: bool = False) -> None:
-        self.num_partitions = check_int(num_partitions, 'num_partitions', 1)
+    #: How messages name the schedule.
+    what = 'schedule'
+
+    def __init__(self, by_epoch: bool = False) -> None:
         if not isinstance(by_epoch, bool):
             raise ScheduleError(f'by_epoch must be a bool, got {by_epoch!r}')
         self.by_epoch = by_epoch
@@ -56,6 +58,42 @@ class BaseGaPSchedule(metaclass=ABCMeta):
         return 'max_epochs' if self.by_epoch else 'max_iters'
 
     @abstractmethod
+    def required_length(self) -> int:
+        """Steps the schedule needs, fine-tune included."""
+
+    def describe_length(self) -> str:
+        return str(self.required_length())
+
+    def check_fits(self, max_steps: int) -> None:
+        """Raise :class:`ScheduleError` if the run is shorter than the
+        schedule."""
+        need = self.required_length()
+        if need > max_steps:
+            raise ScheduleError(
+                f'The {self.what} needs {self.describe_length()} = {need} '
+                f'{self.unit}, but the training run has only {max_steps} '
+                f'{self.unit} (train_cfg {self.length_key}). '
+                f'Shorten the schedule or lengthen the run.')
+
+
+class BaseGaPSchedule(BaseSchedule):
+    """Which partitions are dense at step ``t`` (an iteration or an epoch).
+
+    ``group`` is the index of the rank group, for schedules (parallel GaP)
+    in which groups differ; a single-group schedule ignores it.
+
+    Args:
+        num_partitions (int): K, the number of partitions of the model.
+        by_epoch (bool): Whether ``t`` counts epochs (else iterations).
+    """
+
+    what = 'GaP schedule'
+
+    def __init__(self, num_partitions: int, by_epoch: bool = False) -> None:
+        super().__init__(by_epoch)
+        self.num_partitions = check_int(num_partitions, 'num_partitions', 1)
+
+    @abstractmethod
     def dense_partitions(self, t: int, group: int = 0) -> FrozenSet[int]:
         """Partitions that are dense during step ``t`` (0-based)."""
 
@@ -66,24 +104,6 @@ class BaseGaPSchedule(metaclass=ABCMeta):
     def round_at(self, t: int) -> int:
         """GaP round at step ``t``; -1 when not in a round."""
         return -1
-
-    @abstractmethod
-    def required_length(self) -> int:
-        """Steps the schedule needs, fine-tune included."""
-
-    def check_fits(self, max_steps: int) -> None:
-        """Raise :class:`ScheduleError` if the run is shorter than the
-        schedule."""
-        need = self.required_length()
-        if need > max_steps:
-            raise ScheduleError(
-                f'The GaP schedule needs {self.describe_length()} = {need} '
-                f'{self.unit}, but the training run has only {max_steps} '
-                f'{self.unit} (train_cfg {self.length_key}). '
-                f'Shorten the schedule or lengthen the run.')
-
-    def describe_length(self) -> str:
-        return str(self.required_length())
 
     def segments(self, max_steps: int, group: int = 0) -> List[Segment]:
         """The timeline ``[0, max_steps)`` cut where the dense set or the

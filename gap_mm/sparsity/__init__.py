@@ -5,11 +5,13 @@
 * :mod:`.distribution`, :mod:`.partition`: per-layer targets, partitions;
 * :mod:`.topk`, :mod:`.scores`: exact top-k selection and importances;
 * :mod:`.masks`, :mod:`.packing`: int8 keep words, 1-bit packing;
+* :mod:`.drop_grow`: RigL's and SET's mask updates;
 * :mod:`.optim_state`: optimizer state at prune and grow events;
 * :mod:`.sparsifier`: :class:`Sparsifier`, the masks and their events.
 """
 from .distribution import (DISTRIBUTIONS, check_sparsity, erk_keep,
                            global_keep, match_overrides, uniform_keep)
+from .drop_grow import drop_and_grow, num_to_move
 from .masks import keep_word, num_pruned, zero_pruned_
 from .optim_state import (REGROWN_SECOND_MOMENTS, SECOND_MOMENT_KEYS,
                           init_regrown_state_, zero_optimizer_state_)
@@ -26,10 +28,11 @@ __all__ = [
     'DEFAULT_PRUNABLE_TYPES', 'DISTRIBUTIONS', 'MagnitudeScore',
     'MagnitudeSparsifier', 'REGROWN_SECOND_MOMENTS', 'RandomScore',
     'SECOND_MOMENT_KEYS', 'Sparsifier', 'auto_partitions', 'build_partitions',
-    'build_score', 'check_sparsity', 'compile_regexes', 'erk_keep',
-    'format_layer_table', 'global_keep', 'init_regrown_state_', 'keep_word',
-    'kth_largest', 'match_overrides', 'nm_mask', 'num_kept', 'num_pruned',
-    'pack_mask', 'parse_pattern', 'regex_partitions', 'resolve_module_types',
-    'select_prunable', 'topk_mask', 'topk_masks', 'uniform_keep',
-    'unpack_mask', 'zero_optimizer_state_', 'zero_pruned_'
+    'build_score', 'check_sparsity', 'compile_regexes', 'drop_and_grow',
+    'erk_keep', 'format_layer_table', 'global_keep', 'init_regrown_state_',
+    'keep_word', 'kth_largest', 'match_overrides', 'nm_mask', 'num_kept',
+    'num_pruned', 'num_to_move', 'pack_mask', 'parse_pattern',
+    'regex_partitions', 'resolve_module_types', 'select_prunable', 'topk_mask',
+    'topk_masks', 'uniform_keep', 'unpack_mask', 'zero_optimizer_state_',
+    'zero_pruned_'
 ]

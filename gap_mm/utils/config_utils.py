@@ -158,14 +158,30 @@ def merge_cfg_options(cfg: Config, options: Optional[dict]) -> None:
         cfg.merge_from_dict(options)
 
 
+def hook_options(cls: type) -> List[str]:
+    """The keyword options of a hook class, those its ``__init__`` passes
+    on through ``**kwargs`` to its bases included, in MRO order."""
+    options: List[str] = []
+    for klass in cls.__mro__:
+        init = klass.__dict__.get('__init__')
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters
+        options += [
+            p for p, v in params.items()
+            if p != 'self' and p not in options and v.kind not in (
+                v.VAR_POSITIONAL, v.VAR_KEYWORD)
+        ]
+        if not any(v.kind == v.VAR_KEYWORD for v in params.values()):
+            break
+    return options
+
+
 def check_gap_hook_options(cfg: Config) -> None:
     """Reject unknown options of the sparsity hooks, the valid ones listed."""
     for hook in sparsity_hooks(cfg):
         cls = _hook_class(hook)
-        valid = [
-            p for p in inspect.signature(cls.__init__).parameters
-            if p not in ('self', 'args', 'kwargs')
-        ]
+        valid = hook_options(cls)
         for key in hook:
             if key in ('type', 'priority') or key in valid:
                 continue
@@ -186,9 +202,8 @@ def _dataset_cfgs(dataset: dict) -> List[dict]:
     return [dataset]
 
 
-def check_data_paths(cfg: Config,
-                     loaders: Iterable[str] = ('train_dataloader', )
-                     ) -> None:
+def check_data_paths(
+    cfg: Config, loaders: Iterable[str] = ('train_dataloader', )) -> None:
     """Fail early, naming the path, when a dataset's files are missing.
 
     Checks ``data_root``, ``ann_file`` and each ``data_prefix`` folder of the

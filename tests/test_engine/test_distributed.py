@@ -138,7 +138,10 @@ def _corrupting_worker(rank, port, work_dir):
     class MoveMaskBitOnRank1(Hook):
         priority = 'LOW'  # after GaPHook's events of the same iteration
 
-        def after_train_iter(self, runner, batch_idx, data_batch=None,
+        def after_train_iter(self,
+                             runner,
+                             batch_idx,
+                             data_batch=None,
                              outputs=None):
             if runner.rank != 1 or runner.iter != 2:
                 return
@@ -202,3 +205,83 @@ def test_gap_hook_itself_stops_diverged_ranks(tmp_path):
         assert "differ across ranks at iteration 4 in 1 layer(s): " \
             "['fc1.weight']" in result['error']
         assert result['iter'] == 3  # stopped at the event, not at the end
+
+
+def _baselines_worker(rank, port, work_dir):
+    """RigL, then SET, on 2 ranks: the grown weights must agree."""
+    os.environ.update(
+        MASTER_ADDR='127.0.0.1',
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(WORLD))
+    from mmengine.config import Config
+    from mmengine.registry import DATASETS, MODELS
+    from mmengine.runner import Runner
+
+    import gap_mm  # noqa: F401
+    from gap_mm.engine import BaseSparsityHook
+    from gap_mm.testing import GaPToyDataset, GaPToyModel
+    from gap_mm.utils import setup_cpu_distributed
+
+    MODELS.register_module(module=GaPToyModel, force=True)
+    DATASETS.register_module(module=GaPToyDataset, force=True)
+    result = {}
+    for hook in (dict(type='RigLHook',
+                      distribution='erk'), dict(type='SETHook')):
+        cfg = Config(
+            dict(
+                work_dir=osp.join(work_dir, hook['type']),
+                launcher='pytorch',
+                model=dict(type='GaPToyModel'),
+                train_dataloader=dict(
+                    dataset=dict(type='GaPToyDataset'),
+                    sampler=dict(type='InfiniteSampler', shuffle=True),
+                    batch_size=3,
+                    num_workers=0),
+                optim_wrapper=dict(
+                    type='GaPOptimWrapper',
+                    optimizer=dict(type='SGD', lr=0.05, momentum=0.9)),
+                train_cfg=dict(by_epoch=False, max_iters=10),
+                default_hooks=dict(checkpoint=None),
+                log_processor=dict(by_epoch=False),
+                custom_hooks=[
+                    dict(
+                        hook,
+                        sparsity=0.75,
+                        interval=2,
+                        end=8,
+                        drop_fraction=0.5)
+                ],
+                randomness=dict(seed=0),
+                experiment_name=f'{hook["type"]}_rank{rank}'))
+        assert setup_cpu_distributed(cfg, 'pytorch')
+        runner = Runner.from_cfg(cfg)
+        runner.train()
+        sp = next(h for h in runner.hooks
+                  if isinstance(h, BaseSparsityHook)).sparsifier
+        result[hook['type']] = dict(
+            masks={n: sp.keep_mask(n)
+                   for n in sp.names},
+            params={
+                k: v.detach().clone()
+                for k, v in runner.model.module.named_parameters()
+            })
+    torch.save(result, osp.join(work_dir, f'baselines{rank}.pt'))
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.timeout(300)
+def test_rigl_and_set_grow_the_same_weights_on_every_rank(tmp_path):
+    mp.spawn(
+        _baselines_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD)
+    r0, r1 = (
+        torch.load(tmp_path / f'baselines{r}.pt', weights_only=True)
+        for r in range(WORLD))
+    for method in ('RigLHook', 'SETHook'):
+        for name, mask in r0[method]['masks'].items():
+            assert mask is not None, (method, name)
+            assert torch.equal(mask, r1[method]['masks'][name]), (method, name)
+        for key, value in r0[method]['params'].items():
+            assert torch.equal(value, r1[method]['params'][key]), (method, key)

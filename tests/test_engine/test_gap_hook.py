@@ -8,7 +8,7 @@ from mmengine.registry import DATASETS, HOOKS, MODELS
 from mmengine.testing import RunnerTestCase
 
 import gap_mm  # noqa: F401  (registers GaPHook and the wrappers)
-from gap_mm.engine import GaPHook
+from gap_mm.engine import BaseSparsityHook, GaPHook
 from gap_mm.errors import GaPConfigError
 from gap_mm.schedules import ScheduleError
 from gap_mm.sparsity import SECOND_MOMENT_KEYS, num_kept, unpack_mask
@@ -17,14 +17,17 @@ from gap_mm.testing.hooks import KilledForTest
 
 
 class MaskInvariantHook(Hook):
-    """Checks the GaP invariants after every train iteration."""
+    """Checks the sparse-training invariants after every train iteration,
+    for any sparsity hook: masked weights and their optimizer state are 0;
+    regrown positions start at weight 0, momentum 0 and Adam's second
+    moment at the mean of the tensor's other positions."""
 
     priority = 'LOWEST'
 
     def __init__(self):
         self.steps = 0
-        self.grows = 0
-        self.prunes = 0
+        self.grows = 0  # layer-events that regrew positions
+        self.prunes = 0  # layer-events that pruned positions
         self._prev = {}
 
     def after_train_iter(self,
@@ -39,20 +42,23 @@ class MaskInvariantHook(Hook):
         self._check(runner)  # epoch schedules change masks here
 
     def _check(self, runner):
-        gap = next(h for h in runner.hooks if isinstance(h, GaPHook))
-        sp = gap.sparsifier
+        hook = next(h for h in runner.hooks if isinstance(h, BaseSparsityHook))
+        sp = hook.sparsifier
         optimizer = runner.optim_wrapper.optimizer
         current = {}
         for name, param in sp.params.items():
             keep = sp.keep_mask(name)
-            if keep is None:
-                prev = self._prev.get(name)
-                if prev is not None:  # grown in this event
+            prev = self._prev.get(name)  # None: dense before
+            if prev is not None:
+                grown = ~prev if keep is None else keep & ~prev
+                if grown.any():
                     self.grows += 1
-                    assert (param[~prev] == 0).all(), name
-                    self._assert_state_regrown(optimizer, param, ~prev, name)
+                    assert (param[grown] == 0).all(), name
+                    self._assert_state_regrown(optimizer, param, grown, name)
+            if keep is None:
                 continue
-            if name not in self._prev:
+            newly = ~keep if prev is None else ~keep & prev
+            if newly.any():
                 self.prunes += 1
             # masked weights are exactly 0 after every step
             assert (param[~keep] == 0).all(), name
@@ -63,7 +69,7 @@ class MaskInvariantHook(Hook):
     @staticmethod
     def _assert_state_regrown(optimizer, param, where, name):
         # momentum and first moments 0; Adam's second moments at the mean
-        # of the positions that stayed (GaPHook's regrown_second_moment)
+        # of the positions that stayed (regrown_second_moment='mean')
         for key, value in optimizer.state.get(param, {}).items():
             if torch.is_tensor(value) and value.shape == param.shape:
                 expected = value[~where].mean() \

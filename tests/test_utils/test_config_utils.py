@@ -22,8 +22,9 @@ def _cfg(**extra):
 def test_unset_hook_options_take_the_variables():
     cfg = _cfg()
     given = dict(sparsity=None, distribution=None, pattern=None)
-    assert resolve_gap_variables(cfg, given, changed=[]) == dict(
-        sparsity=0.8, distribution='uniform')
+    assert resolve_gap_variables(
+        cfg, given, changed=[]) == dict(
+            sparsity=0.8, distribution='uniform')
     cfg.merge_from_dict(dict(gap_sparsity=0.9, gap_pattern='2:4'))
     assert resolve_gap_variables(
         cfg, given, changed=['gap_sparsity', 'gap_pattern']) == dict(
@@ -34,8 +35,8 @@ def test_explicit_hook_option_wins_unless_the_variable_was_changed():
     cfg = _cfg()
     given = dict(sparsity=0.5, distribution=None, pattern=None)
     # the file itself sets both: the hook's explicit value stands
-    assert resolve_gap_variables(cfg, given, changed=[]) == dict(
-        distribution='uniform')
+    assert resolve_gap_variables(
+        cfg, given, changed=[]) == dict(distribution='uniform')
     # a command-line gap_sparsity that cannot reach the explicit option
     cfg.merge_from_dict(dict(gap_sparsity=0.9))
     with pytest.raises(
@@ -69,23 +70,24 @@ def test_unknown_gap_variable_is_an_error(key, message):
 
 def test_changed_keys_are_found_by_reading_the_file_again(tmp_path):
     path = tmp_path / 'cfg.py'
-    path.write_text('gap_sparsity = 0.8\ngap_period = 200\nmodel = dict(a=1)\n')
+    path.write_text(
+        'gap_sparsity = 0.8\ngap_period = 200\nmodel = dict(a=1)\n')
     cfg = Config.fromfile(str(path))
     assert changed_top_level_keys(cfg) == []
     # what mmdet's tools/train.py does with --cfg-options
     cfg.merge_from_dict({'gap_sparsity': 0.9, 'model.a': 2, 'gap_x': 1})
-    assert sorted(changed_top_level_keys(cfg)) == [
-        'gap_sparsity', 'gap_x', 'model'
-    ]
+    assert sorted(
+        changed_top_level_keys(cfg)) == ['gap_sparsity', 'gap_x', 'model']
     assert changed_top_level_keys(Config(dict(a=1))) is None
 
 
 def test_unknown_hook_option_names_the_closest():
     cfg = _cfg()
     cfg.custom_hooks[0]['partitons'] = 4
-    with pytest.raises(GaPConfigError,
-                       match="GaPHook has no option 'partitons'. Did you "
-                       "mean 'partitions'"):
+    with pytest.raises(
+            GaPConfigError,
+            match="GaPHook has no option 'partitons'. Did you "
+            "mean 'partitions'"):
         check_gap_hook_options(cfg)
     # other hooks are not checked
     cfg = _cfg()

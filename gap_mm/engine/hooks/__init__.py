@@ -1,5 +1,12 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
 from .base_sparsity_hook import BaseSparsityHook
+from .drop_grow_hook import DropGrowHook
 from .gap_hook import GaPHook
+from .gmp_hook import GMPHook
+from .rigl_hook import RigLHook
+from .set_hook import SETHook
 
-__all__ = ['BaseSparsityHook', 'GaPHook']
+__all__ = [
+    'BaseSparsityHook', 'DropGrowHook', 'GMPHook', 'GaPHook', 'RigLHook',
+    'SETHook'
+]

@@ -92,8 +92,10 @@ class BaseSparsityHook(Hook):
     """
 
     priority = 'ABOVE_NORMAL'
-    #: Prefix of the log lines and of the message-hub scalars' meaning.
+    #: Prefix of the log lines.
     method_name = 'sparsity'
+    #: Whether the method works with an N:M ``pattern``.
+    supports_nm = True
 
     def __init__(self,
                  sparsity: Optional[float] = None,
@@ -115,6 +117,7 @@ class BaseSparsityHook(Hook):
         self._given = dict(
             sparsity=sparsity, distribution=distribution, pattern=pattern)
         self._check_sparse_options(self._given)
+        self._check_pattern_supported(pattern)
         bad_int = isinstance(partitions, int) and (isinstance(
             partitions, bool) or partitions < 1)
         if bad_int or not isinstance(partitions, (int, list, tuple)):
@@ -165,6 +168,13 @@ class BaseSparsityHook(Hook):
         if values.get('pattern') is not None:
             parse_pattern(values['pattern'])
 
+    def _check_pattern_supported(self, pattern: Optional[str]) -> None:
+        if not self.supports_nm and parse_pattern(pattern) is not None:
+            raise GaPConfigError(
+                f'{type(self).__name__} works on unstructured masks; the N:M '
+                f'pattern {pattern!r} is not supported (GaPHook, or a static '
+                f'GaPHook mask, train N:M)')
+
     # ------------------------------------------------ for the subclasses
     def build_schedule(self, num_partitions: int):
         """The method's schedule (``by_epoch``, ``unit``, ``check_fits``)."""
@@ -200,6 +210,7 @@ class BaseSparsityHook(Hook):
             if values[key] is None:
                 values[key] = default
         self._check_sparse_options(values)
+        self._check_pattern_supported(values['pattern'])
         self.sparsity = check_sparsity(values['sparsity'])
         self.distribution = values['distribution']
         self.pattern = values['pattern']
@@ -293,9 +304,14 @@ class BaseSparsityHook(Hook):
                 f'{len(state["sparsifier"].get("masks", {}))} sparse layers '
                 f'at {self._unit()} {state["step"]}',
                 logger='current')
+            # A checkpoint is saved after the events of the step it resumes
+            # at: apply them again only when starting at another step
+            # (load_from a sparse checkpoint without resume).
+            if state['step'] != step:
+                self.update(runner, step)
         else:
             self.initialize_masks(runner, step)
-        self.update(runner, step)
+            self.update(runner, step)
         self.mask_ema()
         if self.print_table:
             print_log(
