@@ -191,6 +191,9 @@ def check_gap_hook_options(cfg: Config) -> None:
                 f'{", ".join(valid)}.')
 
 
+_TRAIN_LOADER = ('train_dataloader', )
+
+
 def _dataset_cfgs(dataset: dict) -> List[dict]:
     """The leaf dataset configs under wrappers (RepeatDataset, ...)."""
     if not isinstance(dataset, dict):
@@ -202,8 +205,8 @@ def _dataset_cfgs(dataset: dict) -> List[dict]:
     return [dataset]
 
 
-def check_data_paths(
-    cfg: Config, loaders: Iterable[str] = ('train_dataloader', )) -> None:
+def check_data_paths(cfg: Config,
+                     loaders: Iterable[str] = _TRAIN_LOADER) -> None:
     """Fail early, naming the path, when a dataset's files are missing.
 
     Checks ``data_root``, ``ann_file`` and each ``data_prefix`` folder of the
