@@ -1,5 +1,6 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
-"""Build what a Runner would build from a GaP config, without data.
+"""Build what a Runner would build from a sparse-training config, without
+data.
 
 Full configs need their datasets (COCO, ShapeNet) and many GPUs to train;
 this builds their model, optimizer wrapper and GaPHook exactly as the Runner
@@ -14,17 +15,23 @@ from mmengine.logging import MessageHub
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import HOOKS, MODELS, DefaultScope
 
-from gap_mm.engine import GaPHook, GaPOptimWrapper
+from gap_mm.engine import BaseSparsityHook, GaPOptimWrapper
 
 
-def build_gap_training(cfg: Config,
-                       name: str) -> Tuple[object, object, GaPHook, object]:
-    """Model, GaP optimizer wrapper and GaPHook of ``cfg``, after the
+def build_gap_training(
+        cfg: Config,
+        name: str,
+        iters_per_epoch: int = 100
+) -> Tuple[object, object, BaseSparsityHook, object]:
+    """Model, GaP optimizer wrapper and sparsity hook of ``cfg``, after the
     hook's ``before_run`` and ``before_train``.
 
     Args:
-        cfg (Config): A config with a GaPHook as its first custom hook.
+        cfg (Config): A config with a sparsity hook (GaPHook, RigLHook, ...)
+            as its first custom hook.
         name (str): A unique name for the message hub.
+        iters_per_epoch (int): The stand-in's iterations per epoch, for an
+            epoch-based run (its ``max_iters``). Defaults to 100.
 
     Returns:
         tuple: ``(model, wrapper, hook, runner)``; ``runner`` is the minimal
@@ -40,7 +47,7 @@ def build_gap_training(cfg: Config,
         wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
         hook = HOOKS.build(cfg.custom_hooks[0])
     assert isinstance(wrapper, GaPOptimWrapper), type(wrapper)
-    assert isinstance(hook, GaPHook), type(hook)
+    assert isinstance(hook, BaseSparsityHook), type(hook)
     by_epoch = 'max_epochs' in cfg.train_cfg
     runner = SimpleNamespace(
         cfg=cfg,
@@ -52,7 +59,8 @@ def build_gap_training(cfg: Config,
         iter=0,
         epoch=0,
         max_epochs=cfg.train_cfg.get('max_epochs'),
-        max_iters=None if by_epoch else cfg.train_cfg.get('max_iters'),
+        max_iters=cfg.train_cfg.get('max_epochs') * iters_per_epoch
+        if by_epoch else cfg.train_cfg.get('max_iters'),
         message_hub=MessageHub.get_instance(f'gap_build_{name}'))
     hook.before_run(runner)
     hook.before_train(runner)

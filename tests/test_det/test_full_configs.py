@@ -117,7 +117,7 @@ def test_global_magnitude_that_empties_a_layer_is_an_error(name, emptied):
     ('gap_retinanet_tiny_synthetic.py', 29),
     ('gap_faster_rcnn_tiny_synthetic.py', None),
 ])
-def test_tiny_config_builds_and_trains_one_step(name, num_prunable):
+def test_tiny_gap_config_builds_and_trains_one_step(name, num_prunable):
     # The small CPU detectors of the demo and the tests, on 160 px inputs.
     cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
     model, wrapper, hook, runner = build_gap_training(cfg, name)
@@ -137,3 +137,73 @@ def test_tiny_config_builds_and_trains_one_step(name, num_prunable):
             assert row['kept'] == num_kept(row['numel'], 0.8), row['name']
             keep = sp.keep_mask(row['name'])
             assert (sp.params[row['name']][~keep] == 0).all()
+
+
+# The methods' configs for the demo detector: (config, hook, dense at
+# start, masks random at start).
+TINY_METHODS = [
+    ('static_retinanet_tiny_synthetic.py', 'GaPHook', False),
+    ('static_random_retinanet_tiny_synthetic.py', 'GaPHook', False),
+    ('gmp_retinanet_tiny_synthetic.py', 'GMPHook', True),
+    ('rigl_retinanet_tiny_synthetic.py', 'RigLHook', False),
+    ('set_retinanet_tiny_synthetic.py', 'SETHook', False),
+]
+
+
+@pytest.mark.parametrize('name, hook_type, dense', TINY_METHODS)
+def test_tiny_method_configs_train_one_step(name, hook_type, dense):
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
+    gap_cfg = Config.fromfile(
+        osp.join(ROOT, 'configs', 'gap_retinanet_tiny_synthetic.py'))
+    model, wrapper, hook, runner = build_gap_training(cfg, name)
+    assert type(hook).__name__ == hook_type
+    # the same prunable set, recipe and budget as the GaP config
+    assert hook.exclude == gap_cfg.custom_hooks[0].exclude
+    assert cfg.train_cfg == gap_cfg.train_cfg
+    assert cfg.param_scheduler == gap_cfg.param_scheduler
+    assert cfg.optim_wrapper == gap_cfg.optim_wrapper
+    sp = hook.sparsifier
+    assert len(sp.names) == 29
+    model.train()
+    model.train_step(_batch(size=160, num_classes=6), wrapper)
+    hook.after_train_iter(runner, 0)
+    for row in sp.layer_stats():
+        assert row['dense'] == dense, row['name']
+        if not dense:
+            assert row['kept'] == num_kept(row['numel'], 0.8), row['name']
+            keep = sp.keep_mask(row['name'])
+            assert (sp.params[row['name']][~keep] == 0).all()
+
+
+def test_dense_twin_is_the_gap_config_without_gap():
+    dense = Config.fromfile(
+        osp.join(ROOT, 'configs', 'dense_retinanet_tiny_synthetic.py'))
+    gap = Config.fromfile(
+        osp.join(ROOT, 'configs', 'gap_retinanet_tiny_synthetic.py'))
+    assert dense.custom_hooks == []
+    assert dense.optim_wrapper.type == 'OptimWrapper'
+    for key in ('model', 'train_cfg', 'param_scheduler', 'train_dataloader',
+                'randomness'):
+        assert dense[key] == gap[key], key
+    assert dense.optim_wrapper.optimizer == gap.optim_wrapper.optimizer
+
+
+@pytest.mark.parametrize('name, hook_type', [
+    (f'{method}_{model}.py', hook)
+    for method, hook in (('gmp', 'GMPHook'), ('rigl', 'RigLHook'),
+                         ('set', 'SETHook'))
+    for model in ('retinanet', 'faster_rcnn')
+])
+def test_full_method_configs_build(name, hook_type):
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
+    base = Config.fromfile(
+        osp.join(ROOT, 'configs', 'gap_' + name.split('_', 1)[1]))
+    cfg.model.backbone.init_cfg = None  # no downloads in tests
+    _, _, hook, _ = build_gap_training(cfg, name, iters_per_epoch=1000)
+    assert type(hook).__name__ == hook_type
+    assert hook.exclude == base.custom_hooks[0].exclude
+    assert cfg.train_cfg == base.train_cfg
+    if hook_type == 'GMPHook':
+        assert (hook.schedule.begin, hook.schedule.end) == (1, 24)
+    else:  # 2/3 of 36 epochs of 1000 iterations
+        assert hook.schedule.end == 24000

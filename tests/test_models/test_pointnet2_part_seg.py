@@ -281,3 +281,40 @@ def test_dense_config_switches_gap_off():
     for key in ('model', 'train_cfg', 'param_scheduler', 'train_dataloader'):
         assert dense[key] == gap[key], key
     assert dense.optim_wrapper.optimizer == gap.optim_wrapper.optimizer
+
+
+@pytest.mark.parametrize('name, hook_type, dense', [
+    ('static_pointnet2_partseg_tiny.py', 'GaPHook', False),
+    ('static_random_pointnet2_partseg_tiny.py', 'GaPHook', False),
+    ('gmp_pointnet2_partseg_tiny.py', 'GMPHook', True),
+    ('rigl_pointnet2_partseg_tiny.py', 'RigLHook', False),
+    ('set_pointnet2_partseg_tiny.py', 'SETHook', False),
+])
+def test_tiny_method_configs_train_one_step(name, hook_type, dense):
+    cfg = _full_cfg(name)
+    gap = _full_cfg('gap_pointnet2_partseg_tiny.py')
+    for key in ('model', 'train_cfg', 'param_scheduler', 'optim_wrapper'):
+        assert cfg[key] == gap[key], key
+    # 36 epochs of 9 iterations, as the tiny data has 150 training shapes
+    model, wrapper, hook, runner = build_gap_training(
+        cfg, name, iters_per_epoch=9)
+    assert type(hook).__name__ == hook_type
+    assert hook.exclude == gap.custom_hooks[0].exclude
+    model.train()
+    model.train_step(_batch(num_points=512), wrapper)
+    hook.after_train_iter(runner, 0)
+    for row in hook.sparsifier.layer_stats():
+        assert row['dense'] == dense, row['name']
+        if not dense:
+            keep = hook.sparsifier.keep_mask(row['name'])
+            assert int(keep.sum()) == keep.numel() - round(0.8 * keep.numel())
+
+
+def test_tiny_dense_twin_is_the_gap_config_without_gap():
+    gap = _full_cfg('gap_pointnet2_partseg_tiny.py')
+    dense = _full_cfg('dense_pointnet2_partseg_tiny.py')
+    assert dense.custom_hooks == []
+    assert dense.optim_wrapper.type == 'OptimWrapper'
+    for key in ('model', 'train_cfg', 'param_scheduler', 'train_dataloader',
+                'randomness'):
+        assert dense.get(key) == gap.get(key), key

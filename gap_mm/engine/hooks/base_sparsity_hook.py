@@ -156,6 +156,7 @@ class BaseSparsityHook(Hook):
         self._loaded_state: Optional[Dict[str, Any]] = None
         self._stats: Dict[str, float] = {}
         self._ema_params: Dict[str, torch.Tensor] = {}
+        self._run_length: Dict[str, Optional[int]] = {}
 
     @staticmethod
     def _check_sparse_options(values: Mapping[str, Any]) -> None:
@@ -246,7 +247,28 @@ class BaseSparsityHook(Hook):
                 f'{type(sparsifier).__name__}, which is not a Sparsifier')
         return sparsifier
 
+    def steps_of(self, value: Union[int, float], by_epoch: bool,
+                 option: str) -> int:
+        """A schedule option given as steps (an int) or as a fraction of the
+        run (a float in ``(0, 1]``, e.g. ``end=0.75``), in steps."""
+        if isinstance(value, float):
+            length = self._run_length.get('epochs' if by_epoch else 'iters')
+            if not 0 < value <= 1:
+                raise GaPConfigError(
+                    f'{type(self).__name__} {option}={value}: a float is a '
+                    f'fraction of the run and must be in (0, 1]; give an int '
+                    f'for a number of steps')
+            if not length:
+                raise GaPConfigError(
+                    f'{type(self).__name__} {option}={value} is a fraction '
+                    f'of the run, whose length is unknown here; give an int')
+            return max(1, int(round(value * length)))
+        return value
+
     def before_run(self, runner) -> None:
+        self._run_length = dict(
+            iters=getattr(runner, 'max_iters', None),
+            epochs=getattr(runner, 'max_epochs', None))
         self._resolve_options(runner)
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model

@@ -23,12 +23,15 @@ class DropGrowHook(BaseSparsityHook):
     SET: random).
 
     Args:
-        end (int): Last iteration that may update; the masks are fixed
-            after it. Required.
-        interval (int): ΔT, iterations between updates. Defaults to 100.
+        end (int | float): Last iteration that may update; the masks are
+            fixed after it. Required. A float in ``(0, 1]`` (here and for
+            ``begin``, ``interval``) is a fraction of the run's iterations.
+        interval (int | float): ΔT, iterations between updates.
+            Defaults to 100.
         drop_fraction (float): α in ``(0, 1)``. Defaults to 0.3.
         decay (str): ``'cosine'`` (RigL) or ``'constant'`` (SET).
-        begin (int): Updates start after this iteration. Defaults to 0.
+        begin (int | float): Updates start after this iteration.
+            Defaults to 0.
         init (str): The masks at the start; ``'random'`` as in the papers,
             or ``'magnitude'``. Defaults to ``'random'``.
         **kwargs: The options of :class:`BaseSparsityHook`.
@@ -60,17 +63,21 @@ class DropGrowHook(BaseSparsityHook):
             drop_fraction=drop_fraction,
             decay=decay or self.default_decay,
             begin=begin)
-        DropGrowSchedule(**self.schedule_cfg)  # fail early on bad values
+        if not any(isinstance(v, float) for v in (begin, end, interval)):
+            DropGrowSchedule(**self.schedule_cfg)  # fail early
 
     def build_schedule(self, num_partitions: int) -> DropGrowSchedule:
-        return DropGrowSchedule(**self.schedule_cfg)
+        cfg = dict(self.schedule_cfg)
+        for key in ('begin', 'end', 'interval'):
+            cfg[key] = self.steps_of(cfg[key], False, key)
+        return DropGrowSchedule(**cfg)
 
     def before_train(self, runner) -> None:
         counts = getattr(runner.optim_wrapper, '_accumulative_counts', 1)
-        if self.schedule_cfg['interval'] % counts:
+        if self.schedule.interval % counts:
             raise GaPConfigError(
                 f'{type(self).__name__} interval='
-                f'{self.schedule_cfg["interval"]} must be a multiple of the '
+                f'{self.schedule.interval} must be a multiple of the '
                 f'optimizer wrapper\'s accumulative_counts={counts}: the '
                 f'masks change only after a real optimizer step')
         super().before_train(runner)

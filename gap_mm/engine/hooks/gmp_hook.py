@@ -22,10 +22,12 @@ class GMPHook(BaseSparsityHook):
     counts are exact at every event.
 
     Args:
-        begin (int): First prune step. Defaults to 0.
-        end (int): Step of the last prune, at ``sparsity``; the run must be
-            longer (the rest is a fine-tune).
-        interval (int): Steps between prunes. Defaults to 100.
+        begin (int | float): First prune step. Defaults to 0.
+        end (int | float): Step of the last prune, at ``sparsity``; the run
+            must be longer (the rest is a fine-tune).
+        interval (int | float): Steps between prunes. Defaults to 100.
+            A float in ``(0, 1]`` for any of these is a fraction of the run
+            (``end=0.75``), so one config fits any batch size.
         initial_sparsity (float): Sparsity of the first prune, in
             ``[0, sparsity]``. Defaults to 0 (start dense).
         by_epoch (bool): Count epochs instead of iterations.
@@ -66,10 +68,14 @@ class GMPHook(BaseSparsityHook):
             interval=interval,
             initial_sparsity=initial_sparsity,
             by_epoch=by_epoch)
-        CubicSparsitySchedule(**self.schedule_cfg)
+        if not any(isinstance(v, float) for v in (begin, end, interval)):
+            CubicSparsitySchedule(**self.schedule_cfg)  # fail early
 
     def build_schedule(self, num_partitions: int) -> CubicSparsitySchedule:
-        schedule = CubicSparsitySchedule(**self.schedule_cfg)
+        cfg = dict(self.schedule_cfg)
+        for key in ('begin', 'end', 'interval'):
+            cfg[key] = self.steps_of(cfg[key], cfg['by_epoch'], key)
+        schedule = CubicSparsitySchedule(**cfg)
         if schedule.initial_sparsity > self.sparsity:
             raise GaPConfigError(
                 f'GMPHook initial_sparsity={schedule.initial_sparsity} is '

@@ -1,0 +1,17 @@
+# RigL (Evci et al., 2020): each layer drops its smallest weights and grows
+# those of largest dense gradient, 30% of its active weights at first, decaying
+# as a cosine, every 1000 iterations until 2/3 of the run (epoch 24, GaP's last
+# prune). RetinaNet R50-FPN on COCO, the baseline for configs/gap_retinanet.py
+# with its 36 epochs, LR schedule, prunable set and sparsity; it starts from a
+# random mask at the target. The end is a fraction of the run, right for any
+# number of GPUs.
+#   tools/dist_train.sh configs/rigl_retinanet.py 8
+_base_ = './gap_retinanet.py'
+custom_hooks = [
+    dict(
+        type='RigLHook',
+        exclude=_base_.custom_hooks[0].exclude,
+        interval=1000,
+        end=24 / 36,
+        drop_fraction=0.3)
+]
