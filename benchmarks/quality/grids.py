@@ -1,0 +1,233 @@
+# Copyright (c) gap_mm contributors. All rights reserved.
+"""The grids of the quality benchmark: which cells each one trains.
+
+Every cell is a config of ``configs/`` plus ``--cfg-options``; the helpers
+below compute the options that scale a task's training budget, so that a
+method and the dense twin it is compared with always get the same
+iterations, data, optimizer and LR schedule.
+"""
+from typing import Callable, Dict, List, Optional
+
+from harness import Cell
+
+#: Method -> config, per task. Every config inherits its task's GaP config
+#: (same model, data, recipe, budget and prunable set); see configs/.
+DET = {
+    'dense': 'configs/dense_retinanet_tiny_synthetic.py',
+    'C-GaP': 'configs/gap_retinanet_tiny_synthetic.py',
+    'static': 'configs/static_retinanet_tiny_synthetic.py',
+    'static random': 'configs/static_random_retinanet_tiny_synthetic.py',
+    'GMP': 'configs/gmp_retinanet_tiny_synthetic.py',
+    'RigL': 'configs/rigl_retinanet_tiny_synthetic.py',
+    'SET': 'configs/set_retinanet_tiny_synthetic.py',
+}
+PN2 = {
+    'dense': 'configs/dense_pointnet2_partseg_tiny.py',
+    'C-GaP': 'configs/gap_pointnet2_partseg_tiny.py',
+    'static': 'configs/static_pointnet2_partseg_tiny.py',
+    'static random': 'configs/static_random_pointnet2_partseg_tiny.py',
+    'GMP': 'configs/gmp_pointnet2_partseg_tiny.py',
+    'RigL': 'configs/rigl_pointnet2_partseg_tiny.py',
+    'SET': 'configs/set_pointnet2_partseg_tiny.py',
+}
+#: Methods that train an N:M pattern (the others are unstructured only).
+NM_METHODS = ('C-GaP', 'static', 'static random')
+DET_GAP, DET_DENSE, DET_STATIC = DET['C-GaP'], DET['dense'], DET['static']
+PN2_GAP, PN2_DENSE, PN2_STATIC = PN2['C-GaP'], PN2['dense'], PN2['static']
+
+# The demo detector's recipe (configs/_base_/tiny_synthetic_160.py): 2000
+# iterations, cosine decay over the last 1/5, GaP period 200 (K 4 x R 2).
+DET_ITERS, DET_DECAY_FROM, DET_PERIOD = 2000, 1600, 200
+
+
+def det_options(budget: float = 1.0,
+                gap: bool = True,
+                **extra) -> Dict[str, object]:
+    """``--cfg-options`` that train the demo detector for ``budget`` times
+    its 2000 iterations, the LR decay and the GaP period scaled with it.
+
+    The loss is logged every 10 iterations (the demo logs every 25), so the
+    report can measure the loss jump at each prune event.
+    """
+    iters = int(round(DET_ITERS * budget))
+    decay = int(round(DET_DECAY_FROM * budget))
+    opts: Dict[str, object] = {
+        'default_hooks.logger.interval': 10,
+    }
+    if budget != 1:
+        opts.update({
+            'train_cfg.max_iters': iters,
+            'train_cfg.val_interval': iters,
+            'param_scheduler.1.begin': decay,
+            'param_scheduler.1.end': iters,
+            'param_scheduler.1.T_max': iters - decay,
+        })
+        if gap:
+            opts['custom_hooks.0.schedule.period'] = int(
+                round(DET_PERIOD * budget))
+    opts.update(extra)
+    return opts
+
+
+def sparse_options(sparsity, distribution: Optional[str]) -> Dict:
+    """The top-level ``gap_*`` variables (tools/train.py writes them into
+    the hook)."""
+    if isinstance(sparsity, str):  # an N:M pattern
+        return {'gap_pattern': sparsity}
+    opts = {'gap_sparsity': sparsity}
+    if distribution:
+        opts['gap_distribution'] = distribution
+    return opts
+
+
+def det_cell(method: str,
+             config: str,
+             sparsity=None,
+             distribution: Optional[str] = None,
+             seed: int = 0,
+             budget: float = 1.0,
+             study: str = 'main',
+             variant: str = '',
+             **extra) -> Cell:
+    gap = sparsity is not None
+    opts = det_options(budget, gap=config == DET_GAP, **extra)
+    if gap:
+        opts.update(sparse_options(sparsity, distribution))
+    return Cell(
+        task='det',
+        method=method,
+        config=config,
+        options=opts,
+        seed=seed,
+        sparsity=sparsity,
+        distribution=distribution if gap else None,
+        budget=budget,
+        study=study,
+        variant=variant,
+        report_config=DET_GAP)
+
+
+def pn2_cell(method: str,
+             config: str,
+             sparsity=None,
+             distribution: Optional[str] = None,
+             seed: int = 0,
+             study: str = 'main') -> Cell:
+    opts = {} if sparsity is None else sparse_options(sparsity, distribution)
+    return Cell(
+        task='partseg',
+        method=method,
+        config=config,
+        options=opts,
+        seed=seed,
+        sparsity=sparsity,
+        distribution=distribution if sparsity is not None else None,
+        study=study,
+        report_config=PN2_GAP)
+
+
+def _task_cells(task_cell,
+                configs,
+                seed,
+                sparsities,
+                distributions,
+                methods=None) -> List[Cell]:
+    """Dense, then every method at every sparsity (uniform / ERK, or an N:M
+    pattern), for one seed."""
+    cells = [task_cell('dense', configs['dense'], seed=seed)]
+    for sparsity in sparsities:
+        nm = isinstance(sparsity, str)
+        for dist in ([None] if nm else distributions):
+            for method, config in configs.items():
+                if method == 'dense' or (methods and method not in methods):
+                    continue
+                if nm and method not in NM_METHODS:
+                    continue
+                cells.append(
+                    task_cell(
+                        method,
+                        config,
+                        sparsity=sparsity,
+                        distribution=dist,
+                        seed=seed))
+    return cells
+
+
+def quick() -> List[Cell]:
+    """About 30 minutes on 2 cores: dense, C-GaP and static at 80% ERK, one
+    seed, on both tasks."""
+    methods = ('C-GaP', 'static')
+    return (_task_cells(det_cell, DET, 0, (0.8, ), ('erk', ), methods) +
+            _task_cells(pn2_cell, PN2, 0, (0.8, ), ('erk', ), methods))
+
+
+def full() -> List[Cell]:
+    """Every method on both tasks at 80% and 90% (ERK, then uniform) and
+    2:4, 2 seeds; ordered so that the most telling cells finish first (a
+    killed grid resumes where it stopped)."""
+    cells: List[Cell] = []
+    for distributions in (('erk', ), ('uniform', )):
+        for seed in (0, 1):
+            cells += _task_cells(pn2_cell, PN2, seed, (0.8, 0.9),
+                                 distributions)
+            cells += _task_cells(det_cell, DET, seed, (0.8, 0.9),
+                                 distributions)
+    for seed in (0, 1):
+        cells += _task_cells(pn2_cell, PN2, seed, ('2:4', ), ())
+        cells += _task_cells(det_cell, DET, seed, ('2:4', ), ())
+    # dense cells repeat per distribution block: keep the first of each
+    seen, unique = set(), []
+    for cell in cells:
+        if cell.id not in seen:
+            seen.add(cell.id)
+            unique.append(cell)
+    return unique
+
+
+def diagnosis() -> List[Cell]:
+    """Why C-GaP at 80% trails its dense twin on the demo detector: the gap
+    against the distribution, the partitions, the schedule and the budget.
+    """
+    d = 'diagnosis'
+    cells = [
+        det_cell('dense', DET_DENSE, study=d),
+        det_cell('C-GaP', DET_GAP, 0.8, 'uniform', study=d),
+        det_cell('C-GaP', DET_GAP, 0.8, 'erk', study=d),
+        det_cell('static', DET_STATIC, 0.8, 'uniform', study=d),
+        det_cell('static', DET_STATIC, 0.8, 'erk', study=d),
+        det_cell('dense', DET_DENSE, seed=1, study=d),
+        det_cell('C-GaP', DET_GAP, 0.8, 'erk', seed=1, study=d),
+        det_cell(
+            'C-GaP',
+            DET_GAP,
+            0.8,
+            'uniform',
+            study=d,
+            variant='auto K4',
+            **{'custom_hooks.0.partitions': 4}),
+        det_cell(
+            'C-GaP',
+            DET_GAP,
+            0.8,
+            'uniform',
+            study=d,
+            variant='T50 R8',
+            **{
+                'custom_hooks.0.schedule.period': 50,
+                'custom_hooks.0.schedule.num_rounds': 8
+            }),
+    ]
+    for budget in (0.5, 2):
+        cells += [
+            det_cell('dense', DET_DENSE, budget=budget, study=d),
+            det_cell('C-GaP', DET_GAP, 0.8, 'erk', budget=budget, study=d),
+            det_cell('C-GaP', DET_GAP, 0.8, 'uniform', budget=budget, study=d),
+        ]
+    return cells
+
+
+GRIDS: Dict[str, Callable[[], List[Cell]]] = {
+    'quick': quick,
+    'full': full,
+    'diagnosis': diagnosis,
+}

@@ -1,0 +1,128 @@
+# Copyright (c) gap_mm contributors. All rights reserved.
+"""Train and evaluate a quality grid through tools/train.py and
+tools/test.py, one cell after another; finished cells are skipped.
+
+Examples:
+    .venv/bin/python benchmarks/quality/run_grid.py quick
+    nohup .venv/bin/python benchmarks/quality/run_grid.py full \
+        > work_dirs/quality_full.log 2>&1 &
+    .venv/bin/python benchmarks/quality/run_grid.py full --list
+    .venv/bin/python benchmarks/quality/run_grid.py full --report-only
+
+Every finished cell is one JSON file in ``RESULTS/<grid>/cells/``; the
+table (``table.md``), ``results.json``, ``results.csv`` and ``plot.png``
+are rewritten from them after every run. Work dirs (checkpoints, logs) go
+to ``work_dirs/quality/<grid>/<cell>/``; a cell killed mid-training resumes
+from its last checkpoint.
+"""
+import argparse
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+
+import harness
+from grids import GRIDS
+
+DEFAULT_RESULTS = osp.join(osp.dirname(osp.abspath(__file__)), 'results')
+
+#: Data the tasks train on, and the command that generates each.
+DATA = {
+    'det': ('data/synthetic_coco/annotations/instances_val2017.json', [
+        'tools/dataset_converters/gen_synthetic_coco.py', '--out',
+        'data/synthetic_coco', '--num-train', '1000', '--num-val', '100',
+        '--img-size', '160', '--seed', '0'
+    ]),
+    'partseg': ('data/shapenet_part_synthetic/synsetoffset2category.txt', [
+        'tools/dataset_converters/gen_shapenet_part.py', '--out',
+        'data/shapenet_part_synthetic', '--shapes-per-category', '40'
+    ]),
+}
+
+
+def ensure_data(tasks, python: str) -> None:
+    """Generate each task's data set unless it is there."""
+    for task in sorted(set(tasks)):
+        if task not in DATA:
+            continue
+        marker, cmd = DATA[task]
+        if not osp.isfile(osp.join(harness.REPO, marker)):
+            print(
+                f'[grid] generating the {task} data: {" ".join(cmd)}',
+                file=sys.stderr)
+            subprocess.run([python, *cmd], cwd=harness.REPO, check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('grid', choices=sorted(GRIDS))
+    parser.add_argument(
+        '--results',
+        default=DEFAULT_RESULTS,
+        help='folder of the results; the grid writes RESULTS/<grid>/')
+    parser.add_argument(
+        '--work-root',
+        default=osp.join(harness.REPO, 'work_dirs', 'quality'),
+        help='work dirs go to WORK_ROOT/<grid>/<cell>/')
+    parser.add_argument(
+        '--only', help='run only the cells whose id matches this regex')
+    parser.add_argument(
+        '--list', action='store_true', help='list the cells and exit')
+    parser.add_argument(
+        '--report-only',
+        action='store_true',
+        help='rewrite the table, CSV, JSON and plot from finished cells')
+    parser.add_argument(
+        '--keep-going',
+        action='store_true',
+        help='go on with the next cell when one fails')
+    parser.add_argument(
+        '--python',
+        default=sys.executable,
+        help='interpreter for the tools (default: this one)')
+    args = parser.parse_args()
+
+    cells = GRIDS[args.grid]()
+    if args.only:
+        try:
+            regex = re.compile(args.only)
+        except re.error as err:
+            parser.error(f'--only {args.only!r} is not a valid regex: {err}')
+        cells = [c for c in cells if regex.search(c.id)]
+        if not cells:
+            parser.error(f'--only {args.only!r} matches no cell of the '
+                         f'{args.grid!r} grid; --list shows them')
+    out_dir = osp.join(args.results, args.grid)
+    if args.list:
+        for cell in cells:
+            state = 'done' if osp.isfile(
+                osp.join(out_dir, 'cells', f'{cell.id}.json')) else 'todo'
+            print(f'{state}  {cell.id}')
+        return
+    if args.report_only:
+        records = harness.load_records(out_dir, cells)
+        harness.write_outputs(records, out_dir)
+        print(harness.format_table(records))
+        return
+    ensure_data((c.task for c in cells), args.python)
+    os.makedirs(out_dir, exist_ok=True)
+    try:
+        records = harness.run_grid(
+            cells,
+            out_dir,
+            osp.join(args.work_root, args.grid),
+            python=args.python,
+            grid=args.grid,
+            keep_going=args.keep_going)
+    except harness.CellFailed as err:
+        sys.exit(f'error: {err}')
+    print(harness.format_table(records))
+    print(
+        f'[grid {args.grid}] wrote {out_dir}/table.md, results.json, '
+        f'results.csv and plot.png',
+        file=sys.stderr)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,118 @@
+# Copyright (c) gap_mm contributors. All rights reserved.
+"""The quality harness on a 2-cell toy grid: it trains and evaluates
+through the tools, skips finished cells and writes the table, never the
+figures of a real grid."""
+import json
+import os
+import os.path as osp
+import sys
+
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TOY_DIR = osp.join(ROOT, 'tests', 'test_tools', 'toy_cfg')
+sys.path.insert(0, osp.join(ROOT, 'benchmarks', 'quality'))
+import harness  # noqa: E402
+
+TOY_GAP = '''
+_base_ = {base!r}
+custom_imports = dict(imports=['gap_toy_launcher_module', 'gap_mm'],
+                      allow_failed_imports=False)
+optim_wrapper = dict(type='GaPOptimWrapper')
+custom_hooks = [dict(type='GaPHook', partitions=2,
+                     schedule=dict(type='cyclic', period=1, num_rounds=1))]
+'''
+
+
+@pytest.fixture
+def toy_grid(tmp_path, monkeypatch):
+    monkeypatch.setenv('PYTHONPATH', TOY_DIR)
+    gap_cfg = tmp_path / 'toy_gap.py'
+    gap_cfg.write_text(TOY_GAP.format(base=osp.join(TOY_DIR, 'toy_config.py')))
+    cells = [
+        harness.Cell(
+            task='toy',
+            method='dense',
+            config=osp.join(TOY_DIR, 'toy_config.py'),
+            report_config=str(gap_cfg)),
+        harness.Cell(
+            task='toy',
+            method='C-GaP',
+            config=str(gap_cfg),
+            options={'gap_sparsity': 0.5},
+            sparsity=0.5,
+            distribution='uniform'),
+    ]
+    return cells, str(tmp_path / 'out'), str(tmp_path / 'work')
+
+
+def test_two_cell_grid_runs_skips_and_tabulates(toy_grid):
+    cells, out, work = toy_grid
+    messages = []
+    records = harness.run_grid(
+        cells, out, work, grid='toy', log=messages.append)
+    assert [r['id']
+            for r in records] == ['toy-dense-s0', 'toy-cgap-0.5-uniform-s0']
+    dense, gap = records
+    assert gap['measured_sparsity'] == pytest.approx(0.5, abs=0.01)
+    assert dense['measured_sparsity'] == 0.0
+    for rec in records:
+        assert rec['metric'] == 'toy/mse' and rec['value'] >= 0
+        assert rec['commands'][0].split()[1] == 'tools/train.py'
+        assert 'randomness.seed=0' in rec['commands'][0]
+    assert '2 cells: 0 done, 2 to run' in messages[0]
+    assert any('about' in m and 'left' in m for m in messages)
+
+    # outputs: table, JSON, CSV and plot
+    table = open(osp.join(out, 'table.md')).read()
+    assert '| dense | ' in table and '| C-GaP (uniform) |' in table
+    assert f'{dense["value"]:.3f} n=1' in table
+    summary = json.load(open(osp.join(out, 'results.json')))
+    assert len(summary['cells']) == 2 and 'losses' not in summary['cells'][0]
+    assert open(osp.join(out, 'results.csv')).read().count('\n') == 3
+    assert os.path.getsize(osp.join(out, 'plot.png')) > 1000
+
+    # a second run skips the finished cells: no tool runs again
+    stamp = {
+        c.id: os.path.getmtime(osp.join(out, 'cells', f'{c.id}.json'))
+        for c in cells
+    }
+    logs = {
+        c.id: open(osp.join(work, c.id, 'harness.log')).read()
+        for c in cells
+    }
+    messages.clear()
+    again = harness.run_grid(cells, out, work, grid='toy', log=messages.append)
+    assert '2 cells: 2 done, 0 to run' in messages[0]
+    assert [r['value'] for r in again] == [r['value'] for r in records]
+    for c in cells:
+        assert os.path.getmtime(osp.join(out, 'cells',
+                                         f'{c.id}.json')) == stamp[c.id]
+        assert open(osp.join(work, c.id, 'harness.log')).read() == logs[c.id]
+
+
+def test_failing_cell_names_the_tool_and_its_log(toy_grid, tmp_path):
+    cells, out, work = toy_grid
+    broken = harness.Cell(
+        task='toy', method='broken', config=str(tmp_path / 'missing.py'))
+    with pytest.raises(harness.CellFailed, match='tools/train.py'):
+        harness.run_grid([broken], out, work, grid='toy', log=lambda m: 0)
+    # keep_going records the failure and still writes the outputs
+    with pytest.raises(harness.CellFailed, match=r'1 cells failed'):
+        harness.run_grid([broken, cells[0]],
+                         out,
+                         work,
+                         grid='toy',
+                         log=lambda m: 0,
+                         keep_going=True)
+    assert os.path.isfile(osp.join(out, 'table.md'))
+
+
+def test_duplicate_cells_and_bad_options_are_refused(toy_grid):
+    cells, out, work = toy_grid
+    with pytest.raises(ValueError, match='duplicate cells'):
+        harness.run_grid([cells[0], cells[0]], out, work, log=lambda m: 0)
+    with pytest.raises(ValueError, match='cannot be passed'):
+        harness.format_option('a', 'two words')
+    assert harness.format_option('a', [1, 2]) == 'a=[1,2]'
+    assert harness.format_option('b', 0.5) == 'b=0.5'
