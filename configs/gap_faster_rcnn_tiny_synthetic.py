@@ -8,7 +8,7 @@ _base_ = [
 ]
 
 gap_sparsity = 0.8
-gap_distribution = 'uniform'
+gap_distribution = 'erk'  # as the RetinaNet twin; see its config
 
 model = dict(
     backbone=dict(

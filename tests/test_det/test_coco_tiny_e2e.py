@@ -61,7 +61,7 @@ default_hooks = dict(logger=dict(interval=1),
                      checkpoint=dict(interval=5, max_keep_ckpts=3))
 randomness = dict(seed=0)
 custom_hooks = [
-    dict(type='GaPHook', sparsity={SPARSITY},
+    dict(type='GaPHook', sparsity={SPARSITY}, distribution='uniform',
          exclude=[r'^backbone\\.conv1\\.',
                   r'^bbox_head\\.retina_(cls|reg)\\.'],
          partitions=2, schedule=dict(type='cyclic', period=3, num_rounds=1)),

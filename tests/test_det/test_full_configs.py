@@ -89,8 +89,8 @@ def test_full_config_builds_and_trains_one_step(name, dense_excluded):
     # rounding per layer, and every layer keeps some; partition 0 regrew
     # after that first prune.
     all_numel = sum(p.numel() for p in sp.params.values())
-    assert abs(sum(sp.num_keep.values()) -
-               num_kept(all_numel, 0.9)) <= len(sp.names)
+    assert abs(sum(sp.num_keep.values()) - num_kept(all_numel, 0.9)) <= len(
+        sp.names)
     assert min(sp.num_keep.values()) > 0
     assert kept == sum(sp.num_keep[n] for n in sp.names if sp.is_sparse(n))
 
@@ -113,6 +113,18 @@ def test_global_magnitude_that_empties_a_layer_is_an_error(name, emptied):
         build_gap_training(cfg, f'{name}_global')
 
 
+def _assert_erk_at(sp, sparsity):
+    """ERK targets: N - round(s N) over all layers up to one rounding per
+    layer, the narrowest layers denser than the widest."""
+    total = sum(p.numel() for p in sp.params.values())
+    assert abs(sum(sp.num_keep.values()) - num_kept(total, sparsity)) <= len(
+        sp.names)
+    density = {n: sp.num_keep[n] / sp.params[n].numel() for n in sp.names}
+    widest = max(sp.names, key=lambda n: sp.params[n].numel())
+    narrowest = min(sp.names, key=lambda n: sp.params[n].numel())
+    assert density[narrowest] > density[widest]
+
+
 @pytest.mark.parametrize('name, num_prunable', [
     ('gap_retinanet_tiny_synthetic.py', 29),
     ('gap_faster_rcnn_tiny_synthetic.py', None),
@@ -130,11 +142,13 @@ def test_tiny_gap_config_builds_and_trains_one_step(name, num_prunable):
     losses = model.train_step(_batch(size=160, num_classes=6), wrapper)
     assert all(torch.isfinite(v).all() for v in losses.values())
     hook.after_train_iter(runner, 0)
+    assert hook.distribution == 'erk'  # the demo's default
+    _assert_erk_at(sp, 0.8)
     for row in sp.layer_stats():
         if row['dense']:
             assert row['partition'] == 0
-        else:  # uniform: every sparse layer at exactly 80%
-            assert row['kept'] == num_kept(row['numel'], 0.8), row['name']
+        else:  # every sparse layer at exactly its ERK target
+            assert row['kept'] == sp.num_keep[row['name']], row['name']
             keep = sp.keep_mask(row['name'])
             assert (sp.params[row['name']][~keep] == 0).all()
 
@@ -167,10 +181,12 @@ def test_tiny_method_configs_train_one_step(name, hook_type, dense):
     model.train()
     model.train_step(_batch(size=160, num_classes=6), wrapper)
     hook.after_train_iter(runner, 0)
+    if not dense:
+        _assert_erk_at(sp, 0.8)
     for row in sp.layer_stats():
         assert row['dense'] == dense, row['name']
         if not dense:
-            assert row['kept'] == num_kept(row['numel'], 0.8), row['name']
+            assert row['kept'] == sp.num_keep[row['name']], row['name']
             keep = sp.keep_mask(row['name'])
             assert (sp.params[row['name']][~keep] == 0).all()
 
@@ -188,12 +204,12 @@ def test_dense_twin_is_the_gap_config_without_gap():
     assert dense.optim_wrapper.optimizer == gap.optim_wrapper.optimizer
 
 
-@pytest.mark.parametrize('name, hook_type', [
-    (f'{method}_{model}.py', hook)
-    for method, hook in (('gmp', 'GMPHook'), ('rigl', 'RigLHook'),
-                         ('set', 'SETHook'))
-    for model in ('retinanet', 'faster_rcnn')
-])
+@pytest.mark.parametrize('name, hook_type',
+                         [(f'{method}_{model}.py', hook)
+                          for method, hook in (('gmp', 'GMPHook'),
+                                               ('rigl', 'RigLHook'),
+                                               ('set', 'SETHook'))
+                          for model in ('retinanet', 'faster_rcnn')])
 def test_full_method_configs_build(name, hook_type):
     cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
     base = Config.fromfile(
