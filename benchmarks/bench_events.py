@@ -63,9 +63,9 @@ def main():
     def gap_event():
         sp = MagnitudeSparsifier(params, s, 'uniform', partitions=4)
         sp.prune(range(4))
-        big = max(range(4),
-                  key=lambda k: sum(params[n].numel()
-                                    for n in sp.partitions[k]))
+        big = max(
+            range(4),
+            key=lambda k: sum(params[n].numel() for n in sp.partitions[k]))
         sp.grow([big])
         restore()  # the partition trained dense: its weights moved
         start = time.perf_counter()
@@ -100,13 +100,17 @@ def main():
         return time.perf_counter() - start
 
     def rigl_event():
-        return drop_grow_event(lambda sp: {k: g.abs() for k, g in grads.items()})
+        return drop_grow_event(lambda sp: {
+            k: g.abs()
+            for k, g in grads.items()
+        })
 
     def set_event():
         score = RandomScore(1)
-        return drop_grow_event(
-            lambda sp: {k: score(k, v)
-                        for k, v in params.items()})
+        return drop_grow_event(lambda sp: {
+            k: score(k, v)
+            for k, v in params.items()
+        })
 
     def rigl_capture():
         start = time.perf_counter()
