@@ -427,12 +427,12 @@ def _column(sparsity: Any) -> str:
     return f'{100 * sparsity:g}%'
 
 
-def _row(record: Mapping[str, Any]) -> str:
+def _row(record: Mapping[str, Any], with_budget: bool = True) -> str:
     dist = record.get('distribution')
     row = record['method'] + (f' ({dist})' if dist else '')
     if record.get('variant'):
         row += f' [{record["variant"]}]'
-    if record.get('budget', 1) != 1:
+    if with_budget and record.get('budget', 1) != 1:
         row += f' x{record["budget"]:g} budget'
     return row
 
@@ -452,6 +452,7 @@ def aggregate(records: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
                 study=study,
                 task=task,
                 row=row,
+                series=_row(recs[0], with_budget=False),
                 column=column,
                 budget=budget,
                 method=recs[0]['method'],
@@ -488,7 +489,12 @@ def format_table(records: Sequence[Mapping[str, Any]]) -> str:
         mine = [g for g in groups if (g['study'], g['task']) == (study, task)]
         columns = list(OrderedDict.fromkeys(g['column'] for g in mine))
         columns.sort(key=lambda c: (c != 'dense', c))
-        rows = list(OrderedDict.fromkeys(g['row'] for g in mine))
+        # dense first, then each budget's rows in grid order
+        order = {}
+        for g in mine:
+            order.setdefault(g['row'],
+                             (g['budget'], g['column'] != 'dense', len(order)))
+        rows = sorted(order, key=order.get)
         label = TASK_METRICS[task][1]
         lines.append(f'### {study}: {task} ({label}; mean [min, max] over '
                      f'seeds, n = seeds, Δ = points vs dense at the same '
@@ -548,53 +554,95 @@ def _x(column: str) -> float:
     return 1 - n / m
 
 
+def _plot_sparsity(ax, mine, title, ylabel) -> None:
+    """One panel: the metric against sparsity at the task's own budget,
+    a line per method (min-max bars), dense as a band."""
+    lines = defaultdict(list)
+    for g in mine:
+        if g['column'] == 'dense':
+            ax.axhspan(g['min'], g['max'], color='0.85', zorder=0)
+            ax.axhline(
+                g['mean'],
+                color='0.3',
+                lw=1,
+                ls='--',
+                label=f'{g["row"]} (band: min-max)')
+        else:
+            lines[g['row']].append(g)
+    for row, gs in lines.items():
+        gs.sort(key=lambda g: _x(g['column']))
+        xs = [_x(g['column']) for g in gs]
+        ys = [g['mean'] for g in gs]
+        err = [[g['mean'] - g['min'] for g in gs],
+               [g['max'] - g['mean'] for g in gs]]
+        ax.errorbar(xs, ys, yerr=err, marker='o', capsize=3, label=row)
+    ticks = sorted({_x(g['column']) for g in mine if g['column'] != 'dense'})
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([
+        next(g['column'] for g in mine
+             if g['column'] != 'dense' and _x(g['column']) == t) for t in ticks
+    ])
+    ax.set_xlabel('sparsity of the prunable weights')
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def _plot_budget(ax, mine, title, ylabel) -> None:
+    """One panel: the metric against the training budget, a line per
+    method and sparsity (min-max bars)."""
+    lines = defaultdict(list)
+    for g in mine:
+        label = g['series'] + ('' if g['column'] == 'dense' else
+                               f' {g["column"]}')
+        lines[label].append(g)
+    for label, gs in lines.items():
+        if len({g['budget'] for g in gs}) < 2:
+            continue
+        gs.sort(key=lambda g: g['budget'])
+        ax.errorbar([g['budget'] for g in gs], [g['mean'] for g in gs],
+                    yerr=[[g['mean'] - g['min'] for g in gs],
+                          [g['max'] - g['mean'] for g in gs]],
+                    marker='o',
+                    capsize=3,
+                    ls='--' if label.startswith('dense') else '-',
+                    label=label)
+    budgets = sorted({g['budget'] for g in mine})
+    ax.set_xscale('log', base=2)
+    ax.set_xticks(budgets)
+    ax.set_xticklabels([f'{b:g}x' for b in budgets])
+    ax.set_xlabel("training budget (x the task's default iterations)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
 def plot(records: Sequence[Mapping[str, Any]], path: str) -> None:
-    """The metric against sparsity, one line per method (min-max bars),
-    dense as a band; one panel per (study, task)."""
+    """The metric against sparsity (one panel per study and task, at the
+    default budget) and, where a study varies the budget, against the
+    budget."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
     groups = aggregate(records)
-    panels = list(
-        OrderedDict.fromkeys((g['study'], g['task']) for g in groups))
+    panels = []
+    keys = OrderedDict.fromkeys((g['study'], g['task']) for g in groups)
+    for study, task in keys:
+        mine = [g for g in groups if (g['study'], g['task']) == (study, task)]
+        ylabel = TASK_METRICS[task][1]
+        at_one = [g for g in mine if g['budget'] == 1]
+        if at_one:
+            panels.append((_plot_sparsity, at_one, f'{study}: {task}', ylabel))
+        if len({g['budget'] for g in mine}) > 1:
+            panels.append(
+                (_plot_budget, mine, f'{study}: {task}, budget', ylabel))
     fig, axes = plt.subplots(
         1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
-    for ax, (study, task) in zip(axes[0], panels):
-        mine = [g for g in groups if (g['study'], g['task']) == (study, task)]
-        lines = defaultdict(list)
-        for g in mine:
-            if g['column'] == 'dense':
-                ax.axhspan(g['min'], g['max'], color='0.85', zorder=0)
-                ax.axhline(
-                    g['mean'],
-                    color='0.3',
-                    lw=1,
-                    ls='--',
-                    label=f'{g["row"]} (band: min-max)')
-            else:
-                lines[g['row']].append(g)
-        for row, gs in lines.items():
-            gs.sort(key=lambda g: _x(g['column']))
-            xs = [_x(g['column']) for g in gs]
-            ys = [g['mean'] for g in gs]
-            err = [[g['mean'] - g['min'] for g in gs],
-                   [g['max'] - g['mean'] for g in gs]]
-            ax.errorbar(xs, ys, yerr=err, marker='o', capsize=3, label=row)
-        ticks = sorted(
-            {_x(g['column'])
-             for g in mine if g['column'] != 'dense'})
-        ax.set_xticks(ticks)
-        ax.set_xticklabels([
-            next(g['column'] for g in mine
-                 if g['column'] != 'dense' and _x(g['column']) == t)
-            for t in ticks
-        ])
-        ax.set_xlabel('sparsity of the prunable weights')
-        ax.set_ylabel(TASK_METRICS[task][1])
-        ax.set_title(f'{study}: {task}')
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    for ax, (draw, mine, title, ylabel) in zip(axes[0], panels):
+        draw(ax, mine, title, ylabel)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -54,6 +54,41 @@ def ensure_data(tasks, python: str) -> None:
             subprocess.run([python, *cmd], cwd=harness.REPO, check=True)
 
 
+def readme_block(grid: str, records, total: int, out_dir: str,
+                 readme: str) -> str:
+    """The README's block for a grid: its table, where it comes from, and
+    its plot."""
+    dates = sorted({r['date'] for r in records})
+    commits = sorted({r['commit'] for r in records})
+    machines = sorted({r['machine'] for r in records})
+    plot = osp.relpath(osp.join(out_dir, 'plot.png'), osp.dirname(readme))
+    lines = [
+        harness.format_table(records).rstrip(), '',
+        f'*{len(records)} of {total} cells of `python '
+        f'benchmarks/quality/run_grid.py {grid}`, '
+        f'{", ".join(dates) or "-"}, commit {", ".join(commits) or "-"}, '
+        f'{"; ".join(machines) or "-"}. Every cell is a JSON file in '
+        f'`{osp.relpath(out_dir, osp.dirname(readme))}/cells/`.*', '',
+        f'![{grid} grid]({plot})'
+    ]
+    return '\n'.join(lines)
+
+
+def update_readme(readme: str, grid: str, block: str) -> None:
+    """Replace what stands between ``<!-- quality:<grid>:begin -->`` and
+    ``<!-- quality:<grid>:end -->`` in ``readme`` with ``block``."""
+    begin = f'<!-- quality:{grid}:begin -->'
+    end = f'<!-- quality:{grid}:end -->'
+    with open(readme) as f:
+        text = f.read()
+    if begin not in text or end not in text:
+        sys.exit(f'error: {readme} has no {begin} ... {end} block')
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    with open(readme, 'w') as f:
+        f.write(f'{head}{begin}\n{block}\n{end}{tail}')
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('grid', choices=sorted(GRIDS))
@@ -77,6 +112,13 @@ def main() -> None:
         '--keep-going',
         action='store_true',
         help='go on with the next cell when one fails')
+    parser.add_argument(
+        '--update-readme',
+        metavar='README',
+        action='append',
+        default=[],
+        help='rewrite the quality:<grid> block of this Markdown file with '
+        'the table, its provenance and the plot (may be repeated)')
     parser.add_argument(
         '--python',
         default=sys.executable,
@@ -104,6 +146,10 @@ def main() -> None:
         records = harness.load_records(out_dir, cells)
         harness.write_outputs(records, out_dir)
         print(harness.format_table(records))
+        for readme in args.update_readme:
+            update_readme(
+                readme, args.grid,
+                readme_block(args.grid, records, len(cells), out_dir, readme))
         return
     ensure_data((c.task for c in cells), args.python)
     os.makedirs(out_dir, exist_ok=True)
@@ -118,6 +164,10 @@ def main() -> None:
     except harness.CellFailed as err:
         sys.exit(f'error: {err}')
     print(harness.format_table(records))
+    for readme in args.update_readme:
+        update_readme(
+            readme, args.grid,
+            readme_block(args.grid, records, len(cells), out_dir, readme))
     print(
         f'[grid {args.grid}] wrote {out_dir}/table.md, results.json, '
         f'results.csv and plot.png',

@@ -116,3 +116,15 @@ def test_duplicate_cells_and_bad_options_are_refused(toy_grid):
         harness.format_option('a', 'two words')
     assert harness.format_option('a', [1, 2]) == 'a=[1,2]'
     assert harness.format_option('b', 0.5) == 'b=0.5'
+
+
+def test_readme_block_is_replaced_between_its_markers(tmp_path):
+    import run_grid
+    readme = tmp_path / 'README.md'
+    readme.write_text('intro\n<!-- quality:toy:begin -->\nold\n'
+                      '<!-- quality:toy:end -->\noutro\n')
+    run_grid.update_readme(str(readme), 'toy', '| new |')
+    assert readme.read_text() == ('intro\n<!-- quality:toy:begin -->\n| new |'
+                                  '\n<!-- quality:toy:end -->\noutro\n')
+    with pytest.raises(SystemExit, match='has no <!-- quality:full:begin'):
+        run_grid.update_readme(str(readme), 'full', 'x')
