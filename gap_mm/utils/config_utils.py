@@ -5,11 +5,13 @@ They turn the usual failures of a GaP config into one clear message instead
 of a traceback from deep inside mmengine or mmdet.
 """
 import difflib
+import logging
 import inspect
 import os.path as osp
 from typing import Dict, Iterable, List, Optional
 
 from mmengine.config import Config
+from mmengine.logging import print_log
 
 from gap_mm.errors import GaPConfigError
 
@@ -73,12 +75,22 @@ def check_gap_variable_keys(changed: Iterable[str]) -> None:
             f'custom_hooks.0.schedule.period=100.')
 
 
-def changed_top_level_keys(cfg: Config) -> Optional[List[str]]:
+def changed_top_level_keys(cfg: Config,
+                           work_dir: Optional[str] = None
+                           ) -> Optional[List[str]]:
     """Top-level keys whose value differs from the config file's (set by
-    ``--cfg-options`` under any launcher), or None when ``cfg`` was not read
-    from a file."""
+    ``--cfg-options`` under any launcher).
+
+    Returns None when that cannot be told: ``cfg`` was not read from a file,
+    or the file lies in ``work_dir``, where MMEngine's Runner dumps the
+    merged config under the file's own name (so it may hold the merged
+    values by now).
+    """
     filename = getattr(cfg, 'filename', None)
     if not filename or not osp.isfile(filename):
+        return None
+    if work_dir and osp.isdir(work_dir) and osp.samefile(
+            osp.dirname(osp.abspath(filename)), work_dir):
         return None
     original = Config.fromfile(filename)
     return [
@@ -89,7 +101,8 @@ def changed_top_level_keys(cfg: Config) -> Optional[List[str]]:
 def resolve_gap_variables(cfg: Config,
                           given: Dict[str, object],
                           changed: Optional[Iterable[str]] = None,
-                          hook: str = 'GaPHook') -> Dict[str, object]:
+                          hook: str = 'GaPHook',
+                          work_dir: Optional[str] = None) -> Dict[str, object]:
     """The values a sparsity hook takes from the top-level ``gap_*``
     variables of its config.
 
@@ -97,15 +110,20 @@ def resolve_gap_variables(cfg: Config,
     ``--cfg-options gap_sparsity=0.9`` reaches it under any launcher:
     gap_mm's ``tools/train.py``, mmdet's, ``mim train``. An option the hook
     was given explicitly wins. A variable changed on the command line that
-    cannot reach an explicit option is an error, never silently ignored.
+    cannot reach an explicit option is an error, never silently ignored;
+    where it cannot be told whether the variable was changed, a differing
+    explicit option is used with a warning.
 
     Args:
         cfg (Config): The merged config the Runner was built from.
         given (dict): The hook's own values by option (None = unset), e.g.
             ``dict(sparsity=None, distribution='erk', pattern=None)``.
         changed (Iterable[str], optional): Top-level keys set after the
-            file was read. None finds them by reading the file again.
+            file was read. None finds them by reading the file again (see
+            :func:`changed_top_level_keys`).
         hook (str): The hook's name, for messages.
+        work_dir (str, optional): The run's work dir, see
+            :func:`changed_top_level_keys`.
 
     Returns:
         dict: The options that were None and have a variable, with its
@@ -117,8 +135,9 @@ def resolve_gap_variables(cfg: Config,
             hook option is set explicitly to another value.
     """
     if changed is None:
-        changed = changed_top_level_keys(cfg) or []
-    changed = list(changed)
+        changed = changed_top_level_keys(cfg, work_dir)
+    known = changed is not None
+    changed = list(changed or [])
     check_gap_variable_keys(changed)
     resolved: Dict[str, object] = {}
     for var, option in GAP_CFG_VARIABLES.items():
@@ -127,14 +146,21 @@ def resolve_gap_variables(cfg: Config,
         value = cfg[var]
         if given[option] is None:
             resolved[option] = value
-        elif var in changed and given[option] != value:
-            raise GaPConfigError(
-                f'{var}={value!r} was set after the config was read, but '
-                f'{hook} is given {option}={given[option]!r} explicitly, so '
-                f'the variable cannot reach it. Set the hook option instead '
-                f'(--cfg-options custom_hooks.<index>.{option}=...), or '
-                f'leave {option} out of the hook in the config so that it '
-                f'reads {var}.')
+        elif given[option] != value and (var in changed or not known):
+            if known:
+                raise GaPConfigError(
+                    f'{var}={value!r} was set after the config was read, '
+                    f'but {hook} is given {option}={given[option]!r} '
+                    f'explicitly, so the variable cannot reach it. Set the '
+                    f'hook option instead (--cfg-options custom_hooks.'
+                    f'<index>.{option}=...), or leave {option} out of the '
+                    f'hook in the config so that it reads {var}.')
+            print_log(
+                f'{hook} uses its explicit {option}={given[option]!r}, not '
+                f'the config\'s {var}={value!r}; to use {var}, leave '
+                f'{option} out of the hook',
+                logger='current',
+                level=logging.WARNING)
     return resolved
 
 

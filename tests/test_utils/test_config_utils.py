@@ -93,3 +93,25 @@ def test_unknown_hook_option_names_the_closest():
     cfg = _cfg()
     cfg.custom_hooks[1]['whatever'] = 1
     check_gap_hook_options(cfg)
+
+
+def test_unknown_changes_keep_the_explicit_option_with_a_warning(tmp_path):
+    # A config file inside the work dir may be the Runner's own dump of the
+    # merged config: what changed cannot be told there.
+    from unittest import mock
+    path = tmp_path / 'cfg.py'
+    path.write_text('gap_sparsity = 0.9\n')
+    cfg = Config.fromfile(str(path))
+    assert changed_top_level_keys(cfg, work_dir=str(tmp_path)) is None
+    assert changed_top_level_keys(cfg, work_dir=str(tmp_path / 'x')) == []
+    with mock.patch('gap_mm.utils.config_utils.print_log') as log:
+        assert resolve_gap_variables(
+            cfg, dict(sparsity=0.5), work_dir=str(tmp_path)) == {}
+    message = log.call_args[0][0]
+    assert "explicit sparsity=0.5, not the config's gap_sparsity=0.9" in \
+        message
+    # known to be unchanged: the explicit option stands silently
+    with mock.patch('gap_mm.utils.config_utils.print_log') as log:
+        assert resolve_gap_variables(cfg, dict(sparsity=0.5),
+                                     changed=[]) == {}
+    log.assert_not_called()

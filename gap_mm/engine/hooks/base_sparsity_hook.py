@@ -206,7 +206,10 @@ class BaseSparsityHook(Hook):
         if cfg is not None:
             values.update(
                 resolve_gap_variables(
-                    cfg, self._given, hook=type(self).__name__))
+                    cfg,
+                    self._given,
+                    hook=type(self).__name__,
+                    work_dir=getattr(runner, 'work_dir', None)))
         for key, default in DEFAULTS.items():
             if values[key] is None:
                 values[key] = default
