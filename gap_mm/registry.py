@@ -21,10 +21,52 @@ Examples:
     >>> # custom_hooks = [dict(type='GaPHook', sparsifier=dict(
     >>> #     type='MagnitudeSparsifier', score=dict(type='taylor')), ...)]
 """
+from typing import Any, Mapping, Optional
+
 from mmengine.registry import Registry
 
 SCHEDULES = Registry('sparsity schedule', locations=['gap_mm.schedules'])
 SPARSIFIERS = Registry('sparsifier', locations=['gap_mm.sparsity'])
 SCORES = Registry('importance score', locations=['gap_mm.sparsity'])
 
-__all__ = ['SCHEDULES', 'SCORES', 'SPARSIFIERS']
+
+def build_registered(registry: Registry,
+                     cfg: dict,
+                     what: str,
+                     error: type,
+                     default_args: Optional[dict] = None,
+                     base: Optional[type] = None) -> Any:
+    """Build ``cfg`` from ``registry``, turning every failure into
+    ``error`` with a message a config author can act on.
+
+    Args:
+        registry (Registry): One of the registries above.
+        cfg (dict): ``dict(type=..., **kwargs)``.
+        what (str): How messages name the thing, e.g. ``'schedule'``.
+        error (type): The exception class to raise (a ``GaPConfigError``).
+        default_args (dict, optional): Passed on to :meth:`Registry.build`.
+        base (type, optional): The class the result must be an instance of.
+
+    Raises:
+        error: For a config without a type, an unknown type (the registered
+            ones listed), arguments the class does not take, or a result
+            that is not a ``base``.
+    """
+    valid = sorted(registry.module_dict)
+    if not isinstance(cfg, Mapping) or 'type' not in cfg:
+        raise error(f"{what} must be a dict with a 'type' in {valid}, but "
+                    f'got {cfg!r}')
+    kind = cfg['type']
+    if not isinstance(kind, type) and registry.get(kind) is None:
+        raise error(f'unknown {what} type {kind!r}; valid types are {valid}')
+    try:
+        built = registry.build(dict(cfg), default_args=default_args)
+    except TypeError as err:
+        raise error(f'bad arguments for {what} {kind!r}: {err}') from err
+    if base is not None and not isinstance(built, base):
+        raise error(f'{what} type {kind!r} built a {type(built).__name__}, '
+                    f'which is not a {base.__name__}')
+    return built
+
+
+__all__ = ['SCHEDULES', 'SCORES', 'SPARSIFIERS', 'build_registered']

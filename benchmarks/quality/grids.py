@@ -80,6 +80,35 @@ def sparse_options(sparsity, distribution: Optional[str]) -> Dict:
     return opts
 
 
+def _cell(task: str,
+          gap_config: str,
+          method: str,
+          config: str,
+          sparsity,
+          distribution: Optional[str],
+          seed: int,
+          study: str,
+          options: Dict,
+          budget: float = 1.0,
+          variant: str = '') -> Cell:
+    """A cell; dense when ``sparsity`` is None, measured over the prunable
+    set of the task's GaP config."""
+    if sparsity is not None:
+        options = dict(options, **sparse_options(sparsity, distribution))
+    return Cell(
+        task=task,
+        method=method,
+        config=config,
+        options=options,
+        seed=seed,
+        sparsity=sparsity,
+        distribution=distribution if sparsity is not None else None,
+        budget=budget,
+        study=study,
+        variant=variant,
+        report_config=gap_config)
+
+
 def det_cell(method: str,
              config: str,
              sparsity=None,
@@ -89,22 +118,10 @@ def det_cell(method: str,
              study: str = 'main',
              variant: str = '',
              **extra) -> Cell:
-    gap = sparsity is not None
-    opts = det_options(budget, gap=config == DET_GAP, **extra)
-    if gap:
-        opts.update(sparse_options(sparsity, distribution))
-    return Cell(
-        task='det',
-        method=method,
-        config=config,
-        options=opts,
-        seed=seed,
-        sparsity=sparsity,
-        distribution=distribution if gap else None,
-        budget=budget,
-        study=study,
-        variant=variant,
-        report_config=DET_GAP)
+    """A cell of the demo detector (``extra``: more ``--cfg-options``)."""
+    return _cell('det', DET_GAP, method, config, sparsity, distribution, seed,
+                 study, det_options(budget, gap=config == DET_GAP,
+                                    **extra), budget, variant)
 
 
 def pn2_cell(method: str,
@@ -113,17 +130,9 @@ def pn2_cell(method: str,
              distribution: Optional[str] = None,
              seed: int = 0,
              study: str = 'main') -> Cell:
-    opts = {} if sparsity is None else sparse_options(sparsity, distribution)
-    return Cell(
-        task='partseg',
-        method=method,
-        config=config,
-        options=opts,
-        seed=seed,
-        sparsity=sparsity,
-        distribution=distribution if sparsity is not None else None,
-        study=study,
-        report_config=PN2_GAP)
+    """A cell of the tiny PointNet++, at its own budget."""
+    return _cell('partseg', PN2_GAP, method, config, sparsity, distribution,
+                 seed, study, {})
 
 
 def _task_cells(task_cell,

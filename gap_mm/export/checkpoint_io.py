@@ -8,12 +8,15 @@ Shared by ``tools/model_converters/export_sparse.py`` and
 :func:`gap_mm.checkpoint.split_checkpoint`; this module names the training
 state they drop, makes ``meta`` JSON data and checks the GaP masks.
 """
-from typing import Any, Dict, List, Mapping, Optional
+import os
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
 
-from gap_mm.checkpoint import read_state, verify_masked_zero
+from gap_mm.checkpoint import (CheckpointReadError, load_checkpoint,
+                               read_state, split_checkpoint,
+                               verify_masked_zero)
 
 #: Top-level checkpoint keys that the tools keep.
 KEPT_KEYS = ('state_dict', 'meta')
@@ -111,3 +114,38 @@ def check_masks(state_dict: Mapping[str, torch.Tensor],
         print(f'verified: every weight pruned by the {len(report)} GaP '
               'masks is 0')
     return report
+
+
+def read_trained_checkpoint(
+    path: str,
+    out: str,
+    allow_nonzero: bool = False
+) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any], Optional[Dict[str, Dict]]]:
+    """What both converters do first: read ``path``, name the training
+    state they drop, and verify the masks.
+
+    Args:
+        path (str): The training checkpoint.
+        out (str): The converter's output, which must be another file.
+        allow_nonzero (bool): See :func:`check_masks`.
+
+    Returns:
+        tuple: ``(state_dict, meta, report)``, ``report`` as
+        :func:`check_masks` returns it.
+
+    Raises:
+        SystemExit: With a one-line message for ``out == path``, a file that
+            cannot be read, or masks that disagree with the weights.
+    """
+    if os.path.abspath(path) == os.path.abspath(out):
+        raise SystemExit('error: OUT must differ from CHECKPOINT')
+    try:
+        checkpoint = load_checkpoint(path)
+        state_dict, meta = split_checkpoint(checkpoint, path)
+    except CheckpointReadError as err:
+        raise SystemExit(f'error: {err}')
+    dropped = dropped_keys(checkpoint)
+    if dropped:
+        print(f"dropped training state: {', '.join(dropped)}")
+    report = check_masks(state_dict, checkpoint, allow_nonzero, path)
+    return state_dict, meta, report

@@ -1,7 +1,7 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
 from typing import Mapping, Union
 
-from gap_mm.registry import SCHEDULES
+from gap_mm.registry import SCHEDULES, build_registered
 from .base import BaseGaPSchedule, ScheduleError
 
 
@@ -21,24 +21,13 @@ def build_schedule(cfg: Union[Mapping, BaseGaPSchedule],
     if isinstance(cfg, BaseGaPSchedule):
         schedule = cfg
     else:
-        valid = sorted(SCHEDULES.module_dict)
-        if not isinstance(cfg, Mapping) or 'type' not in cfg:
-            raise ScheduleError(f"schedule must be a dict with a 'type' in "
-                                f'{valid}, but got {cfg!r}')
-        kind = cfg['type']
-        if not isinstance(kind, type) and SCHEDULES.get(kind) is None:
-            raise ScheduleError(f'unknown schedule type {kind!r}; valid '
-                                f'types are {valid}')
-        try:
-            schedule = SCHEDULES.build(
-                dict(cfg), default_args=dict(num_partitions=num_partitions))
-        except TypeError as err:
-            raise ScheduleError(
-                f'bad arguments for schedule {kind!r}: {err}') from err
-        if not isinstance(schedule, BaseGaPSchedule):
-            raise ScheduleError(
-                f'schedule type {kind!r} built a {type(schedule).__name__}, '
-                f'which is not a BaseGaPSchedule')
+        schedule = build_registered(
+            SCHEDULES,
+            cfg,
+            'schedule',
+            ScheduleError,
+            default_args=dict(num_partitions=num_partitions),
+            base=BaseGaPSchedule)
     if schedule.num_partitions != num_partitions:
         raise ScheduleError(
             f'the schedule has num_partitions={schedule.num_partitions} but '

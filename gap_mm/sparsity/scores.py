@@ -12,7 +12,7 @@ from typing import Callable, Mapping, Union
 import torch
 
 from gap_mm.errors import GaPConfigError
-from gap_mm.registry import SCORES
+from gap_mm.registry import SCORES, build_registered
 
 Score = Callable[[str, torch.Tensor], torch.Tensor]
 
@@ -63,16 +63,4 @@ def build_score(cfg: Union[Mapping, Score, None]) -> Score:
         return MagnitudeScore()
     if callable(cfg) and not isinstance(cfg, Mapping):
         return cfg
-    if not isinstance(cfg, Mapping) or 'type' not in cfg:
-        raise GaPConfigError(
-            f"score must be a dict with a 'type' in "
-            f'{sorted(SCORES.module_dict)} or a callable, but got {cfg!r}')
-    if SCORES.get(cfg['type']) is None:
-        raise GaPConfigError(
-            f'unknown score type {cfg["type"]!r}; registered scores are '
-            f'{sorted(SCORES.module_dict)}')
-    try:
-        return SCORES.build(dict(cfg))
-    except TypeError as err:
-        raise GaPConfigError(
-            f'bad arguments for score {cfg["type"]!r}: {err}') from err
+    return build_registered(SCORES, cfg, 'score', GaPConfigError)

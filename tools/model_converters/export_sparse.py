@@ -24,10 +24,8 @@ import os
 import sys
 from typing import List, Optional, Tuple
 
-from gap_mm.checkpoint import (CheckpointReadError, load_checkpoint,
-                               split_checkpoint)
 from gap_mm.export import save_sparse_state_dict
-from gap_mm.export.checkpoint_io import check_masks, dropped_keys, to_jsonable
+from gap_mm.export.checkpoint_io import read_trained_checkpoint, to_jsonable
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -68,18 +66,8 @@ def format_report(rows: List[Tuple[str, int]], dense_bytes: int) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    if os.path.abspath(args.checkpoint) == os.path.abspath(args.out):
-        raise SystemExit('error: OUT must differ from CHECKPOINT')
-    try:
-        checkpoint = load_checkpoint(args.checkpoint)
-        state_dict, meta = split_checkpoint(checkpoint, args.checkpoint)
-    except CheckpointReadError as err:
-        raise SystemExit(f'error: {err}')
-    dropped = dropped_keys(checkpoint)
-    if dropped:
-        print(f"dropped training state: {', '.join(dropped)}")
-    report = check_masks(state_dict, checkpoint, args.allow_nonzero_masked,
-                         args.checkpoint)
+    state_dict, meta, report = read_trained_checkpoint(
+        args.checkpoint, args.out, args.allow_nonzero_masked)
 
     meta = to_jsonable(meta)
     if not isinstance(meta, dict):

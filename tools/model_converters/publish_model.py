@@ -22,9 +22,7 @@ from typing import List, Optional
 
 import torch
 
-from gap_mm.checkpoint import (CheckpointReadError, load_checkpoint,
-                               split_checkpoint)
-from gap_mm.export.checkpoint_io import check_masks, dropped_keys, to_jsonable
+from gap_mm.export.checkpoint_io import read_trained_checkpoint, to_jsonable
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -36,18 +34,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         action='store_true',
         help='publish even if a weight pruned by a GaP mask is not 0')
     args = parser.parse_args(argv)
-    if os.path.abspath(args.checkpoint) == os.path.abspath(args.out):
-        raise SystemExit('error: OUT must differ from CHECKPOINT')
-    try:
-        checkpoint = load_checkpoint(args.checkpoint)
-        state_dict, meta = split_checkpoint(checkpoint, args.checkpoint)
-    except CheckpointReadError as err:
-        raise SystemExit(f'error: {err}')
-    dropped = dropped_keys(checkpoint)
-    if dropped:
-        print(f"dropped training state: {', '.join(dropped)}")
-    check_masks(state_dict, checkpoint, args.allow_nonzero_masked,
-                args.checkpoint)
+    state_dict, meta, _ = read_trained_checkpoint(args.checkpoint, args.out,
+                                                  args.allow_nonzero_masked)
     meta = to_jsonable(meta)
     torch.save(dict(state_dict=state_dict, meta=meta), args.out)
     # The published file must load without any allow-list.

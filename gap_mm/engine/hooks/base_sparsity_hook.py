@@ -12,7 +12,7 @@ from mmengine.runner import IterBasedTrainLoop
 
 from gap_mm.checkpoint import read_state, write_state
 from gap_mm.errors import GaPConfigError
-from gap_mm.registry import SPARSIFIERS
+from gap_mm.registry import SPARSIFIERS, build_registered
 from gap_mm.sparsity import (DISTRIBUTIONS, REGROWN_SECOND_MOMENTS,
                              RandomScore, Sparsifier, check_sparsity,
                              format_layer_table, parse_pattern,
@@ -224,31 +224,20 @@ class BaseSparsityHook(Hook):
         sparsifier."""
         params = select_prunable(model, self.module_types, self.include,
                                  self.exclude)
-        cfg = dict(self.sparsifier_cfg)
-        kind = cfg.get('type')
-        if not isinstance(kind, type) and SPARSIFIERS.get(kind) is None:
-            raise GaPConfigError(
-                f'unknown sparsifier type {kind!r}; registered sparsifiers '
-                f'are {sorted(SPARSIFIERS.module_dict)}')
-        try:
-            sparsifier = SPARSIFIERS.build(
-                cfg,
-                default_args=dict(
-                    params=params,
-                    sparsity=self.sparsity,
-                    distribution=self.distribution,
-                    pattern=self.pattern,
-                    overrides=self.overrides,
-                    partitions=self.partitions,
-                    erk_scale=self.erk_scale))
-        except TypeError as err:
-            raise GaPConfigError(
-                f'bad arguments for sparsifier {kind!r}: {err}') from err
-        if not isinstance(sparsifier, Sparsifier):
-            raise GaPConfigError(
-                f'sparsifier type {kind!r} built a '
-                f'{type(sparsifier).__name__}, which is not a Sparsifier')
-        return sparsifier
+        return build_registered(
+            SPARSIFIERS,
+            self.sparsifier_cfg,
+            'sparsifier',
+            GaPConfigError,
+            default_args=dict(
+                params=params,
+                sparsity=self.sparsity,
+                distribution=self.distribution,
+                pattern=self.pattern,
+                overrides=self.overrides,
+                partitions=self.partitions,
+                erk_scale=self.erk_scale),
+            base=Sparsifier)
 
     def steps_of(self, value: Union[int, float], by_epoch: bool,
                  option: str) -> int:

@@ -68,39 +68,13 @@ class GaPHook(BaseSparsityHook):
     def __init__(self,
                  schedule: Optional[Mapping] = None,
                  partitions: Union[int, Sequence] = 4,
-                 sparsity: Optional[float] = None,
-                 distribution: Optional[str] = None,
-                 pattern: Optional[str] = None,
-                 module_types: Optional[Sequence] = None,
-                 include: Optional[Sequence[str]] = None,
-                 exclude: Optional[Sequence[str]] = None,
-                 overrides: Optional[Mapping[str, float]] = None,
-                 erk_scale: float = 1.0,
-                 sparsifier: Optional[Mapping] = None,
-                 init: str = 'magnitude',
-                 regrown_second_moment: str = 'mean',
-                 verify_sync: bool = True,
-                 print_table: bool = True) -> None:
+                 **kwargs) -> None:
         if schedule is None:
             raise GaPConfigError(
                 "GaPHook needs a schedule, e.g. schedule=dict("
                 "type='cyclic', period=..., num_rounds=...) or "
                 "dict(type='static')")
-        super().__init__(
-            sparsity=sparsity,
-            distribution=distribution,
-            pattern=pattern,
-            partitions=partitions,
-            module_types=module_types,
-            include=include,
-            exclude=exclude,
-            overrides=overrides,
-            erk_scale=erk_scale,
-            sparsifier=sparsifier,
-            init=init,
-            regrown_second_moment=regrown_second_moment,
-            verify_sync=verify_sync,
-            print_table=print_table)
+        super().__init__(partitions=partitions, **kwargs)
         self.schedule_cfg = schedule
         self.schedule: Optional[BaseGaPSchedule] = None
         self.group = 0  # the rank group whose schedule this rank follows
