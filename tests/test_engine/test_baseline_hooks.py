@@ -291,12 +291,23 @@ class TestBaselineErrors(BaselineRunnerCase):
             (dict(rigl, end=None), G, 'RigLHook needs end='),
             (dict(rigl, init='none'), G, "RigLHook starts sparse"),
             (dict(rigl, end=20), S, 'needs end 20 \\+ 1 = 21 iterations'),
+            (dict(rigl, end=1.5), G, r'RigLHook end=1.5: a float is a '
+             r'fraction of the run and must be in \(0, 1\]'),
+            (dict(gmp, end=1.0), S, r'needs end 16 \+ 1 = 17 iterations'),
         ]
         for i, (hook, error, message) in enumerate(cases):
             with self.subTest(hook=hook):
                 with self.assertRaisesRegex(error, message) as ctx:
                     self._train(self._with_hook(hook), f'bad{i}')
                 self.assertIs(type(ctx.exception), error)
+
+    def test_schedule_lengths_as_fractions_of_the_run(self):
+        hook = dict(
+            type='RigLHook', sparsity=0.75, end=0.75, interval=0.25, begin=0)
+        runner = self._train(self._with_hook(hook), 'fractions')
+        rigl = next(h for h in runner.hooks if isinstance(h, RigLHook))
+        self.assertEqual((rigl.schedule.end, rigl.schedule.interval),
+                         (12, 4))
 
     def test_rigl_interval_must_fit_gradient_accumulation(self):
         cfg = self._with_hook(

@@ -173,8 +173,8 @@ class BaseSparsityHook(Hook):
         if not self.supports_nm and parse_pattern(pattern) is not None:
             raise GaPConfigError(
                 f'{type(self).__name__} works on unstructured masks; the N:M '
-                f'pattern {pattern!r} is not supported (GaPHook, or a static '
-                f'GaPHook mask, train N:M)')
+                f'pattern {pattern!r} is not supported. GaPHook trains N:M, '
+                f'cyclic or static.')
 
     # ------------------------------------------------ for the subclasses
     def build_schedule(self, num_partitions: int):
