@@ -8,11 +8,12 @@ the objects MMEngine itself writes into checkpoints are allow-listed by
 :func:`gap_mm.utils.safe_load.allow_mmengine_checkpoint_globals` (run by
 ``import gap_mm``). ``weights_only`` is never turned off.
 """
+import os
 import os.path as osp
 import pickle
 import zipfile
 from collections import OrderedDict
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Tuple, Union
 
 import torch
 from mmengine.runner import CheckpointLoader
@@ -26,7 +27,8 @@ class CheckpointReadError(GaPConfigError):
     the allow-list."""
 
 
-def load_checkpoint(path: str, map_location: str = 'cpu') -> Dict[str, Any]:
+def load_checkpoint(path: Union[str, os.PathLike],
+                    map_location: str = 'cpu') -> Dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``.
 
     Args:
@@ -41,6 +43,7 @@ def load_checkpoint(path: str, map_location: str = 'cpu') -> Dict[str, Any]:
         CheckpointReadError: Naming the file and what is wrong with it.
     """
     allow_mmengine_checkpoint_globals()
+    path = os.fspath(path)
     if '://' not in path and not osp.isfile(path):
         raise CheckpointReadError(f'checkpoint {path} does not exist')
     try:

@@ -1,6 +1,6 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
-"""docs/tensorboard.md: its config snippet puts the GaP scalars into
-TensorBoard event files."""
+"""docs/en/user_guides/tensorboard.md: its config snippet puts the GaP
+scalars into TensorBoard event files."""
 import re
 import uuid
 from pathlib import Path
@@ -16,7 +16,8 @@ from gap_mm.testing import GaPToyDataset, GaPToyModel
 event_accumulator = pytest.importorskip(
     'tensorboard.backend.event_processing.event_accumulator')
 
-DOC = Path(__file__).resolve().parents[2] / 'docs' / 'tensorboard.md'
+DOC = (Path(__file__).resolve().parents[2] / 'docs' / 'en' / 'user_guides' /
+       'tensorboard.md')
 
 # 6 iterations, K=2 ([conv, fc1] and [fc2, head]), T=2, R=1: partition 0 is
 # dense for iterations 0-1, partition 1 for 2-3, then the fine-tune.
