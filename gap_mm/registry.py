@@ -59,8 +59,12 @@ def build_registered(registry: Registry,
     kind = cfg['type']
     if not isinstance(kind, type) and registry.get(kind) is None:
         raise error(f'unknown {what} type {kind!r}; valid types are {valid}')
+    cfg = dict(cfg)
+    # our own scope: under a Runner's default scope ('mmdet', ...) MMEngine
+    # would otherwise warn that it finds no such child registry
+    cfg.setdefault('_scope_', registry.scope)
     try:
-        built = registry.build(dict(cfg), default_args=default_args)
+        built = registry.build(cfg, default_args=default_args)
     except TypeError as err:
         raise error(f'bad arguments for {what} {kind!r}: {err}') from err
     if base is not None and not isinstance(built, base):

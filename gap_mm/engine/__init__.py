@@ -2,13 +2,18 @@
 """Where sparse training plugs into MMEngine: hooks and optimizer
 wrappers."""
 from .dist_check import MaskDivergenceError, verify_masks_across_ranks
-from .hooks import (BaseSparsityHook, DropGrowHook, GaPHook, GMPHook,
-                    RigLHook, SETHook)
-from .optimizers import (GaPAmpOptimWrapper, GaPMaskingMixin,
-                         GaPOptimWrapper, StepStage)
+from .hooks import (BaseSparsityHook, DropGrowHook, GaPHook, GMPHook, RigLHook,
+                    SETHook)
+from .parallel_gap import CombineExchange, ParallelGaP, covered_tensors
+from .rank_groups import GroupLayout, RankGroups, group_layout
+from .samplers import GroupDefaultSampler, GroupInfiniteSampler
+from .optimizers import (GaPAmpOptimWrapper, GaPMaskingMixin, GaPOptimWrapper,
+                         StepStage)
 
 __all__ = [
-    'BaseSparsityHook', 'DropGrowHook', 'GMPHook', 'GaPAmpOptimWrapper',
-    'GaPHook', 'GaPMaskingMixin', 'GaPOptimWrapper', 'MaskDivergenceError',
-    'RigLHook', 'SETHook', 'StepStage', 'verify_masks_across_ranks'
+    'BaseSparsityHook', 'CombineExchange', 'DropGrowHook', 'GMPHook',
+    'GaPAmpOptimWrapper', 'GaPHook', 'GaPMaskingMixin', 'GaPOptimWrapper',
+    'GroupDefaultSampler', 'GroupInfiniteSampler', 'GroupLayout',
+    'MaskDivergenceError', 'ParallelGaP', 'RankGroups', 'RigLHook', 'SETHook',
+    'StepStage', 'covered_tensors', 'group_layout', 'verify_masks_across_ranks'
 ]

@@ -9,10 +9,11 @@ from .builder import build_schedule
 from .cyclic import CyclicGaPSchedule
 from .drop_grow import DropGrowSchedule
 from .gmp import CubicSparsitySchedule
+from .parallel import ParallelGaPSchedule
 from .static import StaticSchedule
 
 __all__ = [
     'BaseGaPSchedule', 'BaseSchedule', 'CubicSparsitySchedule',
-    'CyclicGaPSchedule', 'DropGrowSchedule', 'SCHEDULES', 'ScheduleError',
-    'Segment', 'StaticSchedule', 'build_schedule'
+    'CyclicGaPSchedule', 'DropGrowSchedule', 'ParallelGaPSchedule',
+    'SCHEDULES', 'ScheduleError', 'Segment', 'StaticSchedule', 'build_schedule'
 ]

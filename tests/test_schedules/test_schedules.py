@@ -114,3 +114,23 @@ def test_a_registered_schedule_is_built_from_its_name():
         SCHEDULES.module_dict.pop('test_dense_first')
     with pytest.raises(ScheduleError, match='unknown schedule type'):
         build_schedule(dict(type='test_dense_first'), 3)
+
+
+def test_parallel_schedule_is_a_function_of_step_and_group():
+    from gap_mm.schedules import ParallelGaPSchedule
+    s = ParallelGaPSchedule(num_partitions=3, period=4, num_rounds=2)
+    for group in range(3):
+        assert [sorted(s.dense_partitions(t, group))
+                for t in (0, 7, 8)] == [[group], [group], []]
+    assert [t for t in range(12) if s.is_combine(t)] == [4, 8]
+    assert [s.phase(t) for t in (0, 7, 8)] == ['grow', 'grow', 'finetune']
+    assert s.finetune_start() == 8 and s.required_length() == 8
+    s.check_fits(9)
+    with pytest.raises(
+            ScheduleError, match='leaves no fine-tune in a run '
+            'of 8 iterations'):
+        s.check_fits(8)
+    with pytest.raises(ScheduleError, match='group 3 out of range'):
+        s.dense_partitions(0, 3)
+    built = build_schedule(dict(type='parallel', period=2, num_rounds=1), 2)
+    assert isinstance(built, ParallelGaPSchedule)

@@ -96,6 +96,10 @@ class BaseSparsityHook(Hook):
     method_name = 'sparsity'
     #: Whether the method works with an N:M ``pattern``.
     supports_nm = True
+    #: Whether :meth:`update` runs again when a run resumes at the step its
+    #: checkpoint was saved for (safe for an idempotent reconcile; an event
+    #: such as a drop-and-grow must not run twice).
+    update_on_resume = False
 
     def __init__(self,
                  sparsity: Optional[float] = None,
@@ -196,6 +200,11 @@ class BaseSparsityHook(Hook):
 
     def step_stage(self) -> Optional[StepStage]:
         """Work inside every optimizer step, or None."""
+        return None
+
+    def sync_group(self, step: int):
+        """The process group whose ranks must hold identical masks at
+        ``step`` (None: every rank)."""
         return None
 
     # ---------------------------------------------------------- set-up
@@ -321,7 +330,7 @@ class BaseSparsityHook(Hook):
             # A checkpoint is saved after the events of the step it resumes
             # at: apply them again only when starting at another step
             # (load_from a sparse checkpoint without resume).
-            if state['step'] != step:
+            if state['step'] != step or self.update_on_resume:
                 self.update(runner, step)
         else:
             self.initialize_masks(runner, step)
@@ -434,7 +443,8 @@ class BaseSparsityHook(Hook):
         self.mask_ema()
         where = f'at {self._unit()} {step}'
         if self.verify_sync:
-            verify_masks_across_ranks(self.sparsifier, where)
+            verify_masks_across_ranks(self.sparsifier, where,
+                                      self.sync_group(step))
         self._stats = self.sparsifier.summarize(self.sparsifier.layer_stats(),
                                                 self.sparsifier.num_partitions)
         print_log(

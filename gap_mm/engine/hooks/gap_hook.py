@@ -4,7 +4,10 @@ from typing import Mapping, Optional, Sequence, Union
 from mmengine.registry import HOOKS
 
 from gap_mm.errors import GaPConfigError
-from gap_mm.schedules import BaseGaPSchedule, build_schedule
+from gap_mm.schedules import (BaseGaPSchedule, ParallelGaPSchedule,
+                              build_schedule)
+from ..dist_check import verify_masks_across_ranks
+from ..parallel_gap import ParallelGaP
 from .base_sparsity_hook import BaseSparsityHook
 
 
@@ -78,13 +81,44 @@ class GaPHook(BaseSparsityHook):
         self.schedule_cfg = schedule
         self.schedule: Optional[BaseGaPSchedule] = None
         self.group = 0  # the rank group whose schedule this rank follows
+        self.parallel: Optional[ParallelGaP] = None
+        self._combined_at: Optional[int] = None
 
     def build_schedule(self, num_partitions: int) -> BaseGaPSchedule:
         return build_schedule(self.schedule_cfg, num_partitions)
 
+    @property
+    def update_on_resume(self) -> bool:
+        # the update is a reconcile, and with rank groups each rank must
+        # regrow its own group's partition from the saved (rank 0's) state
+        return True
+
+    def before_train(self, runner) -> None:
+        if isinstance(self.schedule, ParallelGaPSchedule):
+            self.parallel = ParallelGaP(runner, self)
+            self.group = self.parallel.group
+        super().before_train(runner)
+
+    def sync_group(self, step: int):
+        return None if self.parallel is None else \
+            self.parallel.sync_group(step)
+
+    def method_state(self):
+        return {} if self.parallel is None else dict(
+            combined_at=self._combined_at)
+
+    def load_method_state(self, state) -> None:
+        self._combined_at = state.get('combined_at')
+
     def update(self, runner, step: int) -> None:
         """Make exactly the partitions the schedule names for ``step``
-        dense: prune the others that are dense, grow those that are not."""
+        dense: prune the others that are dense, grow those that are not.
+        With a parallel schedule, first combine the rank groups' models at
+        the end of a round."""
+        if self.parallel is not None:
+            self.parallel.set_step(step)
+            if self.schedule.is_combine(step) and self._combined_at != step:
+                self._combine(runner, step)
         target = self.schedule.dense_partitions(step, self.group)
         current = self.sparsifier.dense_partitions
         prune, grow = sorted(current - target), sorted(target - current)
@@ -98,3 +132,22 @@ class GaPHook(BaseSparsityHook):
             pruned=pruned,
             grown=grown,
             what=f'prune partitions {prune}, grow partitions {grow}')
+
+    def _combine(self, runner, step: int) -> None:
+        """Combine the groups' models (see :class:`ParallelGaP`), prune
+        every partition back on every rank, check that the ranks agree."""
+        moved = self.parallel.combine()
+        pruned = self.sparsifier.prune(range(self.sparsifier.num_partitions))
+        where = f'at {self._unit()} {step}'
+        self.parallel.verify_identical(where)
+        verify_masks_across_ranks(self.sparsifier,
+                                  f'after the combine {where}')
+        self._combined_at = step
+        self.apply_event(
+            runner,
+            step,
+            pruned=pruned,
+            what=f'combined the {self.schedule.num_partitions} rank groups '
+            f'({moved["broadcast"] / 2**20:.1f} MiB broadcast, '
+            f'{moved["allreduce"] / 2**20:.1f} MiB averaged) and pruned '
+            f'every partition back')

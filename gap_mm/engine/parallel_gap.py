@@ -1,0 +1,393 @@
+# Copyright (c) gap_mm contributors. All rights reserved.
+"""The rank-group side of parallel GaP (P-GaP), used by GaPHook.
+
+K rank groups of consecutive ranks train at the same time, group ``g`` with
+partition ``g`` dense. Inside a round DDP averages gradients within the
+group only (a comm hook on MMEngine's DDP wrapper); at the end of a round
+every rank takes part in the combine:
+
+* every parameter and buffer that partition ``k`` covers, and its optimizer
+  state, is broadcast from the first rank of group ``k``;
+* everything no partition covers (an excluded stem or output layer, ...) is
+  averaged over all ranks, optimizer state included (the reference code
+  reset such layers to their initialisation: a bug not copied);
+* then every rank prunes every partition back by magnitude, and a digest of
+  all weights, buffers, optimizer state and masks is compared across ranks.
+
+In the fine-tune all ranks train one model with world-wide averaging.
+"""
+import hashlib
+import re
+from collections import OrderedDict
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.hooks import CheckpointHook, EMAHook
+from mmengine.model import is_model_wrapper
+from mmengine.runner import IterBasedTrainLoop
+from torch import nn
+
+from gap_mm.errors import GaPConfigError
+from .dist_check import MaskDivergenceError
+from .rank_groups import GroupLayout, RankGroups
+from .samplers import GroupDefaultSampler, GroupInfiniteSampler
+
+
+def covered_tensors(model: nn.Module, prunable: Mapping[str, int],
+                    partitions) -> Dict[str, Optional[int]]:
+    """Which partition covers each parameter and buffer of ``model`` (None:
+    no partition, so it is averaged at a combine).
+
+    With regex partitions (a list), a tensor is covered by the partition
+    whose regexes match its name (:func:`re.search`), as the partitions
+    select prunable weights. With automatic partitions (an int), a
+    prunable layer's own tensors (weight, bias) are its partition's, and the
+    tensors of the modules that follow it in model order (its norm layer,
+    ...) belong to it until the next conv or linear layer; an excluded
+    layer and what follows it are covered by none.
+
+    Args:
+        model (nn.Module): The unwrapped model.
+        prunable (Mapping[str, int]): Partition of every prunable weight.
+        partitions (int | list): The hook's ``partitions``.
+
+    Raises:
+        GaPConfigError: If a tensor matches the regexes of two partitions.
+    """
+    names = [n for n, _ in model.named_parameters()
+             ] + [n for n, _ in model.named_buffers()]
+    owner: Dict[str, Optional[int]] = OrderedDict()
+    if isinstance(partitions, (list, tuple)):
+        regexes = [[re.compile(p) for p in ([g] if isinstance(g, str) else g)]
+                   for g in partitions]
+        doubled = []
+        for name in names:
+            hits = [
+                k for k, group in enumerate(regexes) if any(
+                    r.search(name) for r in group)
+            ]
+            if len(hits) > 1:
+                doubled.append(f'{name} (partitions {hits})')
+            owner[name] = hits[0] if hits else None
+        if doubled:
+            raise GaPConfigError(
+                'parallel GaP needs every parameter and buffer in at most '
+                'one partition, but these match the regexes of two: ' +
+                ', '.join(doubled[:5]))
+        return owner
+    layer_types = (nn.modules.conv._ConvNd, nn.Linear)
+    current: Optional[int] = None
+    for module_name, module in model.named_modules():
+        prefix = f'{module_name}.' if module_name else ''
+        weight = f'{prefix}weight'
+        if weight in prunable:
+            current = prunable[weight]
+        elif isinstance(module, layer_types):
+            current = None  # an excluded layer starts an uncovered run
+        for name, _ in list(module.named_parameters(recurse=False)) + list(
+                module.named_buffers(recurse=False)):
+            owner[prefix + name] = current
+    return OrderedDict((n, owner.get(n)) for n in names)
+
+
+def _flat_exchange(tensors: Sequence[torch.Tensor], op) -> None:
+    """Run ``op`` on one flat buffer per dtype of ``tensors`` and copy the
+    result back into them."""
+    by_dtype: Dict[torch.dtype, List[torch.Tensor]] = OrderedDict()
+    for t in tensors:
+        by_dtype.setdefault(t.dtype, []).append(t)
+    for group in by_dtype.values():
+        flat = torch.cat([t.detach().reshape(-1) for t in group])
+        op(flat)
+        offset = 0
+        for t in group:
+            n = t.numel()
+            t.data.copy_(flat[offset:offset + n].view_as(t))
+            offset += n
+
+
+def _digest(tensor: torch.Tensor) -> int:
+    data = tensor.detach().cpu().contiguous().reshape(-1)
+    if data.dtype == torch.bfloat16:
+        data = data.view(torch.int16)
+    return int.from_bytes(
+        hashlib.blake2b(data.numpy().tobytes(), digest_size=8).digest(),
+        'little',
+        signed=True)
+
+
+class _GroupAllReduce:
+    """DDP comm-hook state: average over ``group`` (None: the world)."""
+
+    def __init__(self) -> None:
+        self.group = None
+
+    @staticmethod
+    def hook(state: '_GroupAllReduce',
+             bucket) -> torch.futures.Future[torch.Tensor]:
+        buffer = bucket.buffer()
+        buffer.div_(torch_dist.get_world_size(state.group))
+        work = torch_dist.all_reduce(buffer, group=state.group, async_op=True)
+        return work.get_future().then(lambda fut: fut.value()[0])
+
+
+class ParallelGaP:
+    """Rank groups, group-wise gradient averaging and the combine of one
+    P-GaP run.
+
+    Args:
+        runner: The Runner (distributed, MMEngine's DDP wrapper).
+        hook: The GaPHook, with its sparsifier and parallel schedule.
+
+    Raises:
+        GaPConfigError: For a run that cannot train P-GaP: one process, a
+            world that is not a multiple of K, a model not wrapped in
+            MMEngine's DDP, DDP broadcasting buffers, SyncBatchNorm, an
+            EMAHook, a sampler that is not group-aware or does not match the
+            schedule, or validation / checkpoints inside a round.
+    """
+
+    def __init__(self, runner, hook) -> None:
+        self.schedule = hook.schedule
+        self.sparsifier = hook.sparsifier
+        k = self.schedule.num_partitions
+        self.groups = RankGroups(k)
+        self.layout = self.groups.layout
+        self.group = self.layout.group
+        self._check_model(runner)
+        self._check_sampler(runner)
+        self._check_intervals(runner)
+        model = runner.model.module
+        self.tensors: Dict[str, torch.Tensor] = OrderedDict(
+            list(model.named_parameters()) + list(model.named_buffers()))
+        self.owner = covered_tensors(model, self.sparsifier.partition_of,
+                                     hook.partitions)
+        for name, part in self.sparsifier.partition_of.items():
+            if self.owner.get(name) != part:
+                raise GaPConfigError(
+                    f'{name} is in partition {part} but its tensors are '
+                    f'covered by {self.owner.get(name)}')
+        self.exchange = CombineExchange(self.tensors, self.owner,
+                                        runner.optim_wrapper.optimizer,
+                                        self.layout)
+        self._comm = _GroupAllReduce()
+        runner.model.register_comm_hook(self._comm, _GroupAllReduce.hook)
+
+    # ------------------------------------------------------------ checks
+    def _check_model(self, runner) -> None:
+        model = runner.model
+        if not (is_model_wrapper(model) and isinstance(
+                model, torch.nn.parallel.DistributedDataParallel)):
+            raise GaPConfigError(
+                f'parallel GaP averages gradients within rank groups through '
+                f'a DDP comm hook, so the model must be wrapped in '
+                f"MMEngine's MMDistributedDataParallel, not "
+                f'{type(model).__name__}')
+        if getattr(model, 'broadcast_buffers', False):
+            raise GaPConfigError(
+                'parallel GaP keeps a model per rank group, but DDP '
+                'broadcasts rank 0\'s buffers to every rank: set '
+                "model_wrapper_cfg=dict(type='MMDistributedDataParallel', "
+                'broadcast_buffers=False)')
+        sync = [
+            n for n, m in model.module.named_modules()
+            if isinstance(m, nn.SyncBatchNorm)
+        ]
+        if sync:
+            raise GaPConfigError(
+                f'parallel GaP keeps a model per rank group, but '
+                f'SyncBatchNorm syncs statistics over every rank: {sync[:3]}.'
+                f" Use norm_cfg=dict(type='BN') in the config.")
+        if any(isinstance(h, EMAHook) for h in runner.hooks):
+            raise GaPConfigError(
+                'parallel GaP does not support EMAHook: between combines the '
+                'rank groups hold different models')
+
+    def _sampler(self, runner):
+        loader = runner.train_dataloader
+        sampler = getattr(loader, 'sampler', None)
+        batch_sampler = getattr(loader, 'batch_sampler', None)
+        inner = getattr(batch_sampler, 'sampler', None)
+        for candidate in (inner, sampler):
+            if isinstance(candidate,
+                          (GroupInfiniteSampler, GroupDefaultSampler)):
+                return candidate
+        return inner or sampler
+
+    def _check_sampler(self, runner) -> None:
+        sampler = self._sampler(runner)
+        k, end = self.schedule.num_partitions, self.schedule.gap_end
+        batch = runner.train_dataloader.batch_size
+        if self.schedule.by_epoch:
+            kind, expected = GroupDefaultSampler, dict(group_epochs=end)
+        else:
+            kind, expected = GroupInfiniteSampler, dict(group_samples=end *
+                                                        batch)
+        want = dict(type=kind.__name__, num_groups=k, **expected)
+        if not isinstance(sampler, kind):
+            raise GaPConfigError(
+                f'parallel GaP needs each rank group to read the whole '
+                f'training set: set train_dataloader.sampler={want} (got '
+                f'{type(sampler).__name__})')
+        got = {key: getattr(sampler, key) for key in want if key != 'type'}
+        if got != {key: v for key, v in want.items() if key != 'type'}:
+            raise GaPConfigError(
+                f'the {kind.__name__} does not match the P-GaP schedule: it '
+                f'has {got}, the schedule needs {want}')
+
+    def _check_intervals(self, runner) -> None:
+        period, end = self.schedule.period, self.schedule.gap_end
+        unit = self.schedule.unit
+        checks = []
+        loop = runner.train_loop
+        val_interval = getattr(loop, 'val_interval', None)
+        if runner.val_loop is not None and val_interval:
+            checks.append(('train_cfg.val_interval', val_interval,
+                           getattr(loop, 'val_begin', 1)))
+        for h in runner.hooks:
+            if isinstance(h, CheckpointHook) and h.interval > 0:
+                by_epoch = h.by_epoch and not isinstance(
+                    loop, IterBasedTrainLoop)
+                if by_epoch == self.schedule.by_epoch:
+                    checks.append(
+                        ('default_hooks.checkpoint.interval', h.interval, 1))
+        for key, interval, begin in checks:
+            # the steps after which it fires, inside the rounds
+            inside = [
+                s for s in range(interval, end, interval)
+                if s >= begin and s % period
+            ]
+            if inside:
+                raise GaPConfigError(
+                    f'{key}={interval} would validate or save between '
+                    f'combines (after {unit} {inside[0]}), where the rank '
+                    f'groups hold different models; use a multiple of the '
+                    f'period {period}, or a value of at least {end}')
+
+    # ------------------------------------------------------------ phases
+    def sync_group(self, step: int):
+        """The process group whose ranks hold one model at ``step``."""
+        return self.groups.mine if step < self.schedule.gap_end else None
+
+    def set_step(self, step: int) -> None:
+        """Average gradients within the group in the rounds, over the world
+        in the fine-tune."""
+        self._comm.group = self.sync_group(step)
+
+    def combine(self) -> Dict[str, int]:
+        """See :meth:`CombineExchange.combine`."""
+        return self.exchange.combine()
+
+    def verify_identical(self, where: str) -> None:
+        """See :meth:`CombineExchange.verify_identical`."""
+        self.exchange.verify_identical(where)
+
+
+class CombineExchange:
+    """The collectives of a P-GaP combine, on the default (world) group.
+
+    Args:
+        tensors (Mapping[str, Tensor]): Every parameter and buffer of the
+            model by name (parameters first).
+        owner (Mapping[str, int | None]): The partition covering each (see
+            :func:`covered_tensors`).
+        optimizer (Optimizer): Its per-parameter state goes with the
+            parameter.
+        layout (GroupLayout): This rank's place among the groups.
+    """
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor],
+                 owner: Mapping[str, Optional[int]],
+                 optimizer: torch.optim.Optimizer,
+                 layout: GroupLayout) -> None:
+        self.tensors = OrderedDict(tensors)
+        self.owner = OrderedDict(owner)
+        self.optimizer = optimizer
+        self.layout = layout
+        self.names = [
+            n for n, t in self.tensors.items() if isinstance(t, nn.Parameter)
+        ]
+
+    # ----------------------------------------------------------- combine
+    def _state_tensors(self, names: Sequence[str]) -> List[torch.Tensor]:
+        out = []
+        params = dict(self.tensors)
+        for name in names:
+            state = self.optimizer.state.get(params[name])
+            for key in sorted(state or {}):
+                if isinstance(state[key], torch.Tensor):
+                    out.append(state[key])
+        return out
+
+    def combine(self) -> Dict[str, int]:
+        """Make every rank hold the combined model; return the bytes this
+        rank sent and received, roughly (broadcast payloads and the
+        all-reduce of the uncovered tensors)."""
+        k_parts = self.layout.num_groups
+        world = torch_dist.get_world_size()
+        params = set(self.names)
+        moved = dict(broadcast=0, allreduce=0)
+        for k in range(k_parts):
+            names = [n for n, o in self.owner.items() if o == k]
+            tensors = [self.tensors[n] for n in names] + self._state_tensors(
+                [n for n in names if n in params])
+            self._check_layout(tensors, f'partition {k}')
+            src = self.layout.leader(k)
+            _flat_exchange(tensors,
+                           lambda flat: torch_dist.broadcast(flat, src=src))
+            moved['broadcast'] += sum(t.numel() * t.element_size()
+                                      for t in tensors)
+        names = [n for n, o in self.owner.items() if o is None]
+        tensors = [self.tensors[n] for n in names] + self._state_tensors(
+            [n for n in names if n in params])
+        self._check_layout(tensors, 'the uncovered tensors')
+        floats = [t for t in tensors if t.is_floating_point()]
+        others = [t for t in tensors if not t.is_floating_point()]
+
+        def mean(flat):
+            torch_dist.all_reduce(flat)
+            flat.div_(world)
+
+        _flat_exchange(floats, mean)
+        # integer buffers (BN's num_batches_tracked) cannot be averaged;
+        # every rank counted the same batches
+        _flat_exchange(others, lambda f: torch_dist.broadcast(f, src=0))
+        moved['allreduce'] = sum(t.numel() * t.element_size() for t in floats)
+        return moved
+
+    def _check_layout(self, tensors: Sequence[torch.Tensor],
+                      what: str) -> None:
+        """All ranks must exchange buffers of the same size, or the
+        collectives would mix tensors (or hang)."""
+        count = torch.tensor([sum(t.numel() for t in tensors)],
+                             dtype=torch.int64)
+        both = torch.cat([count, -count])
+        torch_dist.all_reduce(both, op=torch_dist.ReduceOp.MAX)
+        if int(both[0]) != -int(both[1]):
+            raise GaPConfigError(
+                f'the ranks hold {what} with different numbers of values '
+                f'({-int(both[1])} to {int(both[0])}), e.g. optimizer state '
+                f'that exists on some ranks only; the combine cannot pair '
+                f'them')
+
+    def verify_identical(self, where: str) -> None:
+        """Compare digests of every weight, buffer and optimizer state
+        tensor over the world; raise naming what differs."""
+        names = list(self.tensors)
+        rows = []
+        for name in names:
+            row = [_digest(self.tensors[name])]
+            if name in self.names:
+                row += [_digest(t) for t in self._state_tensors([name])]
+            rows.append(sum(row) & ((1 << 63) - 1))
+        local = torch.tensor(rows, dtype=torch.int64)
+        both = torch.stack([local, -local])
+        torch_dist.all_reduce(both, op=torch_dist.ReduceOp.MAX)
+        differs = (both[0] != -both[1]).nonzero().flatten().tolist()
+        if differs:
+            bad = [names[i] for i in differs]
+            raise MaskDivergenceError(
+                f'after the P-GaP combine {where} the ranks hold different '
+                f'values in {len(bad)} tensor(s): {bad[:5]}'
+                f'{" ..." if len(bad) > 5 else ""}')

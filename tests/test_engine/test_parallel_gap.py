@@ -1,0 +1,339 @@
+# Copyright (c) gap_mm contributors. All rights reserved.
+"""Parallel GaP on gloo: 2 processes (K=2, a rank per group) and 4
+processes (K=2, two ranks per group)."""
+import copy
+import os
+import os.path as osp
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from gap_mm.testing.e2e import free_port
+
+PERIOD, ROUNDS, MAX_ITERS, BATCH = 3, 2, 10, 3
+# p0: conv, fc1 and the BN that follows fc1; p1: fc2; head: no partition
+PARTITIONS = [[r'^conv\.', r'^fc1\.', r'^bn\.'], [r'^fc2\.']]
+
+
+def _cfg(work_dir, name, rank, **changes):
+    from mmengine.config import Config
+    hook = dict(
+        type='GaPHook',
+        sparsity=0.5,
+        exclude=[r'^head\.'],
+        partitions=PARTITIONS,
+        schedule=dict(type='parallel', period=PERIOD, num_rounds=ROUNDS))
+    hook.update(changes.pop('hook', {}))
+    cfg = dict(
+        work_dir=osp.join(work_dir, name),
+        launcher='pytorch',
+        model=dict(type='GaPToyModel'),
+        train_dataloader=dict(
+            dataset=dict(type='GaPToyDataset'),
+            sampler=dict(
+                type='GroupInfiniteSampler',
+                num_groups=2,
+                group_samples=PERIOD * ROUNDS * BATCH),
+            batch_size=BATCH,
+            num_workers=0),
+        optim_wrapper=dict(
+            type='GaPOptimWrapper',
+            optimizer=dict(type='SGD', lr=0.05, momentum=0.9)),
+        train_cfg=dict(by_epoch=False, max_iters=MAX_ITERS),
+        default_hooks=dict(
+            checkpoint=dict(
+                type='CheckpointHook', by_epoch=False, interval=PERIOD)),
+        log_processor=dict(by_epoch=False),
+        custom_hooks=[hook, dict(type='SnapshotHook')],
+        randomness=dict(seed=0),
+        experiment_name=f'{name}_rank{rank}')
+    cfg.update(changes)
+    return Config(cfg)
+
+
+def _setup(rank, world, port):
+    os.environ.update(
+        MASTER_ADDR='127.0.0.1',
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world))
+    from mmengine.hooks import Hook
+    from mmengine.registry import DATASETS, HOOKS, MODELS
+
+    import gap_mm  # noqa: F401
+    from gap_mm.engine import GaPHook
+    from gap_mm.testing import GaPToyDataset, GaPToyModel
+    import gap_mm.testing.hooks  # noqa: F401  (KillAfterIterHook)
+
+    MODELS.register_module(module=GaPToyModel, force=True)
+    DATASETS.register_module(module=GaPToyDataset, force=True)
+
+    def snapshot(runner):
+        gap = next(h for h in runner.hooks if isinstance(h, GaPHook))
+        model = runner.model.module
+        state = runner.optim_wrapper.optimizer.state
+        return dict(
+            tensors={
+                k: v.detach().clone()
+                for k, v in model.state_dict().items()
+            },
+            momentum={
+                n: state[p]['momentum_buffer'].clone()
+                for n, p in model.named_parameters()
+                if 'momentum_buffer' in state.get(p, {})
+            },
+            masks={
+                n: gap.sparsifier.keep_mask(n)
+                for n in gap.sparsifier.names
+            })
+
+    @HOOKS.register_module(force=True)
+    class SnapshotHook(Hook):
+        """The model before (HIGHEST, ahead of GaPHook) and after (then
+        LOWEST) every combine, saved per rank."""
+        priority = 'HIGHEST'
+
+        def __init__(self):
+            self.pre, self.post = {}, {}
+
+        def after_train_iter(self,
+                             runner,
+                             batch_idx,
+                             data_batch=None,
+                             outputs=None):
+            gap = next(h for h in runner.hooks if isinstance(h, GaPHook))
+            step = runner.iter + 1
+            if gap.schedule.is_combine(step):
+                self.pre[step] = snapshot(runner)
+
+    @HOOKS.register_module(force=True)
+    class PostSnapshotHook(Hook):
+        priority = 'LOWEST'
+
+        def after_train_iter(self,
+                             runner,
+                             batch_idx,
+                             data_batch=None,
+                             outputs=None):
+            pre = next(
+                h for h in runner.hooks if type(h).__name__ == 'SnapshotHook')
+            step = runner.iter + 1
+            if step in pre.pre:
+                pre.post[step] = snapshot(runner)
+
+
+def _train(cfg):
+    from mmengine.runner import Runner
+
+    from gap_mm.utils import setup_cpu_distributed
+    cfg.custom_hooks.append(dict(type='PostSnapshotHook'))
+    assert setup_cpu_distributed(cfg, 'pytorch')
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    snap = next(h for h in runner.hooks if type(h).__name__ == 'SnapshotHook')
+    return runner, dict(
+        pre=snap.pre,
+        post=snap.post,
+        final={
+            k: v.detach().clone()
+            for k, v in runner.model.module.state_dict().items()
+        })
+
+
+def _finish(work_dir, name, rank, result):
+    torch.save(result, osp.join(work_dir, f'{name}{rank}.pt'))
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
+def _worker(rank, world, port, work_dir):
+    _setup(rank, world, port)
+    result = {}
+    _, result['straight'] = _train(_cfg(work_dir, 'straight', rank))
+    if world == 2:
+        from gap_mm.errors import GaPConfigError
+        from gap_mm.testing.hooks import KilledForTest
+
+        # kill right after the checkpoint of the second combine, resume
+        cfg = _cfg(work_dir, 'killed', rank)
+        cfg.custom_hooks.append(
+            dict(type='KillAfterIterHook', iteration=2 * PERIOD))
+        try:
+            _train(cfg)
+        except KilledForTest:
+            pass
+        cfg = _cfg(
+            work_dir,
+            'resumed',
+            rank,
+            resume=True,
+            load_from=osp.join(work_dir, 'killed', f'iter_{2 * PERIOD}.pth'))
+        _, resumed = _train(cfg)
+        result['resumed'] = resumed['final']
+
+        # configurations that cannot train P-GaP, each with its message
+        bad = dict(
+            three_partitions=dict(hook=dict(partitions=3)),
+            plain_sampler=dict(
+                train_dataloader=dict(
+                    dataset=dict(type='GaPToyDataset'),
+                    sampler=dict(type='InfiniteSampler'),
+                    batch_size=BATCH,
+                    num_workers=0)),
+            wrong_samples=dict(
+                train_dataloader=dict(
+                    dataset=dict(type='GaPToyDataset'),
+                    sampler=dict(
+                        type='GroupInfiniteSampler',
+                        num_groups=2,
+                        group_samples=7),
+                    batch_size=BATCH,
+                    num_workers=0)),
+            checkpoint_in_round=dict(
+                default_hooks=dict(
+                    checkpoint=dict(
+                        type='CheckpointHook', by_epoch=False, interval=2))),
+            broadcast_buffers=dict(
+                model_wrapper_cfg=dict(
+                    type='MMDistributedDataParallel', broadcast_buffers=True)),
+        )
+        result['errors'] = {}
+        for name, changes in bad.items():
+            try:
+                _train(_cfg(work_dir, name, rank, **copy.deepcopy(changes)))
+                result['errors'][name] = None
+            except GaPConfigError as err:
+                result['errors'][name] = str(err)
+    _finish(work_dir, 'pgap', rank, result)
+
+
+def _run(tmp_path, world):
+    mp.spawn(_worker, args=(world, free_port(), str(tmp_path)), nprocs=world)
+    return [
+        torch.load(tmp_path / f'pgap{r}.pt', weights_only=True)
+        for r in range(world)
+    ]
+
+
+def _check_combines(results, world):
+    from gap_mm.sparsity import num_kept, topk_masks
+    per_group = world // 2
+    leaders = [0, per_group]  # first rank of each group
+    for step in (PERIOD, 2 * PERIOD):
+        pre = [r['straight']['pre'][step] for r in results]
+        post = [r['straight']['post'][step] for r in results]
+        # within a group one model (BN statistics are per rank, as DDP
+        # keeps them with broadcast_buffers=False); the two groups trained
+        # different ones
+        for rank in range(world):
+            same = pre[leaders[rank // per_group]]['tensors']
+            for key, value in pre[rank]['tensors'].items():
+                if not key.startswith('bn.running'):
+                    assert torch.equal(value, same[key]), (step, rank, key)
+        assert any(
+            not torch.equal(pre[0]['tensors'][k], pre[per_group]['tensors'][k])
+            for k in pre[0]['tensors'])
+        # after the combine every rank holds the same model
+        for rank in range(1, world):
+            for key, value in post[0]['tensors'].items():
+                assert torch.equal(value, post[rank]['tensors'][key]), key
+            for key, value in post[0]['momentum'].items():
+                assert torch.equal(value, post[rank]['momentum'][key]), key
+        combined = post[0]
+        owners = {
+            'conv.weight': 0,
+            'conv.bias': 0,
+            'fc1.weight': 0,
+            'fc1.bias': 0,
+            'bn.weight': 0,
+            'bn.bias': 0,
+            'bn.running_mean': 0,
+            'bn.running_var': 0,
+            'bn.num_batches_tracked': 0,
+            'fc2.weight': 1,
+            'fc2.bias': 1
+        }
+        for key, value in combined['tensors'].items():
+            if key in owners:
+                source = pre[leaders[owners[key]]]
+                expected = source['tensors'][key]
+                if key in combined['masks']:
+                    # group k's dense weights, pruned back by magnitude (the
+                    # mask as the other group holds it: group k regrows its
+                    # partition for the next round at once)
+                    other = leaders[1 - owners[key]]
+                    keep = post[other]['masks'][key]
+                    assert int(keep.sum()) == num_kept(keep.numel(), 0.5)
+                    assert torch.equal(
+                        keep,
+                        topk_masks([expected.abs()],
+                                   num_kept(keep.numel(), 0.5))[0])
+                    expected = expected * keep
+                assert torch.equal(value, expected), (step, key)
+                if key in source['momentum']:
+                    mom = source['momentum'][key]
+                    if key in combined['masks']:
+                        mom = mom * keep
+                    assert torch.equal(combined['momentum'][key], mom), key
+            else:  # the head: the mean over the groups
+                mean = sum(pre[r]['tensors'][key] for r in leaders) / 2
+                assert torch.allclose(value, mean, rtol=1e-6, atol=1e-7), key
+                mom = sum(pre[r]['momentum'][key] for r in leaders) / 2
+                assert torch.allclose(
+                    combined['momentum'][key], mom, rtol=1e-6, atol=1e-7)
+        assert set(owners) | {'head.weight', 'head.bias'} == set(
+            combined['tensors'])
+    # the fine-tune trains one model (BN statistics stay per rank)
+    for rank in range(1, world):
+        for key, value in results[0]['straight']['final'].items():
+            if not key.startswith('bn.running'):
+                assert torch.equal(value,
+                                   results[rank]['straight']['final'][key])
+
+
+@pytest.mark.timeout(600)
+def test_two_processes_combine_resume_and_errors(tmp_path):
+    results = _run(tmp_path, 2)
+    _check_combines(results, 2)
+    # killed after the second combine and resumed: the same final model
+    for rank, result in enumerate(results):
+        for key, value in result['straight']['final'].items():
+            assert torch.equal(value, result['resumed'][key]), (rank, key)
+    errors = results[0]['errors']
+    assert errors == results[1]['errors']
+    assert 'the 2 processes into 3 rank groups' in errors['three_partitions']
+    assert ("train_dataloader.sampler={'type': 'GroupInfiniteSampler', "
+            "'num_groups': 2, 'group_samples': 18}") in errors['plain_sampler']
+    assert "it has {'num_groups': 2, 'group_samples': 7}" in errors[
+        'wrong_samples']
+    assert ('default_hooks.checkpoint.interval=2 would validate or save '
+            'between combines (after iterations 2)'
+            ) in errors['checkpoint_in_round']
+    assert 'broadcast_buffers=False' in errors['broadcast_buffers']
+
+
+@pytest.mark.timeout(600)
+def test_four_processes_two_ranks_per_group(tmp_path):
+    _check_combines(_run(tmp_path, 4), 4)
+
+
+def test_one_process_is_refused():
+    from mmengine.registry import DATASETS, MODELS
+    from mmengine.runner import Runner
+
+    import gap_mm  # noqa: F401
+    from gap_mm.errors import GaPConfigError
+    from gap_mm.testing import GaPToyDataset, GaPToyModel
+    MODELS.register_module(module=GaPToyModel, force=True)
+    DATASETS.register_module(module=GaPToyDataset, force=True)
+    import tempfile
+    cfg = _cfg(tempfile.mkdtemp(), 'single', 0, launcher='none')
+    cfg.custom_hooks = cfg.custom_hooks[:1]
+    cfg.train_dataloader.sampler = dict(type='InfiniteSampler')
+    with pytest.raises(
+            GaPConfigError,
+            match='needs a distributed run of a multiple of 2 '
+            'processes'):
+        Runner.from_cfg(cfg).train()
