@@ -260,3 +260,67 @@ def test_sparsity_report_on_the_trained_detector(trained):
     assert report['prunable']['nonzero'] == kept
     assert report['partition_source'].startswith('checkpoint')
     assert sorted({r['partition'] for r in rows.values()}) == [0, 1]
+
+
+def test_parallel_gap_through_dist_train(tmp_path):
+    """configs/pgap_retinanet_tiny_synthetic.py on real images with
+    tools/dist_train.sh and 2 processes (one rank group each): both ranks
+    end with the same masks and the checkpoint evaluates."""
+    from mmdet.datasets import CocoDataset
+    classes = tuple(CocoDataset.METAINFO['classes'])
+    cfg = tmp_path / 'pgap_coco_tiny.py'
+    cfg.write_text(f'''
+_base_ = {osp.join(ROOT, 'configs', 'pgap_retinanet_tiny_synthetic.py')!r}
+custom_imports = dict(imports=['gap_mm', 'gap_mm.testing.hooks'],
+                      allow_failed_imports=False)
+data_root = {COCO_TINY + '/'!r}
+metainfo = dict(classes={classes!r})
+model = dict(bbox_head=dict(num_classes=80), test_cfg=dict(score_thr=0.0))
+train_dataloader = dict(
+    batch_size=2, num_workers=0, persistent_workers=False,
+    sampler=dict(group_samples=2 * 2 * 2),
+    dataset=dict(data_root=data_root, metainfo=metainfo,
+                 ann_file='annotations/instances_train2017.json',
+                 data_prefix=dict(img='train2017/')))
+val_dataloader = dict(
+    batch_size=2, num_workers=0, persistent_workers=False,
+    dataset=dict(data_root=data_root, metainfo=metainfo,
+                 ann_file='annotations/instances_val2017.json',
+                 data_prefix=dict(img='val2017/')))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+test_evaluator = val_evaluator
+train_cfg = dict(max_iters=6, val_interval=1000)
+param_scheduler = []
+default_hooks = dict(logger=dict(interval=1),
+                     checkpoint=dict(interval=2, max_keep_ckpts=1))
+custom_hooks = [
+    dict(_base_.custom_hooks[0],
+         schedule=dict(type='parallel', period=2, num_rounds=2)),
+    dict(type='DumpRankMasksHook'),
+]
+''')
+    work = tmp_path / 'pgap'
+    proc = _run([
+        'bash', 'tools/dist_train.sh',
+        str(cfg), '2', '--work-dir',
+        str(work)
+    ],
+                tmp_path,
+                PORT=str(free_port()))
+    log = proc.stdout + proc.stderr
+    assert 'combined the 2 rank groups' in log
+    m0 = torch.load(work / 'masks_rank0.pth', weights_only=True)
+    m1 = torch.load(work / 'masks_rank1.pth', weights_only=True)
+    assert set(m0) == set(m1)
+    for name in m0:
+        assert m0[name] is not None, name  # all sparse in the fine-tune
+        assert torch.equal(m0[name], m1[name]), name
+    _run([
+        sys.executable, 'tools/test.py',
+        str(cfg),
+        str(work / 'iter_6.pth'), '--work-dir',
+        str(tmp_path / 'pgap_test')
+    ], tmp_path)
+    assert 'coco/bbox_mAP' in logged_metrics(
+        str(tmp_path / 'pgap_test'), 'coco/bbox_mAP')

@@ -266,14 +266,35 @@ class BaseSparsityHook(Hook):
             return max(1, int(round(value * length)))
         return value
 
+    @staticmethod
+    def _trains(runner) -> bool:
+        """Whether this run trains.
+
+        ``Runner.train()`` builds the train loop before ``before_run``;
+        ``Runner.test()`` and ``val()`` leave it a config dict (or None),
+        and reading ``runner.max_iters`` there would build it, dataloader
+        and sampler included (a rank-group sampler refuses one process).
+        """
+        loop = getattr(runner, '_train_loop', 'built')
+        return not (loop is None or isinstance(loop, dict))
+
     def before_run(self, runner) -> None:
-        self._run_length = dict(
-            iters=getattr(runner, 'max_iters', None),
-            epochs=getattr(runner, 'max_epochs', None))
         self._resolve_options(runner)
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
         self.sparsifier = self.build_sparsifier(model)
+        if not self._trains(runner):
+            # Testing or validating a checkpoint: its weights are already
+            # zero where pruned and nothing here changes a mask.
+            print_log(
+                f'{type(self).__name__}: {len(self.sparsifier.names)} '
+                f'prunable layers; this run does not train, so no schedule '
+                f'is built and the weights are used as loaded',
+                logger='current')
+            return
+        self._run_length = dict(
+            iters=getattr(runner, 'max_iters', None),
+            epochs=getattr(runner, 'max_epochs', None))
         self.schedule = self.build_schedule(self.sparsifier.num_partitions)
         print_log(
             f'{type(self).__name__}: {len(self.sparsifier.names)} prunable '
@@ -488,7 +509,7 @@ class BaseSparsityHook(Hook):
 
     # ----------------------------------------------------- checkpoints
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        if self.sparsifier is None:
+        if self.sparsifier is None or self.schedule is None:
             return
         step = runner.epoch + 1 if self.schedule.by_epoch else runner.iter + 1
         write_state(
