@@ -117,6 +117,51 @@ def _digest(tensor: torch.Tensor) -> int:
         signed=True)
 
 
+def group_sampler_cfg(schedule, batch_size: int) -> dict:
+    """The train sampler a parallel schedule needs (``batch_size`` per
+    process): each group reads the whole set during the rounds."""
+    k, end = schedule.num_partitions, schedule.gap_end
+    if schedule.by_epoch:
+        return dict(type='GroupDefaultSampler', num_groups=k, group_epochs=end)
+    return dict(
+        type='GroupInfiniteSampler',
+        num_groups=k,
+        group_samples=end * batch_size)
+
+
+def check_group_sampler(schedule, sampler, batch_size: int) -> None:
+    """Raise unless ``sampler`` is the group-aware sampler ``schedule``
+    needs (see :func:`group_sampler_cfg`), naming the settings to use."""
+    want = group_sampler_cfg(schedule, batch_size)
+    kind = GroupDefaultSampler if schedule.by_epoch else GroupInfiniteSampler
+    if not isinstance(sampler, kind):
+        raise GaPConfigError(
+            f'parallel GaP needs each rank group to read the whole training '
+            f'set: set train_dataloader.sampler={want} (got '
+            f'{type(sampler).__name__})')
+    got = {key: getattr(sampler, key) for key in want if key != 'type'}
+    if got != {key: v for key, v in want.items() if key != 'type'}:
+        raise GaPConfigError(
+            f'the {kind.__name__} does not match the P-GaP schedule: it has '
+            f'{got}, the schedule needs {want}')
+
+
+def check_interval(schedule, key: str, interval: int, begin: int = 1) -> None:
+    """Raise if validating or saving every ``interval`` steps (from
+    ``begin``) would fall between two combines, where the rank groups hold
+    different models."""
+    period, end = schedule.period, schedule.gap_end
+    inside = [
+        s for s in range(interval, end, interval) if s >= begin and s % period
+    ]
+    if inside:
+        raise GaPConfigError(
+            f'{key}={interval} would validate or save between combines '
+            f'(after {schedule.unit} {inside[0]}), where the rank groups '
+            f'hold different models; use a multiple of the period {period}, '
+            f'or a value of at least {end}')
+
+
 class _GroupAllReduce:
     """DDP comm-hook state: average over ``group`` (None: the world)."""
 
@@ -216,54 +261,23 @@ class ParallelGaP:
         return inner or sampler
 
     def _check_sampler(self, runner) -> None:
-        sampler = self._sampler(runner)
-        k, end = self.schedule.num_partitions, self.schedule.gap_end
-        batch = runner.train_dataloader.batch_size
-        if self.schedule.by_epoch:
-            kind, expected = GroupDefaultSampler, dict(group_epochs=end)
-        else:
-            kind, expected = GroupInfiniteSampler, dict(group_samples=end *
-                                                        batch)
-        want = dict(type=kind.__name__, num_groups=k, **expected)
-        if not isinstance(sampler, kind):
-            raise GaPConfigError(
-                f'parallel GaP needs each rank group to read the whole '
-                f'training set: set train_dataloader.sampler={want} (got '
-                f'{type(sampler).__name__})')
-        got = {key: getattr(sampler, key) for key in want if key != 'type'}
-        if got != {key: v for key, v in want.items() if key != 'type'}:
-            raise GaPConfigError(
-                f'the {kind.__name__} does not match the P-GaP schedule: it '
-                f'has {got}, the schedule needs {want}')
+        check_group_sampler(self.schedule, self._sampler(runner),
+                            runner.train_dataloader.batch_size)
 
     def _check_intervals(self, runner) -> None:
-        period, end = self.schedule.period, self.schedule.gap_end
-        unit = self.schedule.unit
-        checks = []
         loop = runner.train_loop
         val_interval = getattr(loop, 'val_interval', None)
         if runner.val_loop is not None and val_interval:
-            checks.append(('train_cfg.val_interval', val_interval,
-                           getattr(loop, 'val_begin', 1)))
+            check_interval(self.schedule, 'train_cfg.val_interval',
+                           val_interval, getattr(loop, 'val_begin', 1))
         for h in runner.hooks:
             if isinstance(h, CheckpointHook) and h.interval > 0:
                 by_epoch = h.by_epoch and not isinstance(
                     loop, IterBasedTrainLoop)
                 if by_epoch == self.schedule.by_epoch:
-                    checks.append(
-                        ('default_hooks.checkpoint.interval', h.interval, 1))
-        for key, interval, begin in checks:
-            # the steps after which it fires, inside the rounds
-            inside = [
-                s for s in range(interval, end, interval)
-                if s >= begin and s % period
-            ]
-            if inside:
-                raise GaPConfigError(
-                    f'{key}={interval} would validate or save between '
-                    f'combines (after {unit} {inside[0]}), where the rank '
-                    f'groups hold different models; use a multiple of the '
-                    f'period {period}, or a value of at least {end}')
+                    check_interval(self.schedule,
+                                   'default_hooks.checkpoint.interval',
+                                   h.interval)
 
     # ------------------------------------------------------------ phases
     def sync_group(self, step: int):

@@ -7,6 +7,7 @@ are built from them exactly as the Runner would, and one iteration runs on
 two small random images.
 """
 import os.path as osp
+from unittest import mock
 
 import pytest
 import torch
@@ -223,3 +224,50 @@ def test_full_method_configs_build(name, hook_type):
         assert (hook.schedule.begin, hook.schedule.end) == (1, 24)
     else:  # 2/3 of 36 epochs of 1000 iterations
         assert hook.schedule.end == 24000
+
+
+@pytest.mark.parametrize('name, groups', [
+    ('pgap_faster_rcnn.py', 4),
+    ('pgap_retinanet.py', 4),
+    ('pgap_retinanet_tiny_synthetic.py', 2),
+])
+def test_pgap_configs_fit_their_schedule(name, groups):
+    # Training them needs a multiple of K processes (the tiny one runs in
+    # test_coco_tiny_e2e and the quality grid); here: everything P-GaP
+    # checks at the start of training that the config alone decides.
+    from mmengine.registry import DATA_SAMPLERS, HOOKS, DefaultScope
+
+    from gap_mm.engine.parallel_gap import (check_group_sampler,
+                                            check_interval)
+    from gap_mm.registry import build_registered
+    from gap_mm.schedules import (SCHEDULES, ParallelGaPSchedule,
+                                  ScheduleError)
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
+    base = Config.fromfile(
+        osp.join(ROOT, 'configs', name.replace('pgap_', 'gap_')))
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        hook = HOOKS.build(cfg.custom_hooks[0])
+    schedule = build_registered(
+        SCHEDULES,
+        hook.schedule_cfg,
+        'schedule',
+        ScheduleError,
+        default_args=dict(num_partitions=groups))
+    assert isinstance(schedule, ParallelGaPSchedule)
+    assert len(hook.partitions) == groups
+    assert hook.exclude == base.custom_hooks[0].exclude
+    for key in ('model', 'optim_wrapper', 'param_scheduler'):
+        assert cfg[key] == base[key], key
+    assert cfg.train_cfg.get(
+        'max_epochs', cfg.train_cfg.get('max_iters')) == base.train_cfg.get(
+            'max_epochs', base.train_cfg.get('max_iters'))
+    sampler_cfg = dict(cfg.train_dataloader.sampler)
+    kind = sampler_cfg.pop('type')
+    with mock.patch(
+            'gap_mm.engine.samplers.group_sampler.get_dist_info',
+            return_value=(0, 2 * groups)):
+        sampler = DATA_SAMPLERS.get(kind)(list(range(16)), **sampler_cfg)
+    check_group_sampler(schedule, sampler, cfg.train_dataloader.batch_size)
+    check_interval(schedule, 'checkpoint',
+                   cfg.default_hooks.checkpoint.interval)
+    check_interval(schedule, 'val', cfg.train_cfg.val_interval)
