@@ -21,6 +21,11 @@ DET = {
     'RigL': 'configs/rigl_retinanet_tiny_synthetic.py',
     'SET': 'configs/set_retinanet_tiny_synthetic.py',
 }
+#: Two-partition GaP, one-process cyclic and 2-process parallel (grid pgap).
+DET_K2 = {
+    'C-GaP K2': 'configs/cgap_k2_retinanet_tiny_synthetic.py',
+    'P-GaP': 'configs/pgap_retinanet_tiny_synthetic.py',
+}
 PN2 = {
     'dense': 'configs/dense_pointnet2_partseg_tiny.py',
     'C-GaP': 'configs/gap_pointnet2_partseg_tiny.py',
@@ -117,11 +122,14 @@ def det_cell(method: str,
              budget: float = 1.0,
              study: str = 'main',
              variant: str = '',
+             procs: int = 1,
              **extra) -> Cell:
     """A cell of the demo detector (``extra``: more ``--cfg-options``)."""
-    return _cell('det', DET_GAP, method, config, sparsity, distribution, seed,
+    cell = _cell('det', DET_GAP, method, config, sparsity, distribution, seed,
                  study, det_options(budget, gap=config == DET_GAP,
                                     **extra), budget, variant)
+    cell.procs = procs
+    return cell
 
 
 def pn2_cell(method: str,
@@ -172,15 +180,16 @@ def quick() -> List[Cell]:
 
 def full() -> List[Cell]:
     """Every method on both tasks at 80% and 90% (ERK, then uniform) and
-    2:4, 2 seeds; ordered so that the most telling cells finish first (a
-    killed grid resumes where it stopped)."""
+    2:4, 2 seeds; ordered so that the most telling cells finish first (the
+    detector at 80% ERK, both seeds, then 90% ...; a killed grid resumes
+    where it stopped)."""
     cells: List[Cell] = []
     for distributions in (('erk', ), ('uniform', )):
-        for seed in (0, 1):
-            cells += _task_cells(pn2_cell, PN2, seed, (0.8, 0.9),
-                                 distributions)
-            cells += _task_cells(det_cell, DET, seed, (0.8, 0.9),
-                                 distributions)
+        for task_cell, configs in ((det_cell, DET), (pn2_cell, PN2)):
+            for sparsity in (0.8, 0.9):
+                for seed in (0, 1):
+                    cells += _task_cells(task_cell, configs, seed,
+                                         (sparsity, ), distributions)
     for seed in (0, 1):
         cells += _task_cells(pn2_cell, PN2, seed, ('2:4', ), ())
         cells += _task_cells(det_cell, DET, seed, ('2:4', ), ())
@@ -235,8 +244,40 @@ def diagnosis() -> List[Cell]:
     return cells
 
 
+def pgap() -> List[Cell]:
+    """P-GaP on 2 processes (2 rank groups of one process, partitions: the
+    backbone | the FPN and the head) beside C-GaP on one process with the
+    same two partitions and the same iterations per process, at 80% ERK,
+    with the dense twin, 2 seeds."""
+    study = 'P-GaP'
+    cells = []
+    for seed in (0, 1):
+        cells += [
+            det_cell('dense', DET_DENSE, seed=seed, study=study),
+            det_cell(
+                'C-GaP',
+                DET_K2['C-GaP K2'],
+                0.8,
+                'erk',
+                seed=seed,
+                study=study,
+                variant='K2'),
+            det_cell(
+                'P-GaP',
+                DET_K2['P-GaP'],
+                0.8,
+                'erk',
+                seed=seed,
+                study=study,
+                variant='K2',
+                procs=2),
+        ]
+    return cells
+
+
 GRIDS: Dict[str, Callable[[], List[Cell]]] = {
     'quick': quick,
     'full': full,
     'diagnosis': diagnosis,
+    'pgap': pgap,
 }

@@ -25,6 +25,7 @@ import os.path as osp
 import platform
 import re
 import shlex
+import socket
 import subprocess
 import sys
 import time
@@ -68,6 +69,10 @@ class Cell:
         report_config (str, optional): The config whose prunable set the
             sparsity is measured over (so a dense run is measured over the
             same layers as the sparse ones). Defaults to ``config``.
+        procs (int): Training processes: more than 1 trains through
+            ``tools/dist_train.sh CONFIG procs`` (gloo on the CPU), as a user
+            launches P-GaP. Evaluation is one process either way.
+            Defaults to 1.
     """
     task: str
     method: str
@@ -80,6 +85,7 @@ class Cell:
     study: str = 'main'
     variant: str = ''
     report_config: Optional[str] = None
+    procs: int = 1
 
     @property
     def id(self) -> str:
@@ -92,6 +98,8 @@ class Cell:
             parts.append(f'b{self.budget:g}')
         if self.variant:
             parts.append(_slug(self.variant))
+        if self.procs != 1:
+            parts.append(f'p{self.procs}')
         parts.append(f's{self.seed}')
         return '-'.join(parts)
 
@@ -151,6 +159,13 @@ def _tool_env(python: str) -> Dict[str, str]:
     env['PYTHONPATH'] = os.pathsep.join(
         p for p in (REPO, env.get('PYTHONPATH')) if p)
     return env
+
+
+def _free_port() -> int:
+    """A TCP port nobody listens on now, for torchrun's rendezvous."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
 
 
 def _last_checkpoint(work_dir: str) -> Optional[str]:
@@ -283,7 +298,15 @@ def run_cell(cell: Cell,
     env = _tool_env(python)
     options = [format_option(k, v) for k, v in cell.all_options().items()]
 
-    train_cmd = [python, 'tools/train.py', cell.config, '--work-dir', work_dir]
+    if cell.procs == 1:
+        train_cmd = [python, 'tools/train.py', cell.config]
+    else:
+        train_cmd = [
+            'bash', 'tools/dist_train.sh', cell.config,
+            str(cell.procs)
+        ]
+        env['PORT'] = str(_free_port())
+    train_cmd += ['--work-dir', work_dir]
     if _last_checkpoint(work_dir):
         train_cmd.append('--resume')
     train_cmd += ['--cfg-options', *options]
@@ -432,6 +455,8 @@ def _row(record: Mapping[str, Any], with_budget: bool = True) -> str:
     row = record['method'] + (f' ({dist})' if dist else '')
     if record.get('variant'):
         row += f' [{record["variant"]}]'
+    if record.get('procs', 1) != 1:
+        row += f' on {record["procs"]} processes'
     if with_budget and record.get('budget', 1) != 1:
         row += f' x{record["budget"]:g} budget'
     return row

@@ -91,6 +91,27 @@ def test_two_cell_grid_runs_skips_and_tabulates(toy_grid):
         assert open(osp.join(work, c.id, 'harness.log')).read() == logs[c.id]
 
 
+def test_multi_process_cell_trains_through_dist_train(toy_grid):
+    """A cell with procs=2 trains with tools/dist_train.sh on 2 gloo
+    processes, evaluates on one, and is its own row of the table."""
+    cells, out, work = toy_grid
+    cell = harness.Cell(
+        task='toy',
+        method='dense',
+        config=cells[0].config,
+        report_config=cells[0].report_config,
+        procs=2)
+    assert cell.id == 'toy-dense-p2-s0'
+    record, = harness.run_grid([cell], out, work, grid='toy', log=lambda m: 0)
+    train, test = record['commands']
+    assert train.startswith('bash tools/dist_train.sh ') and ' 2 ' in train
+    assert test.split()[1] == 'tools/test.py'
+    assert record['procs'] == 2 and record['value'] >= 0
+    log = open(osp.join(work, cell.id, 'harness.log')).read()
+    assert 'Distributed training: True' in log and 'GPU number: 2' in log
+    assert '| dense on 2 processes |' in harness.format_table([record])
+
+
 def test_failing_cell_names_the_tool_and_its_log(toy_grid, tmp_path):
     cells, out, work = toy_grid
     broken = harness.Cell(
