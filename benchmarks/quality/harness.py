@@ -291,6 +291,10 @@ def run_cell(cell: Cell,
     if osp.isfile(record_path):
         with open(record_path) as f:
             return json.load(f)
+    twin = _same_cell_elsewhere(cell, out_dir)
+    if twin is not None:
+        _write_record(twin, record_path)
+        return twin
     metric_key, _, extra_keys = TASK_METRICS[cell.task]
     work_dir = osp.join(work_root, cell.id)
     os.makedirs(work_dir, exist_ok=True)
@@ -360,12 +364,39 @@ def run_cell(cell: Cell,
         commit=_git_commit(),
         date=datetime.date.today().isoformat(),
         machine=machine())
-    os.makedirs(osp.dirname(record_path), exist_ok=True)
-    tmp = record_path + '.tmp'
+    _write_record(record, record_path)
+    return record
+
+
+def _write_record(record: Mapping[str, Any], path: str) -> None:
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    tmp = path + '.tmp'
     with open(tmp, 'w') as f:
         json.dump(record, f, indent=1)
-    os.replace(tmp, record_path)
-    return record
+    os.replace(tmp, path)
+
+
+def _same_cell_elsewhere(cell: Cell, out_dir: str) -> Optional[Dict[str, Any]]:
+    """The record of the same run (config, ``--cfg-options``, processes)
+    that another grid beside ``out_dir`` has finished, marked with where it
+    comes from; None if there is none. Grids share their dense twins this
+    way instead of training them again."""
+    root, here = osp.split(osp.normpath(out_dir))
+    if not osp.isdir(root):
+        return None
+    want = (cell.config, cell.all_options(), cell.procs)
+    for grid in sorted(os.listdir(root)):
+        path = osp.join(root, grid, 'cells', f'{cell.id}.json')
+        if grid == here or not osp.isfile(path):
+            continue
+        with open(path) as f:
+            record = json.load(f)
+        if (record['config'], record['options'], record.get('procs',
+                                                            1)) == want:
+            record['reused_from'] = record.get('reused_from') or osp.relpath(
+                path, root)
+            return record
+    return None
 
 
 def run_grid(cells: Sequence[Cell],

@@ -91,6 +91,34 @@ def test_two_cell_grid_runs_skips_and_tabulates(toy_grid):
         assert open(osp.join(work, c.id, 'harness.log')).read() == logs[c.id]
 
 
+def test_a_cell_another_grid_finished_is_reused(toy_grid):
+    """The same config and options finished by a sibling grid are copied,
+    marked with their origin; a different option trains anew."""
+    cells, out, work = toy_grid
+    first = harness.run_grid(
+        cells[:1], out, work, grid='toy', log=lambda m: 0)[0]
+    sibling = osp.join(osp.dirname(out), 'other')
+    log_path = osp.join(work, 'other', cells[0].id, 'harness.log')
+    again = harness.run_grid(
+        cells[:1],
+        sibling,
+        osp.join(work, 'other'),
+        grid='other',
+        log=lambda m: 0)[0]
+    assert again['value'] == first['value']
+    assert again['reused_from'] == osp.join('out', 'cells',
+                                            f'{cells[0].id}.json')
+    assert not osp.exists(log_path)  # nothing was trained
+    changed = harness.Cell(
+        **dict(vars(cells[0]), options={'train_cfg.max_iters': 2}))
+    fresh = harness.run_grid([changed],
+                             osp.join(osp.dirname(out), 'third'),
+                             osp.join(work, 'third'),
+                             grid='third',
+                             log=lambda m: 0)[0]
+    assert 'reused_from' not in fresh
+
+
 def test_multi_process_cell_trains_through_dist_train(toy_grid):
     """A cell with procs=2 trains with tools/dist_train.sh on 2 gloo
     processes, evaluates on one, and is its own row of the table."""
