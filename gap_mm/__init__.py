@@ -13,7 +13,7 @@ from importlib.util import find_spec
 
 from . import checkpoint, engine, registry, schedules, sparsity  # noqa: F401
 from .engine import (GaPAmpOptimWrapper, GaPHook, GaPOptimWrapper, GMPHook,
-                     RigLHook, SETHook)
+                     GRegHook, RigLHook, SETHook)
 from .utils.safe_load import allow_mmengine_checkpoint_globals
 from .version import __version__
 
@@ -25,6 +25,6 @@ if find_spec('mmdet3d') is not None:
     import gap_mm3d  # noqa: F401,E402
 
 __all__ = [
-    'GaPAmpOptimWrapper', 'GaPHook', 'GaPOptimWrapper', 'GMPHook', 'RigLHook',
-    'SETHook', '__version__'
+    'GaPAmpOptimWrapper', 'GaPHook', 'GaPOptimWrapper', 'GMPHook', 'GRegHook',
+    'RigLHook', 'SETHook', '__version__'
 ]

@@ -2,8 +2,8 @@
 """Where sparse training plugs into MMEngine: hooks and optimizer
 wrappers."""
 from .dist_check import MaskDivergenceError, verify_masks_across_ranks
-from .hooks import (BaseSparsityHook, DropGrowHook, GaPHook, GMPHook, RigLHook,
-                    SETHook)
+from .hooks import (BaseSparsityHook, DropGrowHook, GaPHook, GMPHook, GRegHook,
+                    RigLHook, SETHook)
 from .parallel_gap import CombineExchange, ParallelGaP, covered_tensors
 from .rank_groups import GroupLayout, RankGroups, group_layout
 from .samplers import GroupDefaultSampler, GroupInfiniteSampler
@@ -12,8 +12,9 @@ from .optimizers import (GaPAmpOptimWrapper, GaPMaskingMixin, GaPOptimWrapper,
 
 __all__ = [
     'BaseSparsityHook', 'CombineExchange', 'DropGrowHook', 'GMPHook',
-    'GaPAmpOptimWrapper', 'GaPHook', 'GaPMaskingMixin', 'GaPOptimWrapper',
-    'GroupDefaultSampler', 'GroupInfiniteSampler', 'GroupLayout',
-    'MaskDivergenceError', 'ParallelGaP', 'RankGroups', 'RigLHook', 'SETHook',
-    'StepStage', 'covered_tensors', 'group_layout', 'verify_masks_across_ranks'
+    'GRegHook', 'GaPAmpOptimWrapper', 'GaPHook', 'GaPMaskingMixin',
+    'GaPOptimWrapper', 'GroupDefaultSampler', 'GroupInfiniteSampler',
+    'GroupLayout', 'MaskDivergenceError', 'ParallelGaP', 'RankGroups',
+    'RigLHook', 'SETHook', 'StepStage', 'covered_tensors', 'group_layout',
+    'verify_masks_across_ranks'
 ]

@@ -9,11 +9,13 @@ from .builder import build_schedule
 from .cyclic import CyclicGaPSchedule
 from .drop_grow import DropGrowSchedule
 from .gmp import CubicSparsitySchedule
+from .greg import GRegSchedule
 from .parallel import ParallelGaPSchedule
 from .static import StaticSchedule
 
 __all__ = [
     'BaseGaPSchedule', 'BaseSchedule', 'CubicSparsitySchedule',
-    'CyclicGaPSchedule', 'DropGrowSchedule', 'ParallelGaPSchedule',
-    'SCHEDULES', 'ScheduleError', 'Segment', 'StaticSchedule', 'build_schedule'
+    'CyclicGaPSchedule', 'DropGrowSchedule', 'GRegSchedule',
+    'ParallelGaPSchedule', 'SCHEDULES', 'ScheduleError', 'Segment',
+    'StaticSchedule', 'build_schedule'
 ]

@@ -7,7 +7,9 @@
 * :mod:`.masks`, :mod:`.packing`: int8 keep words, 1-bit packing;
 * :mod:`.drop_grow`: RigL's and SET's mask updates;
 * :mod:`.optim_state`: optimizer state at prune and grow events;
-* :mod:`.sparsifier`: :class:`Sparsifier`, the masks and their events.
+* :mod:`.sparsifier`: :class:`Sparsifier`, the masks and their events;
+* :mod:`.penalty`, :mod:`.coupling`: GReg's growing penalty, and the layers
+  filter-wise pruning must leave out.
 """
 from .distribution import (DISTRIBUTIONS, check_sparsity, erk_keep,
                            global_keep, match_overrides, uniform_keep)
@@ -22,17 +24,23 @@ from .scores import MagnitudeScore, RandomScore, build_score
 from .selection import (DEFAULT_PRUNABLE_TYPES, compile_regexes,
                         resolve_module_types, select_prunable)
 from .sparsifier import MagnitudeSparsifier, Sparsifier, parse_pattern
+from .coupling import RESIDUAL_BLOCKS, coupled_filter_params
+from .penalty import (MODES, GrowingPenalty, check_mode, expand_filters,
+                      filter_scores, layer_sparsity, magnitude_ratio,
+                      pick_pruned)
 from .topk import kth_largest, nm_mask, num_kept, topk_mask, topk_masks
 
 __all__ = [
-    'DEFAULT_PRUNABLE_TYPES', 'DISTRIBUTIONS', 'MagnitudeScore',
-    'MagnitudeSparsifier', 'REGROWN_SECOND_MOMENTS', 'RandomScore',
-    'SECOND_MOMENT_KEYS', 'Sparsifier', 'auto_partitions', 'build_partitions',
-    'build_score', 'check_sparsity', 'compile_regexes', 'drop_and_grow',
-    'erk_keep', 'format_layer_table', 'global_keep', 'init_regrown_state_',
-    'keep_word', 'kth_largest', 'match_overrides', 'nm_mask', 'num_kept',
-    'num_pruned', 'num_to_move', 'pack_mask', 'parse_pattern',
-    'regex_partitions', 'resolve_module_types', 'select_prunable', 'topk_mask',
-    'topk_masks', 'uniform_keep', 'unpack_mask', 'zero_optimizer_state_',
-    'zero_pruned_'
+    'DEFAULT_PRUNABLE_TYPES', 'DISTRIBUTIONS', 'GrowingPenalty', 'MODES',
+    'MagnitudeScore', 'RESIDUAL_BLOCKS', 'check_mode', 'coupled_filter_params',
+    'expand_filters', 'filter_scores', 'layer_sparsity', 'magnitude_ratio',
+    'pick_pruned', 'MagnitudeSparsifier', 'REGROWN_SECOND_MOMENTS',
+    'RandomScore', 'SECOND_MOMENT_KEYS', 'Sparsifier', 'auto_partitions',
+    'build_partitions', 'build_score', 'check_sparsity', 'compile_regexes',
+    'drop_and_grow', 'erk_keep', 'format_layer_table', 'global_keep',
+    'init_regrown_state_', 'keep_word', 'kth_largest', 'match_overrides',
+    'nm_mask', 'num_kept', 'num_pruned', 'num_to_move', 'pack_mask',
+    'parse_pattern', 'regex_partitions', 'resolve_module_types',
+    'select_prunable', 'topk_mask', 'topk_masks', 'uniform_keep',
+    'unpack_mask', 'zero_optimizer_state_', 'zero_pruned_'
 ]

@@ -147,8 +147,8 @@ class Sparsifier:
                         f'divide by {m}. Exclude it with `exclude`.')
             return OrderedDict(
                 (k, v * n // m) for k, v in self._numels.items())
-        rest = OrderedDict((k, v) for k, v in self._numels.items()
-                           if k not in self.overrides)
+        rest = OrderedDict(
+            (k, v) for k, v in self._numels.items() if k not in self.overrides)
         keep: Dict[str, int] = OrderedDict()
         if self.distribution == 'uniform':
             keep.update(uniform_keep(rest, sparsity))
@@ -230,11 +230,11 @@ class Sparsifier:
             (n, self._words[n]) for n in self.names if n in self._words)
 
     @torch.no_grad()
-    def prune(self,
-              partitions: Iterable[int],
-              score: Optional[Callable[[str, torch.Tensor],
-                                       torch.Tensor]] = None
-              ) -> Dict[str, torch.Tensor]:
+    def prune(
+        self,
+        partitions: Iterable[int],
+        score: Optional[Callable[[str, torch.Tensor], torch.Tensor]] = None
+    ) -> Dict[str, torch.Tensor]:
         """Prune the layers of ``partitions`` to their targets by score.
 
         A layer that is already sparse is re-selected from its current
@@ -263,7 +263,28 @@ class Sparsifier:
         self._sort_words()
         return new
 
-    def _select_pruned(self, names: Sequence[str],
+    @torch.no_grad()
+    def select_pruned(
+        self,
+        names: Sequence[str],
+        score: Optional[Callable[[str, torch.Tensor], torch.Tensor]] = None
+    ) -> Dict[str, torch.Tensor]:
+        """What :meth:`prune` would prune in ``names``, without pruning.
+
+        The layers' targets, distribution (``'global'``: one threshold over
+        ``names``, which must then be every pooled layer at the first call)
+        and tie-break are :meth:`prune`'s; no mask is set and no weight is
+        touched. For a method that picks its pruned set long before it masks
+        it (GReg).
+
+        Returns:
+            dict[str, Tensor]: Bool pruned masks (True = pruned) by name.
+        """
+        names = list(names)
+        return OrderedDict(zip(names, self._select_pruned(names, score)))
+
+    def _select_pruned(self,
+                       names: Sequence[str],
                        score=None) -> List[torch.Tensor]:
         """Pruned masks (True = pruned) of ``names`` by score."""
         score = score or self.score
@@ -460,9 +481,9 @@ class Sparsifier:
                 continue
             packed = pack_mask(word != 0)['packed'].numpy()
             digest = hashlib.blake2b(packed.tobytes(), digest_size=8)
-            rows.append((num_pruned(word),
-                         int.from_bytes(
-                             digest.digest(), 'little', signed=True)))
+            rows.append(
+                (num_pruned(word),
+                 int.from_bytes(digest.digest(), 'little', signed=True)))
         return torch.tensor(rows, dtype=torch.int64)
 
     def state_dict(self) -> Dict[str, object]:
@@ -489,9 +510,8 @@ class Sparsifier:
         masks = state.get('masks', {})
         unknown = sorted(set(masks) - set(self.names))
         if unknown:
-            raise GaPConfigError(
-                f'The checkpoint holds masks for parameters '
-                f'that are not prunable here: {unknown}')
+            raise GaPConfigError(f'The checkpoint holds masks for parameters '
+                                 f'that are not prunable here: {unknown}')
         words = OrderedDict()
         for name in self.names:
             if name not in masks:

@@ -213,8 +213,8 @@ def test_dense_twin_is_the_gap_config_without_gap():
                           for model in ('retinanet', 'faster_rcnn')])
 def test_full_method_configs_build(name, hook_type):
     cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
-    base = Config.fromfile(
-        osp.join(ROOT, 'configs', 'gap_' + name.split('_', 1)[1]))
+    model = 'retinanet' if name.endswith('retinanet.py') else 'faster_rcnn'
+    base = Config.fromfile(osp.join(ROOT, 'configs', f'gap_{model}.py'))
     cfg.model.backbone.init_cfg = None  # no downloads in tests
     _, _, hook, _ = build_gap_training(cfg, name, iters_per_epoch=1000)
     assert type(hook).__name__ == hook_type
@@ -271,3 +271,57 @@ def test_pgap_configs_fit_their_schedule(name, groups):
     check_interval(schedule, 'checkpoint',
                    cfg.default_hooks.checkpoint.interval)
     check_interval(schedule, 'val', cfg.train_cfg.val_interval)
+
+
+@pytest.mark.parametrize('name', [
+    f'greg{v}{mode}_retinanet_tiny_synthetic.py' for v in (1, 2)
+    for mode in ('', '_filter')
+])
+def test_tiny_greg_configs_train_one_step_dense(name):
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
+    gap_cfg = Config.fromfile(
+        osp.join(ROOT, 'configs', 'gap_retinanet_tiny_synthetic.py'))
+    assert cfg.load_from.endswith('dense_retinanet_tiny_synthetic/'
+                                  'iter_2000.pth')
+    model, wrapper, hook, runner = build_gap_training(cfg, name)
+    assert type(hook).__name__ == 'GRegHook'
+    assert hook.schedule.variant == int(name[4])
+    assert hook.exclude == gap_cfg.custom_hooks[0].exclude
+    assert cfg.train_cfg == gap_cfg.train_cfg
+    assert cfg.optim_wrapper == gap_cfg.optim_wrapper
+    sp = hook.sparsifier
+    if '_filter' in name:
+        assert hook.mode == 'filter' and hook.sparsity == 0.5
+        # residual and FPN convs are left out, the rest are prunable
+        assert 'backbone.layer1.0.conv2.weight' in hook.coupled
+        assert 'backbone.layer2.0.downsample.0.weight' in hook.coupled
+        assert 'neck.lateral_convs.0.conv.weight' in hook.coupled
+        assert 'backbone.layer1.0.conv1.weight' in sp.params
+        assert not set(hook.coupled) & set(sp.params)
+    else:
+        assert len(sp.names) == 29
+    model.train()
+    model.train_step(_batch(size=160, num_classes=6), wrapper)
+    hook.after_train_iter(runner, 0)
+    # dense until the prune, with the penalty on
+    assert all(row['dense'] for row in sp.layer_stats())
+    assert hook.penalty.regs
+    assert hook.schedule.prune_step() < cfg.train_cfg.max_iters
+
+
+@pytest.mark.parametrize('name', [
+    f'greg{v}{mode}_{model}.py' for v in (1, 2) for mode in ('', '_filter')
+    for model in ('retinanet', 'faster_rcnn')
+])
+def test_full_greg_configs_build(name):
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
+    model = 'retinanet' if name.endswith('retinanet.py') else 'faster_rcnn'
+    base = Config.fromfile(osp.join(ROOT, 'configs', f'gap_{model}.py'))
+    cfg.model.backbone.init_cfg = None  # no downloads in tests
+    _, _, hook, _ = build_gap_training(cfg, name, iters_per_epoch=10000)
+    assert type(hook).__name__ == 'GRegHook'
+    assert hook.exclude == base.custom_hooks[0].exclude
+    assert cfg.train_cfg.max_epochs == 12
+    assert hook.schedule.stabilize == 6000  # 5% of 120000 iterations
+    assert hook.schedule.granularity == 1e-4  # the paper's defaults
+    assert hook.schedule.prune_step() < 120000

@@ -3,10 +3,11 @@ from .base_sparsity_hook import BaseSparsityHook
 from .drop_grow_hook import DropGrowHook
 from .gap_hook import GaPHook
 from .gmp_hook import GMPHook
+from .greg_hook import GRegHook
 from .rigl_hook import RigLHook
 from .set_hook import SETHook
 
 __all__ = [
-    'BaseSparsityHook', 'DropGrowHook', 'GMPHook', 'GaPHook', 'RigLHook',
-    'SETHook'
+    'BaseSparsityHook', 'DropGrowHook', 'GMPHook', 'GRegHook', 'GaPHook',
+    'RigLHook', 'SETHook'
 ]

@@ -228,11 +228,17 @@ class BaseSparsityHook(Hook):
         self.distribution = values['distribution']
         self.pattern = values['pattern']
 
+    def select_params(self,
+                      model: torch.nn.Module) -> Dict[str, torch.nn.Parameter]:
+        """The prunable weights of ``model`` by name (``module_types``,
+        ``include``, ``exclude``); a method may leave out more."""
+        return select_prunable(model, self.module_types, self.include,
+                               self.exclude)
+
     def build_sparsifier(self, model: torch.nn.Module) -> Sparsifier:
         """Select the prunable layers of ``model`` and build the
         sparsifier."""
-        params = select_prunable(model, self.module_types, self.include,
-                                 self.exclude)
+        params = self.select_params(model)
         return build_registered(
             SPARSIFIERS,
             self.sparsifier_cfg,
