@@ -6,6 +6,7 @@ below compute the options that scale a task's training budget, so that a
 method and the dense twin it is compared with always get the same
 iterations, data, optimizer and LR schedule.
 """
+import os.path as osp
 from typing import Callable, Dict, List, Optional
 
 from harness import Cell
@@ -275,9 +276,56 @@ def pgap() -> List[Cell]:
     return cells
 
 
+#: GReg's configs for the demo detector, by (variant, mode).
+DET_GREG = {
+    (1, 'unstructured'): 'configs/greg1_retinanet_tiny_synthetic.py',
+    (2, 'unstructured'): 'configs/greg2_retinanet_tiny_synthetic.py',
+    (1, 'filter'): 'configs/greg1_filter_retinanet_tiny_synthetic.py',
+    (2, 'filter'): 'configs/greg2_filter_retinanet_tiny_synthetic.py',
+}
+
+
+def greg() -> List[Cell]:
+    """GReg prunes a trained model: the dense twin trains its 2000
+    iterations (its own cell, so its checkpoint is on disk), then GReg
+    trains 2000 more from it. The GReg cells count as budget x2 (the dense
+    twin's iterations are GReg's too), so the table compares them with
+    dense and C-GaP trained 4000 iterations from scratch."""
+    study = 'GReg'
+    cells = []
+    for seed in (0, ):
+        start = det_cell(
+            'dense', DET_DENSE, seed=seed, study=study, variant='GReg start')
+        ckpt = osp.join('work_dirs', 'quality', 'greg', start.id,
+                        f'iter_{DET_ITERS}.pth')
+        cells += [
+            start,
+            det_cell('dense', DET_DENSE, seed=seed, budget=2, study=study),
+            det_cell(
+                'C-GaP', DET_GAP, 0.8, 'erk', seed=seed, budget=2,
+                study=study),
+        ]
+        for (variant, mode), config in DET_GREG.items():
+            sparsity, dist = (0.8, 'erk') if mode == 'unstructured' else \
+                (0.5, 'uniform')
+            cell = det_cell(
+                f'GReg-{variant}',
+                config,
+                sparsity,
+                dist,
+                seed=seed,
+                study=study,
+                variant=f'{mode}, from dense {DET_ITERS} it',
+                load_from=ckpt)
+            cell.budget = 2
+            cells.append(cell)
+    return cells
+
+
 GRIDS: Dict[str, Callable[[], List[Cell]]] = {
     'quick': quick,
     'full': full,
     'diagnosis': diagnosis,
     'pgap': pgap,
+    'greg': greg,
 }
