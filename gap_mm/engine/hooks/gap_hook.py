@@ -134,10 +134,13 @@ class GaPHook(BaseSparsityHook):
             what=f'prune partitions {prune}, grow partitions {grow}')
 
     def _combine(self, runner, step: int) -> None:
-        """Combine the groups' models (see :class:`ParallelGaP`), prune
-        every partition back on every rank, check that the ranks agree."""
+        """Prune this group's dense partition back by magnitude, combine
+        the groups' models (see :class:`ParallelGaP`; the pruned partitions
+        travel sparse), check that the ranks agree."""
+        own = self.sparsifier.prune(sorted(self.sparsifier.dense_partitions))
+        self.sparsifier.zero_optimizer_state_(runner.optim_wrapper.optimizer,
+                                              own)
         moved = self.parallel.combine()
-        pruned = self.sparsifier.prune(range(self.sparsifier.num_partitions))
         where = f'at {self._unit()} {step}'
         self.parallel.verify_identical(where)
         verify_masks_across_ranks(self.sparsifier,
@@ -146,8 +149,7 @@ class GaPHook(BaseSparsityHook):
         self.apply_event(
             runner,
             step,
-            pruned=pruned,
-            what=f'combined the {self.schedule.num_partitions} rank groups '
+            what=f'pruned partition {self.group} back and combined the '
+            f'{self.schedule.num_partitions} rank groups '
             f'({moved["broadcast"] / 2**20:.1f} MiB broadcast, '
-            f'{moved["allreduce"] / 2**20:.1f} MiB averaged) and pruned '
-            f'every partition back')
+            f'{moved["allreduce"] / 2**20:.1f} MiB averaged)')
