@@ -43,6 +43,10 @@ TASK_METRICS = {
     'toy': ('toy/mse', 'MSE', ()),
 }
 
+#: Input shape for counting a task's FLOPs (``sparsity_report.py
+#: --flops-shape``); tasks without one are not counted.
+TASK_FLOPS_SHAPE = {'det': (3, 160, 160)}
+
 _EVENT_RE = re.compile(r'GaP at iteration (\d+): prune partitions \[([\d, ]*)'
                        r'\], grow partitions \[([\d, ]*)\]')
 
@@ -313,7 +317,8 @@ def run_cell(cell: Cell,
         # the processes share the cores: more threads than cores makes
         # OpenMP spin (2 processes x 2 threads on 2 cores: 10x slower)
         env['OMP_NUM_THREADS'] = str(
-            max(1, int(env['OMP_NUM_THREADS']) // cell.procs))
+            max(1,
+                int(env['OMP_NUM_THREADS']) // cell.procs))
     train_cmd += ['--work-dir', work_dir]
     if _last_checkpoint(work_dir):
         train_cmd.append('--resume')
@@ -337,6 +342,8 @@ def run_cell(cell: Cell,
         python, 'tools/analysis_tools/sparsity_report.py', cell.report_config
         or cell.config, ckpt, '--out-json', report_json
     ]
+    if cell.task in TASK_FLOPS_SHAPE:
+        report_cmd += ['--flops-shape', *map(str, TASK_FLOPS_SHAPE[cell.task])]
     _run(report_cmd, log_path, env)
     with open(report_json) as f:
         report = json.load(f)['reports'][0]
@@ -357,6 +364,7 @@ def run_cell(cell: Cell,
             for k in (metric_key, *extra_keys) if k in metrics
         },
         measured_sparsity=report['prunable']['sparsity'],
+        flops=report.get('flops'),
         prunable_weights=report['prunable']['numel'],
         train_seconds=round(train_s, 1),
         test_seconds=round(test_s, 1),
@@ -526,7 +534,10 @@ def aggregate(records: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
                 measured_sparsity=sum(r['measured_sparsity']
                                       for r in recs) / len(recs),
                 train_seconds=sum(r['train_seconds']
-                                  for r in recs) / len(recs)))
+                                  for r in recs) / len(recs),
+                flops_saved=sum(
+                    (r.get('flops') or {}).get('saved_fraction', 0.0)
+                    for r in recs) / len(recs)))
     return out
 
 
@@ -577,6 +588,8 @@ def format_table(records: Sequence[Mapping[str, Any]]) -> str:
                 ref = _dense_reference(groups, study, task, g['budget'])
                 if ref is not None and column != 'dense':
                     text += f' ({100 * (g["mean"] - ref["mean"]):+.1f})'
+                if g['flops_saved'] >= 0.001:
+                    text += f', FLOPs -{100 * g["flops_saved"]:.1f}%'
                 cells.append(text)
             lines.append(f'| {row} | ' + ' | '.join(cells) + ' |')
         lines.append('')

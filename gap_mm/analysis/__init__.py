@@ -1,6 +1,7 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
 """Offline analysis behind ``tools/analysis_tools/``: sparsity reports of
-checkpoints and timelines of GaP schedules."""
+checkpoints, their FLOPs, and timelines of GaP schedules."""
+from .flops import module_flops, zero_filter_flops
 from .schedule_timeline import (Event, Timeline, TimelineError, build_timeline,
                                 find_gap_hook, format_timeline,
                                 partition_color, partition_labels,
@@ -17,5 +18,6 @@ __all__ = [
     'format_report', 'format_timeline', 'load_checkpoint', 'match_state_dict',
     'partition_color', 'partition_labels', 'plot_sparsity', 'plot_timeline',
     'prunable_numels', 'report_from_files', 'resolve_partitions',
-    'schedule_from_config', 'training_length', 'write_csv'
+    'schedule_from_config', 'training_length', 'write_csv', 'module_flops',
+    'zero_filter_flops'
 ]

@@ -177,3 +177,29 @@ def test_readme_block_is_replaced_between_its_markers(tmp_path):
                                   '\n<!-- quality:toy:end -->\noutro\n')
     with pytest.raises(SystemExit, match='has no <!-- quality:full:begin'):
         run_grid.update_readme(str(readme), 'full', 'x')
+
+
+def test_table_shows_the_flops_zero_filters_save():
+
+    def record(method, sparsity, value, flops=None):
+        return dict(
+            study='s',
+            task='det',
+            method=method,
+            distribution='uniform' if sparsity else None,
+            sparsity=sparsity,
+            budget=1,
+            value=value,
+            seed=0,
+            measured_sparsity=sparsity or 0.0,
+            train_seconds=1.0,
+            flops=flops)
+
+    table = harness.format_table([
+        record('dense', None, 0.5, dict(saved_fraction=0.0)),
+        record('GReg-1', 0.5, 0.4, dict(saved_fraction=0.25)),
+        record('C-GaP', 0.5, 0.45),
+    ])
+    assert '| dense | 0.500 n=1 |  |' in table
+    assert '| GReg-1 (uniform) |  | 0.400 n=1 (-10.0), FLOPs -25.0% |' in table
+    assert '| C-GaP (uniform) |  | 0.450 n=1 (-5.0) |' in table

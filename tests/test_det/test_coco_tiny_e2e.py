@@ -242,10 +242,15 @@ def test_sparsity_report_on_the_trained_detector(trained):
     _run([
         sys.executable, 'tools/analysis_tools/sparsity_report.py', cfg,
         str(ckpt), '--out-json',
-        str(out)
+        str(out), '--flops-shape', '3', '64', '64'
     ], tmp_path)
     with open(out) as f:
         report = json.load(f)['reports'][0]
+    # unstructured masks leave no filter all zero: FLOPs as dense
+    flops = report['flops']
+    assert flops['input_shape'] == [3, 64, 64] and flops['total'] > 0
+    assert flops['zero_filters'] == 0
+    assert flops['without_zero_filters'] == flops['total']
     masks = checkpoint_masks(load_checkpoint(ckpt))
     rows = {r['name']: r for r in report['layers']}
     # One row per layer the config's GaPHook prunes, counted from the

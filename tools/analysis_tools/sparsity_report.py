@@ -5,7 +5,8 @@ Usage::
 
     python tools/analysis_tools/sparsity_report.py CONFIG CHECKPOINT \
         [--out-json F] [--out-csv F] [--out-png F] \
-        [--compare CHECKPOINT2 [--labels A B]] [--cfg-options KEY=VALUE ...]
+        [--compare CHECKPOINT2 [--labels A B]] [--flops-shape C H W] \
+        [--cfg-options KEY=VALUE ...]
 
 Non-zeros are counted in the weights, so any mmdet / mmdet3d checkpoint
 works, dense or sparse, trained with gap_mm or not. The prunable layers are
@@ -24,7 +25,9 @@ from typing import List, Optional
 from mmengine.config import Config, DictAction
 
 from gap_mm.analysis import (ReportError, build_model, format_report,
-                             plot_sparsity, report_from_files, write_csv)
+                             load_checkpoint, match_state_dict, module_flops,
+                             plot_sparsity, report_from_files, write_csv,
+                             zero_filter_flops)
 from gap_mm.errors import GaPConfigError
 from gap_mm.utils import merge_cfg_options
 
@@ -46,6 +49,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         nargs='+',
         metavar='LABEL',
         help='a label per checkpoint (defaults to the file names)')
+    parser.add_argument(
+        '--flops-shape',
+        nargs=3,
+        type=int,
+        metavar=('C', 'H', 'W'),
+        help='also count the FLOPs (mmengine.analysis) for one input of '
+        'this shape, and what the all-zero filters of the prunable layers '
+        'save (single-stage detectors and classifiers)')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -84,6 +95,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         merge_cfg_options(cfg, args.cfg_options)
         model = build_model(cfg)
         reports = [report_from_files(cfg, p, model) for p in paths]
+        if args.flops_shape:
+            flops = module_flops(model, args.flops_shape)
+            for report, path in zip(reports, paths):
+                state_dict, _ = load_checkpoint(path)
+                state_dict = match_state_dict(model, state_dict, path)
+                report['flops'] = dict(
+                    input_shape=list(args.flops_shape),
+                    **zero_filter_flops(flops, state_dict,
+                                        [r['name'] for r in report['layers']]))
     except (GaPConfigError, ReportError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
@@ -95,6 +115,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f'note: {note}')
     compare = reports[1] if len(reports) > 1 else None
     print(format_report(reports[0], compare, labels))
+    for report, label in zip(reports, labels):
+        f = report.get('flops')
+        if f:
+            print(f'{label}: {f["total"] / 1e9:.3f} GFLOPs for an input of '
+                  f'{f["input_shape"]} (mmengine.analysis, a multiply-add '
+                  f'is one FLOP); {f["zero_filters"]} of {f["filters"]} '
+                  f'filters are all zero, and without them the layers '
+                  f'compute {f["without_zero_filters"] / 1e9:.3f} GFLOPs '
+                  f'(-{100 * f["saved_fraction"]:.1f}%, a lower bound of '
+                  f'what slimming saves)')
 
     if args.out_json:
         data = dict(

@@ -1,0 +1,53 @@
+# Copyright (c) gap_mm contributors. All rights reserved.
+"""FLOPs with mmengine.analysis, and what all-zero filters save."""
+import pytest
+import torch
+from torch import nn
+
+from gap_mm.analysis import ReportError, module_flops, zero_filter_flops
+
+
+class TwoConvs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 4, 1)
+
+    def _forward(self, x):
+        return self.conv2(torch.relu(self.bn(self.conv1(x))))
+
+
+class NeedsSamples(TwoConvs):
+    def _forward(self, x, data_samples=None):
+        return self.conv2(x) + len(data_samples)
+
+
+def test_module_flops_counts_each_conv_exactly():
+    flops = module_flops(TwoConvs(), (3, 8, 8))
+    assert flops['conv1'] == 8 * 3 * 9 * 64  # a multiply-add is one FLOP
+    assert flops['conv2'] == 4 * 8 * 64
+    assert flops[''] >= flops['conv1'] + flops['conv2'] + flops['bn']
+
+
+def test_zero_filters_save_their_share_of_their_layer():
+    model = TwoConvs()
+    flops = module_flops(model, (3, 8, 8))
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    sd['conv1.weight'][[1, 5]] = 0  # two whole filters
+    sd['conv2.weight'][0, :3] = 0  # a partly zero filter saves nothing
+    result = zero_filter_flops(flops, sd, ['conv1.weight', 'conv2.weight'])
+    saved = flops['conv1'] * 2 // 8
+    assert result['total'] == flops['']
+    assert result['without_zero_filters'] == flops[''] - saved
+    assert result['saved_fraction'] == pytest.approx(saved / flops[''])
+    assert (result['filters'], result['zero_filters']) == (12, 2)
+    assert [r['name'] for r in result['layers']] == ['conv1.weight']
+    dense = zero_filter_flops(flops, model.state_dict(), ['conv1.weight'])
+    assert dense['without_zero_filters'] == dense['total']
+
+
+def test_a_model_that_needs_more_than_a_tensor_is_named():
+    with pytest.raises(ReportError, match=r'NeedsSamples .* shape \[1, 3, 8, '
+                       r'8\].*one image tensor'):
+        module_flops(NeedsSamples(), (3, 8, 8))
