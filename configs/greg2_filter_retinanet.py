@@ -10,27 +10,9 @@
 # measured.
 #   tools/dist_train.sh configs/greg2_filter_retinanet.py 8 \
 #       --cfg-options load_from=work_dirs/dense_retinanet/epoch_36.pth
-_base_ = './gap_retinanet.py'
-# The dense checkpoint this run prunes; override it on the command line.
-load_from = 'work_dirs/dense_retinanet/epoch_36.pth'
-max_epochs = 12
-train_cfg = dict(
-    type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=3)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0,
-         end=500),
-    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True,
-         milestones=[8, 11], gamma=0.1)
-]
+_base_ = './greg2_retinanet.py'
 # Filter-wise pruning removes whole output filters: half of them in every
 # layer that can lose filters (the coupled ones are left out and named in
 # the log: residual blocks' last and downsample convs, FPN convs).
 gap_sparsity = 0.5
-custom_hooks = [
-    dict(
-        type='GRegHook',
-        mode='filter',
-        variant=2,
-        exclude=_base_.custom_hooks[0].exclude,
-        stabilize=0.05)
-]
+custom_hooks = [dict(_base_.custom_hooks[0], mode='filter')]

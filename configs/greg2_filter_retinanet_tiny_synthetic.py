@@ -11,25 +11,10 @@
 #   python tools/train.py configs/greg2_filter_retinanet_tiny_synthetic.py \
 #       --cfg-options \
 #       load_from=work_dirs/dense_retinanet_tiny_synthetic/iter_2000.pth
-_base_ = './gap_retinanet_tiny_synthetic.py'
-# The dense checkpoint this run prunes; override it on the command line.
-load_from = 'work_dirs/dense_retinanet_tiny_synthetic/iter_2000.pth'
+_base_ = './greg2_retinanet_tiny_synthetic.py'
 # Filter-wise pruning removes whole output filters: half of them in every
 # layer that can lose filters (the coupled ones are left out and named in
 # the log: residual blocks' last and downsample convs, FPN convs).
 gap_sparsity = 0.5
 gap_distribution = 'uniform'
-custom_hooks = [
-    dict(
-        type='GRegHook',
-        mode='filter',
-        variant=2,
-        exclude=_base_.custom_hooks[0].exclude,
-        update_interval=5,
-        granularity=0.005,
-        upper_limit=1.0,
-        stabilize=200,
-        granularity_pick=2e-4,
-        upper_limit_pick=1e-2,
-        granularity_recover=-1e-4)
-]
+custom_hooks = [dict(_base_.custom_hooks[0], mode='filter')]
