@@ -297,6 +297,10 @@ def run_cell(cell: Cell,
             return json.load(f)
     twin = _same_cell_elsewhere(cell, out_dir)
     if twin is not None:
+        # the measurement is the same run's; the labels are this grid's
+        twin.update((k, v) for k, v in dataclasses.asdict(cell).items()
+                    if k != 'options')
+        twin['grid'] = grid
         _write_record(twin, record_path)
         return twin
     metric_key, _, extra_keys = TASK_METRICS[cell.task]

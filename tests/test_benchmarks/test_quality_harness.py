@@ -95,8 +95,13 @@ def test_a_cell_another_grid_finished_is_reused(toy_grid):
     """The same config and options finished by a sibling grid are copied,
     marked with their origin; a different option trains anew."""
     cells, out, work = toy_grid
-    first = harness.run_grid(
-        cells[:1], out, work, grid='toy', log=lambda m: 0)[0]
+    elsewhere = harness.Cell(**dict(vars(cells[0]), study='first'))
+    first = harness.run_grid([elsewhere],
+                             out,
+                             work,
+                             grid='toy',
+                             log=lambda m: 0)[0]
+    assert first['study'] == 'first'
     sibling = osp.join(osp.dirname(out), 'other')
     log_path = osp.join(work, 'other', cells[0].id, 'harness.log')
     again = harness.run_grid(
@@ -106,6 +111,7 @@ def test_a_cell_another_grid_finished_is_reused(toy_grid):
         grid='other',
         log=lambda m: 0)[0]
     assert again['value'] == first['value']
+    assert (again['grid'], again['study']) == ('other', 'main')
     assert again['reused_from'] == osp.join('out', 'cells',
                                             f'{cells[0].id}.json')
     assert not osp.exists(log_path)  # nothing was trained
