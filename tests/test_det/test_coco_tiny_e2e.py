@@ -29,21 +29,20 @@ SPARSITY = 0.8
 MAX_ITERS = 10
 
 
-def _config(tmp_path):
+def _coco_tiny_data(train_extra: str = '') -> str:
+    """The data part of a config that trains and evaluates the demo
+    detector on the real images of coco_tiny (80 classes), batch 2;
+    ``train_extra`` goes into ``train_dataloader``."""
     from mmdet.datasets import CocoDataset
     classes = tuple(CocoDataset.METAINFO['classes'])
-    cfg = tmp_path / 'gap_coco_tiny.py'
-    cfg.write_text(f'''
-_base_ = {osp.join(ROOT, 'configs', 'gap_retinanet_tiny_synthetic.py')!r}
-custom_imports = dict(imports=['gap_mm', 'gap_mm.testing.hooks'],
-                      allow_failed_imports=False)
+    return f'''
 data_root = {COCO_TINY + '/'!r}
 metainfo = dict(classes={classes!r})
-# After 10 iterations no score passes the usual 0.05; keep every box so
+# After a few iterations no score passes the usual 0.05; keep every box so
 # that CocoMetric has predictions to score.
 model = dict(bbox_head=dict(num_classes=80), test_cfg=dict(score_thr=0.0))
 train_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
+    batch_size=2, num_workers=0, persistent_workers=False, {train_extra}
     dataset=dict(data_root=data_root, metainfo=metainfo,
                  ann_file='annotations/instances_train2017.json',
                  data_prefix=dict(img='train2017/')))
@@ -55,6 +54,17 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
+'''
+
+
+def _config(tmp_path):
+    data = _coco_tiny_data()
+    cfg = tmp_path / 'gap_coco_tiny.py'
+    cfg.write_text(f'''
+_base_ = {osp.join(ROOT, 'configs', 'gap_retinanet_tiny_synthetic.py')!r}
+custom_imports = dict(imports=['gap_mm', 'gap_mm.testing.hooks'],
+                      allow_failed_imports=False)
+{data}
 train_cfg = dict(max_iters={MAX_ITERS}, val_interval=1000)
 param_scheduler = []
 default_hooks = dict(logger=dict(interval=1),
@@ -271,30 +281,14 @@ def test_parallel_gap_through_dist_train(tmp_path):
     """configs/pgap_retinanet_tiny_synthetic.py on real images with
     tools/dist_train.sh and 2 processes (one rank group each): both ranks
     end with the same masks and the checkpoint evaluates."""
-    from mmdet.datasets import CocoDataset
-    classes = tuple(CocoDataset.METAINFO['classes'])
+    # 2 rounds of 2 iterations at batch 2 per rank group
+    data = _coco_tiny_data('sampler=dict(group_samples=2 * 2 * 2),')
     cfg = tmp_path / 'pgap_coco_tiny.py'
     cfg.write_text(f'''
 _base_ = {osp.join(ROOT, 'configs', 'pgap_retinanet_tiny_synthetic.py')!r}
 custom_imports = dict(imports=['gap_mm', 'gap_mm.testing.hooks'],
                       allow_failed_imports=False)
-data_root = {COCO_TINY + '/'!r}
-metainfo = dict(classes={classes!r})
-model = dict(bbox_head=dict(num_classes=80), test_cfg=dict(score_thr=0.0))
-train_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
-    sampler=dict(group_samples=2 * 2 * 2),
-    dataset=dict(data_root=data_root, metainfo=metainfo,
-                 ann_file='annotations/instances_train2017.json',
-                 data_prefix=dict(img='train2017/')))
-val_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root, metainfo=metainfo,
-                 ann_file='annotations/instances_val2017.json',
-                 data_prefix=dict(img='val2017/')))
-test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
-test_evaluator = val_evaluator
+{data}
 train_cfg = dict(max_iters=6, val_interval=1000)
 param_scheduler = []
 default_hooks = dict(logger=dict(interval=1),
