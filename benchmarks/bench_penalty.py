@@ -42,14 +42,10 @@ def main():
     n = sum(p.numel() for p in params.values())
     for p in params.values():
         p.grad = torch.randn_like(p)
+    # the picked sets are the sparsifier's magnitude masks (exact top-k)
     sparsifier = MagnitudeSparsifier(params, sparsity=args.sparsity)
-    picked = {}
-    for name, p in params.items():
-        k = int(round(args.sparsity * p.numel()))
-        order = p.detach().abs().reshape(-1).argsort()
-        mask = torch.zeros(p.numel(), dtype=torch.bool)
-        mask[order[:k]] = True
-        picked[name] = mask.view_as(p)
+    sparsifier.prune([0])
+    picked = {name: sparsifier.pruned_mask(name) for name in params}
     unstructured = GrowingPenalty(params, 'unstructured')
     filters = GrowingPenalty(params, 'filter')
     for name, p in params.items():
@@ -57,7 +53,6 @@ def main():
         rows = torch.zeros(p.shape[0], dtype=torch.bool)
         rows[:int(round(args.sparsity * p.shape[0]))] = True
         filters.set_(name, rows, 0.5, 0.0)
-    sparsifier.prune([0])
     loop_regs = {name: reg for name, reg in unstructured.regs.items()}
 
     def loop():

@@ -94,26 +94,12 @@ def covered_tensors(model: nn.Module, prunable: Mapping[str, int],
     return OrderedDict((n, owner.get(n)) for n in names)
 
 
-def _flat_exchange(tensors: Sequence[torch.Tensor], op) -> None:
-    """Run ``op`` on one flat buffer per dtype of ``tensors`` and copy the
-    result back into them."""
-    by_dtype: Dict[torch.dtype, List[torch.Tensor]] = OrderedDict()
-    for t in tensors:
-        by_dtype.setdefault(t.dtype, []).append(t)
-    for group in by_dtype.values():
-        flat = torch.cat([t.detach().reshape(-1) for t in group])
-        op(flat)
-        offset = 0
-        for t in group:
-            n = t.numel()
-            t.data.copy_(flat[offset:offset + n].view_as(t))
-            offset += n
-
-
-def _sparse_exchange(views, op, copy_back: bool = True) -> int:
-    """Like :func:`_flat_exchange` over ``(tensor, index)`` pairs: a pair
-    with an ``index`` (flat positions of the kept values) contributes only
-    those values, and gets them back scattered into zeros. With
+def _exchange(views, op, copy_back: bool = True) -> int:
+    """Run ``op`` on one flat buffer per dtype of the ``(tensor, index)``
+    pairs ``views`` and copy the result back into them. A pair with an
+    ``index`` (flat positions of the kept values) contributes only those
+    values, and gets them back scattered into zeros; ``index`` None takes
+    the whole tensor. With
     ``copy_back=False`` (the source of a broadcast, whose values do not
     change) nothing is written back. Returns the bytes of the payload."""
     by_dtype: Dict[torch.dtype, list] = OrderedDict()
@@ -461,7 +447,7 @@ class CombineExchange:
             views = self._partition_views(names, masks)
             self._check_layout([t if i is None else i for t, i in views],
                                f'partition {k}')
-            moved['broadcast'] += _sparse_exchange(
+            moved['broadcast'] += _exchange(
                 views,
                 lambda flat: torch_dist.broadcast(flat, src=src),
                 copy_back=torch_dist.get_rank() != src)
@@ -476,10 +462,11 @@ class CombineExchange:
             torch_dist.all_reduce(flat)
             flat.div_(world)
 
-        _flat_exchange(floats, mean)
+        _exchange([(t, None) for t in floats], mean)
         # integer buffers (BN's num_batches_tracked) cannot be averaged;
         # every rank counted the same batches
-        _flat_exchange(others, lambda f: torch_dist.broadcast(f, src=0))
+        _exchange([(t, None) for t in others],
+                  lambda f: torch_dist.broadcast(f, src=0))
         moved['allreduce'] = sum(t.numel() * t.element_size() for t in floats)
         return moved
 
