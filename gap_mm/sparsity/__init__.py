@@ -9,8 +9,11 @@
 * :mod:`.optim_state`: optimizer state at prune and grow events;
 * :mod:`.sparsifier`: :class:`Sparsifier`, the masks and their events;
 * :mod:`.penalty`, :mod:`.coupling`: GReg's growing penalty, and the layers
-  filter-wise pruning must leave out.
+  filter-wise pruning must leave out;
+* :mod:`.channels`: the channel groups structured pruning removes whole.
 """
+from .channels import (ChannelGroup, GROUP_RULES, channel_followers,
+                       find_channel_groups)
 from .distribution import (DISTRIBUTIONS, check_sparsity, erk_keep,
                            global_keep, match_overrides, uniform_keep)
 from .drop_grow import drop_and_grow, num_to_move
@@ -31,6 +34,7 @@ from .penalty import (MODES, GrowingPenalty, check_mode, expand_filters,
 from .topk import kth_largest, nm_mask, num_kept, topk_mask, topk_masks
 
 __all__ = [
+    'ChannelGroup', 'GROUP_RULES', 'channel_followers', 'find_channel_groups',
     'DEFAULT_PRUNABLE_TYPES', 'DISTRIBUTIONS', 'GrowingPenalty', 'MODES',
     'MagnitudeScore', 'RESIDUAL_BLOCKS', 'check_mode', 'coupled_filter_params',
     'expand_filters', 'filter_scores', 'layer_sparsity', 'magnitude_ratio',

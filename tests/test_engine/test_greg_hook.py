@@ -87,10 +87,11 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
         self.downsample = nn.Sequential(
             nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.relu = nn.ReLU()
 
     def forward(self, x):
-        out = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(out)) + self.downsample(x))
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + self.downsample(x))
 
 
 class GRegResToyModel(BaseModel):
@@ -406,8 +407,36 @@ class TestGRegFilterWise(GRegRunnerCase):
             assert torch.equal(~filters.all(1), picked[name])
             assert (sp.params[name][~keep] == 0).all()
 
+    def test_pruned_channels_are_removed_whole(self):
+        runner = self._train(self._with_hook(self.HOOK), 'channels')
+        hook = next(h for h in runner.hooks if isinstance(h, GRegHook))
+        keep = hook.sparsifier.keep_mask('block.conv1.weight')
+        dead = ~keep.flatten(1).any(1)
+        assert int(dead.sum()) == 4  # half of 8 filters
+        bn1 = runner.model.block.bn1
+        # the channel's norm scale and shift went with the filter, and the
+        # kept channels' did not; the optimizer state there is 0 too
+        assert set(hook.dead_channels) == {'block.bn1.weight', 'block.bn1.bias'}
+        for param in (bn1.weight, bn1.bias):
+            assert (param[dead] == 0).all()
+            assert (param[~dead] != 0).all()
+            for value in runner.optim_wrapper.optimizer.state[param].values():
+                if value.shape == param.shape:
+                    assert (value[dead] == 0).all()
+        # so the channel is exactly 0 after bn1 and the ReLU (eval mode)
+        runner.model.eval()
+        x = torch.randn(5, 4, 2, 2)
+        out = runner.model.block.relu(bn1(runner.model.block.conv1(x)))
+        assert (out[:, dead] == 0).all() and (out[:, ~dead] != 0).any()
+        # fc has no channel group: its pruned rows keep their bias
+        assert 'fc.weight' not in hook._followers
+
     def test_resume_is_bitwise_identical(self):
-        self._assert_resume_is_bitwise_identical(self.HOOK, kill_at=8)
+        # before the prune (12), and after it (the dead channels restored)
+        for kill_at in (8, 14):
+            with self.subTest(kill_at=kill_at):
+                self._assert_resume_is_bitwise_identical(
+                    self.HOOK, kill_at=kill_at)
 
     def test_explicit_exclude_and_no_coupling_detection(self):
         hook = dict(self.HOOK, exclude=[r'^stem\.'], exclude_coupled=False)

@@ -1,24 +1,28 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
 import math
 from collections import OrderedDict
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
+from torch import nn
 
 from gap_mm.errors import GaPConfigError
 from gap_mm.schedules import GRegSchedule
-from gap_mm.sparsity import (GrowingPenalty, check_mode, coupled_filter_params,
-                             expand_filters, magnitude_ratio, pack_mask,
-                             pick_pruned, unpack_mask)
+from gap_mm.sparsity import (GrowingPenalty, channel_followers, check_mode,
+                             coupled_filter_params, expand_filters,
+                             magnitude_ratio, pack_mask, pick_pruned,
+                             unpack_mask, zero_optimizer_state_)
 from ..optimizers import StepStage
 from .base_sparsity_hook import BaseSparsityHook
 
 
 class _PenaltyStage(StepStage):
     """Adds GReg's penalty to the dense gradients of every optimizer step,
-    before the masks (there are none until the prune)."""
+    before the masks (there are none until the prune); after a filter-wise
+    prune, keeps the removed channels' norm scale and shift at 0."""
 
     def __init__(self, hook: 'GRegHook') -> None:
         self.hook = hook
@@ -27,6 +31,14 @@ class _PenaltyStage(StepStage):
         hook = self.hook
         if hook.penalty is not None and hook.penalty.regs:
             hook.penalty.apply_(hook.grad_scale())
+        for param, dead in hook.dead_channels.values():
+            if param.grad is not None:
+                param.grad.masked_fill_(dead, 0)
+
+    @torch.no_grad()
+    def after_step(self, iteration: int) -> None:
+        for param, dead in self.hook.dead_channels.values():
+            param.masked_fill_(dead, 0)
 
 
 @HOOKS.register_module()
@@ -65,7 +77,15 @@ class GRegHook(BaseSparsityHook):
     whose output channels are tied to others (a residual block's last conv
     and its downsample conv, a ResNet-18/34 stem, FPN lateral and output
     convs; see :func:`~gap_mm.sparsity.coupled_filter_params`), naming them
-    in the log; ``exclude`` leaves out more.
+    in the log; ``exclude`` leaves out more. A pruned filter's channel is
+    removed whole, as the authors' code does when it rebuilds the smaller
+    network: the scale and shift of the batch norm after the filter (the
+    layer's bias where no norm follows) are zeroed at the prune and stay 0,
+    so the channel is exactly 0 and ``tools/model_converters/slim_model.py``
+    cuts it out without changing the predictions. This covers the channel
+    groups of :mod:`gap_mm.sparsity.channels` (inside residual blocks,
+    RetinaNet's head towers, a box head's shared FCs); the log names pruned
+    layers outside them, whose channels keep their norm's constant.
 
     Priority ``ABOVE_NORMAL`` like every sparsity hook (the penalty updates
     and the prune happen at the end of an iteration, before EMAHook and
@@ -166,6 +186,8 @@ class GRegHook(BaseSparsityHook):
         self._stage = _PenaltyStage(self)
         self._wrapper = None
         self.coupled: Dict[str, str] = {}
+        #: Filter mode: producer weight -> its channel's norm / bias params.
+        self._followers: Dict[str, List[Tuple[str, nn.Parameter]]] = {}
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -179,6 +201,10 @@ class GRegHook(BaseSparsityHook):
         #: Momentum-averaged magnitude ratio of each layer.
         self.mag_ratio: Dict[str, float] = OrderedDict()
         self.pruned_at: Optional[int] = None
+        #: After a filter-wise prune: param name -> (param, dead channels),
+        #: the norm scales and shifts (biases) held at 0 with the filters.
+        self.dead_channels: Dict[str, Tuple[nn.Parameter,
+                                            torch.Tensor]] = OrderedDict()
 
     # ---------------------------------------------------------- set-up
     def select_params(self, model: torch.nn.Module):
@@ -218,6 +244,12 @@ class GRegHook(BaseSparsityHook):
     def before_run(self, runner) -> None:
         super().before_run(runner)
         self.penalty = GrowingPenalty(self.sparsifier.params, self.mode)
+        if self.mode == 'filter':
+            model = runner.model.module if is_model_wrapper(
+                runner.model) else runner.model
+            self._followers = OrderedDict(
+                (n, f) for n, f in channel_followers(model).items()
+                if n in self.sparsifier.params)
 
     def before_train(self, runner) -> None:
         self._wrapper = runner.optim_wrapper
@@ -330,12 +362,53 @@ class GRegHook(BaseSparsityHook):
         self.penalty.clear()
         self.pruned_at = step
         self.picked = OrderedDict()
+        if self.mode == 'filter':
+            self._remove_channels(runner.optim_wrapper.optimizer)
         self.apply_event(
             runner,
             step,
             pruned=newly_pruned,
             what=f'pruned the picked {self.mode} set after the penalty; '
             f'fine-tuning with fixed masks')
+
+    @torch.no_grad()
+    def _remove_channels(self, optimizer=None) -> None:
+        """Find the channels of the pruned filters and zero their norm
+        scale and shift (or bias), with their optimizer state."""
+        sp = self.sparsifier
+        self.dead_channels = OrderedDict()
+        outside = []
+        for name in sp.names:
+            pruned = sp.pruned_mask(name)
+            if pruned is None:
+                continue
+            dead = pruned.reshape(pruned.shape[0], -1).all(dim=1)
+            if not dead.any():
+                continue
+            if name not in self._followers:
+                outside.append(name)
+                continue
+            for follower, param in self._followers[name]:
+                dead_p = dead.to(param.device)
+                param.masked_fill_(dead_p, 0)
+                self.dead_channels[follower] = (param, dead_p)
+        if optimizer is not None and self.dead_channels:
+            zero_optimizer_state_(optimizer, {
+                n: p
+                for n, (p, _) in self.dead_channels.items()
+            }, {
+                n: d
+                for n, (_, d) in self.dead_channels.items()
+            })
+        if optimizer is not None:
+            print_log(
+                f'GReg (filter-wise): removed the channels of the pruned '
+                f'filters whole, zeroing {len(self.dead_channels)} norm '
+                f'scales, shifts and biases with them' +
+                (f'; outside the channel groups, {outside} keep their '
+                 f'norm or bias constant in pruned channels'
+                 if outside else ''),
+                logger='current')
 
     def _update_scalars(self, runner) -> None:
         super()._update_scalars(runner)
@@ -381,6 +454,8 @@ class GRegHook(BaseSparsityHook):
         self.stopped_at.update(state.get('stopped_at', {}))
         self.mag_ratio.update(state.get('mag_ratio', {}))
         self.pruned_at = state.get('pruned_at')
+        if self.mode == 'filter' and self.pruned_at is not None:
+            self._remove_channels()
         self.penalty.clear()
         for name in self.sparsifier.names:
             value = state.get('reg', {}).get(name)
