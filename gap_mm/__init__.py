@@ -11,7 +11,8 @@ under torch >= 2.6 without ever switching ``weights_only`` off.
 """
 from importlib.util import find_spec
 
-from . import checkpoint, engine, registry, schedules, sparsity  # noqa: F401
+from . import (checkpoint, engine, models, registry, schedules,  # noqa: F401
+               sparsity)
 from .engine import (GaPAmpOptimWrapper, GaPHook, GaPOptimWrapper, GMPHook,
                      GRegHook, RigLHook, SETHook)
 from .utils.safe_load import allow_mmengine_checkpoint_globals

@@ -1,0 +1,276 @@
+# Copyright (c) gap_mm contributors. All rights reserved.
+"""Slimming: remove the channels a structured method switched off, so the
+exported network is physically smaller and computes less.
+
+One module for every structured method (filter-wise GReg now, SCS's
+channel gates later). Pure torch: it reads the module structure and edits
+parameters, and knows nothing of the Runner.
+
+It removes channels of the channel groups of
+:mod:`gap_mm.sparsity.channels` (inside residual blocks, RetinaNet's head
+towers, a box head's shared FCs).
+
+A channel is removed only where that leaves the network's function
+unchanged in evaluation mode: its producer filter is all zero, so after the
+norm layer and the activation the channel holds one constant ``a`` (the
+activation of the producer's bias, or of the norm's shift in evaluation
+mode). When ``a == 0`` the channel contributes nothing and goes. When
+``a != 0`` and every consumer is a linear layer or a 1x1 conv without
+padding, ``a`` times the consumer's weights is folded into the consumer's
+bias, exactly, and the channel goes. Otherwise (a 3x3 consumer with zero
+padding sees the constant only inside the image, not at its border) the
+channel stays, and the plan says why. Group norm is left alone: removing a
+channel changes its groups' statistics.
+"""
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Tuple
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from gap_mm.errors import GaPConfigError
+from gap_mm.sparsity.channels import ChannelGroup, find_channel_groups
+
+
+@dataclass
+class SlimPlan:
+    """What :func:`plan_slimming` decided, group by group.
+
+    Attributes:
+        keep (dict[str, Tensor]): Producer -> indices of the channels kept
+            (sorted), for every group that loses channels.
+        fold (dict[str, Tensor]): Consumer -> what the removed constant
+            channels add to its bias.
+        rows (list[dict]): Per group: ``producer``, ``channels``,
+            ``zero`` (all-zero filters), ``removed``, ``folded`` (removed
+            with their constant folded into the consumers), ``kept_zero``
+            (zero filters left in) and ``why_kept``.
+        skipped (dict[str, str]): Producers left out of slimming, and why.
+    """
+    keep: Dict[str, torch.Tensor] = field(default_factory=OrderedDict)
+    fold: Dict[str, torch.Tensor] = field(default_factory=OrderedDict)
+    rows: List[dict] = field(default_factory=list)
+    skipped: Dict[str, str] = field(default_factory=OrderedDict)
+
+    @property
+    def widths(self) -> Dict[str, int]:
+        """Producer -> its number of channels after slimming."""
+        return OrderedDict((n, int(k.numel())) for n, k in self.keep.items())
+
+
+def _bn_constant(norm: _BatchNorm, value: torch.Tensor) -> torch.Tensor:
+    """What an evaluation-mode batch norm makes of a constant input."""
+    mean = norm.running_mean if norm.running_mean is not None else 0
+    var = norm.running_var if norm.running_var is not None else 1
+    out = (value - mean) / torch.sqrt(var + norm.eps)
+    if norm.affine:
+        out = out * norm.weight + norm.bias
+    return out
+
+
+def _one_by_one(module: nn.Module) -> bool:
+    """A consumer into whose bias a constant input channel folds exactly."""
+    if isinstance(module, nn.Linear):
+        return True
+    return (tuple(module.kernel_size) == (1, 1)
+            and tuple(module.padding) == (0, 0)
+            and module.padding_mode == 'zeros')
+
+
+@torch.no_grad()
+def plan_slimming(model: nn.Module) -> SlimPlan:
+    """Decide, from the weights, which channels of ``model`` to remove.
+
+    Args:
+        model (nn.Module): The trained model (batch norms read in
+            evaluation mode: their running statistics).
+
+    Returns:
+        SlimPlan: What to remove and fold; apply it with
+        :func:`apply_slimming`.
+    """
+    modules = dict(model.named_modules())
+    groups, skipped = find_channel_groups(model)
+    plan = SlimPlan(skipped=skipped)
+    biases: Dict[str, torch.Tensor] = {}  # consumers' biases with folds
+    for group in groups:
+        producer = modules[group.producer]
+        norm = modules.get(group.norm) if group.norm else None
+        weight = producer.weight.detach()
+        n = weight.shape[0]
+        row = dict(
+            producer=group.producer,
+            channels=n,
+            zero=0,
+            removed=0,
+            folded=0,
+            kept_zero=0,
+            why_kept='')
+        plan.rows.append(row)
+        if norm is not None and not isinstance(norm, _BatchNorm):
+            row['why_kept'] = (f'{type(norm).__name__} after it: removing a '
+                               f'channel changes its statistics')
+            continue
+        zero = (weight.reshape(n, -1) == 0).all(dim=1)
+        row['zero'] = int(zero.sum())
+        if not zero.any():
+            continue
+        bias = biases.get(group.producer)
+        if bias is None:
+            bias = producer.bias.detach() if producer.bias is not None \
+                else weight.new_zeros(n)
+        const = bias
+        if norm is not None:
+            const = _bn_constant(norm, const)
+        if group.act is not None:
+            const = group.act(const)
+        silent = zero & (const == 0)
+        constant = zero & (const != 0)
+        foldable = all(_one_by_one(modules[c]) for c in group.consumers)
+        remove = silent | constant if foldable else silent
+        if bool(remove.all()):  # keep one channel: a layer needs a width
+            remove = remove.clone()
+            remove[int(remove.nonzero()[0])] = False
+        if foldable and bool((constant & remove).any()):
+            idx = (constant & remove).nonzero().flatten()
+            for name in group.consumers:
+                cw = modules[name].weight.detach()
+                add = (
+                    cw[:, idx].reshape(cw.shape[0], idx.numel(), -1).sum(2) *
+                    const[idx]).sum(1)
+                base = biases.get(name)
+                if base is None:
+                    base = modules[name].bias.detach(
+                    ) if modules[name].bias is not None else cw.new_zeros(
+                        cw.shape[0])
+                biases[name] = base + add
+                plan.fold[name] = plan.fold.get(name, 0) + add
+        row['removed'] = int(remove.sum())
+        row['folded'] = int((constant & remove).sum())
+        row['kept_zero'] = int((zero & ~remove).sum())
+        if row['kept_zero']:
+            kernel = 'x'.join(
+                map(str, getattr(modules[group.consumers[0]], 'kernel_size',
+                                 ())))
+            row['why_kept'] = (
+                f'their constant output reaches a zero-padded {kernel} conv '
+                f'({", ".join(group.consumers)})'
+                if not foldable else 'a layer keeps at least one channel')
+        if remove.any():
+            plan.keep[group.producer] = (~remove).nonzero().flatten()
+    return plan
+
+
+def _set_param(module: nn.Module, name: str, value: torch.Tensor) -> None:
+    old = getattr(module, name)
+    setattr(module, name,
+            nn.Parameter(value.contiguous(), requires_grad=old.requires_grad))
+
+
+def _slice_out(module: nn.Module, keep: torch.Tensor) -> None:
+    _set_param(module, 'weight', module.weight.detach()[keep])
+    if module.bias is not None:
+        _set_param(module, 'bias', module.bias.detach()[keep])
+    if isinstance(module, nn.Linear):
+        module.out_features = int(keep.numel())
+    else:
+        module.out_channels = int(keep.numel())
+
+
+def _slice_in(module: nn.Module, keep: torch.Tensor) -> None:
+    _set_param(module, 'weight', module.weight.detach()[:, keep])
+    if isinstance(module, nn.Linear):
+        module.in_features = int(keep.numel())
+    else:
+        module.in_channels = int(keep.numel())
+
+
+def _slice_norm(norm: _BatchNorm, keep: torch.Tensor) -> None:
+    if norm.affine:
+        _set_param(norm, 'weight', norm.weight.detach()[keep])
+        _set_param(norm, 'bias', norm.bias.detach()[keep])
+    for buf in ('running_mean', 'running_var'):
+        if getattr(norm, buf, None) is not None:
+            setattr(norm, buf, getattr(norm, buf)[keep].contiguous())
+    norm.num_features = int(keep.numel())
+
+
+def _group_index(model: nn.Module) -> Dict[str, ChannelGroup]:
+    return OrderedDict((g.producer, g) for g in find_channel_groups(model)[0])
+
+
+def _check_names(names, valid: Mapping, what: str) -> None:
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        raise GaPConfigError(
+            f'{what} names {unknown}, which are not slimmable channel '
+            f'groups of this model; valid producers are {list(valid)}')
+
+
+@torch.no_grad()
+def apply_slimming(model: nn.Module, plan: SlimPlan) -> nn.Module:
+    """Remove the channels of ``plan`` from ``model``, in place, and fold
+    the removed constants into the consumers' biases.
+
+    Returns:
+        nn.Module: ``model``, smaller.
+    """
+    modules = dict(model.named_modules())
+    index = _group_index(model)
+    _check_names(plan.keep, index, 'the slimming plan')
+    for name, add in plan.fold.items():
+        module = modules[name]
+        if module.bias is None:
+            module.bias = nn.Parameter(
+                add.clone(), requires_grad=module.weight.requires_grad)
+        else:
+            _set_param(module, 'bias', module.bias.detach() + add)
+    for producer, keep in plan.keep.items():
+        group = index[producer]
+        _slice_out(modules[producer], keep)
+        if group.norm:
+            _slice_norm(modules[group.norm], keep)
+        for consumer in group.consumers:
+            _slice_in(modules[consumer], keep)
+    return model
+
+
+@torch.no_grad()
+def resize_to(model: nn.Module,
+              widths: Mapping[str, int],
+              biased: Tuple[str, ...] = ()) -> nn.Module:
+    """Give ``model`` the shapes of a slimmed model (its weights are then
+    loaded from the slimmed checkpoint): ``widths`` channels in each
+    producer, and a bias in each of ``biased`` (the consumers a fold gave
+    one).
+
+    Raises:
+        GaPConfigError: If a name is no channel group or consumer, or a
+            width is not in ``[1, channels]``.
+    """
+    modules = dict(model.named_modules())
+    index = _group_index(model)
+    _check_names(widths, index, 'SlimModel channels')
+    for producer, width in widths.items():
+        full = modules[producer].weight.shape[0]
+        if not isinstance(width, int) or not 1 <= width <= full:
+            raise GaPConfigError(
+                f'SlimModel channels[{producer!r}] = {width!r}; it must be '
+                f'an int in [1, {full}] (the layer has {full} channels)')
+    consumers = {c for g in index.values() for c in g.consumers}
+    _check_names(biased, consumers, 'SlimModel biased')
+    for name in biased:
+        module = modules[name]
+        if module.bias is None:
+            module.bias = nn.Parameter(
+                module.weight.new_zeros(module.weight.shape[0]))
+    plan = SlimPlan(
+        keep=OrderedDict((p, torch.arange(w)) for p, w in widths.items()))
+    return apply_slimming(model, plan)
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameter elements."""
+    return sum(p.numel() for p in model.parameters())

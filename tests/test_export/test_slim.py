@@ -1,0 +1,272 @@
+# Copyright (c) gap_mm contributors. All rights reserved.
+"""Slimming: channel groups, exact removal and folding, SlimModel, and the
+converter tool on the demo detector."""
+import copy
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import MODELS, init_default_scope
+from torch import nn
+
+import gap_mm  # noqa: F401 (registers SlimModel)
+from gap_mm.errors import GaPConfigError
+from gap_mm.export.slim import (apply_slimming, count_params, plan_slimming,
+                                resize_to)
+from gap_mm.sparsity import channel_followers, find_channel_groups
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+DEMO = osp.join(ROOT, 'configs', 'gap_retinanet_tiny_synthetic.py')
+DEMO_GROUPS = [
+    f'backbone.layer{i}.{j}.conv1' for i in (1, 2, 3, 4) for j in (0, 1)
+] + [f'bbox_head.{t}_convs.{i}.conv' for t in ('cls', 'reg') for i in (0, 1)]
+
+
+def _demo_model():
+    init_default_scope('mmdet')
+    cfg = Config.fromfile(DEMO)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    _random_norms(model)
+    return cfg, model.eval()
+
+
+def _random_norms(model):
+    """Running statistics and affine parameters far from their defaults,
+    so a removed channel's constant is not 0 by accident."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-1, 1)
+
+
+def _zero_filters(model, every=2, with_channel=True):
+    """Zero every ``every``-th filter of each group's producer; with
+    ``with_channel`` also its norm scale and shift (bias), as filter-wise
+    GReg does. Returns the number of zeroed filters."""
+    modules = dict(model.named_modules())
+    followers = channel_followers(model)
+    n = 0
+    with torch.no_grad():
+        for group in find_channel_groups(model)[0]:
+            weight = modules[group.producer].weight
+            weight[::every] = 0
+            n += weight[::every].shape[0]
+            if with_channel:
+                for _, param in followers[group.producer + '.weight']:
+                    param[::every] = 0
+            elif modules[group.producer].bias is not None:
+                modules[group.producer].bias.uniform_(-1, 1)
+    return n
+
+
+def _outputs_close(a, b, atol=1e-5):
+    if isinstance(a, torch.Tensor):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, atol=atol, rtol=1e-5)
+        return
+    for x, y in zip(a, b):
+        _outputs_close(x, y, atol)
+
+
+def test_groups_of_the_demo_detector():
+    _, model = _demo_model()
+    groups, skipped = find_channel_groups(model)
+    assert [g.producer for g in groups] == DEMO_GROUPS
+    assert skipped == {}
+    by = {g.producer: g for g in groups}
+    assert by['backbone.layer1.0.conv1'].consumers == [
+        'backbone.layer1.0.conv2'
+    ]
+    assert by['backbone.layer1.0.conv1'].norm == 'backbone.layer1.0.bn1'
+    assert by['bbox_head.cls_convs.1.conv'].consumers == [
+        'bbox_head.retina_cls'
+    ]
+    assert by['bbox_head.cls_convs.1.conv'].norm is None  # conv with bias
+    # never a residual block's last conv, a downsample, the FPN or the stem
+    for g in groups:
+        assert not g.producer.endswith(('conv2', 'downsample.0'))
+        assert not g.producer.startswith(('neck', 'backbone.conv1'))
+
+
+def test_removed_channels_leave_predictions_unchanged():
+    _, model = _demo_model()
+    n_zero = _zero_filters(model)
+    x = torch.randn(2, 3, 96, 96)
+    ref = model._forward(x)
+    before = count_params(model)
+    plan = plan_slimming(model)
+    # every zero filter goes: its channel is exactly 0 after norm and ReLU
+    assert sum(r['removed'] for r in plan.rows) == n_zero
+    assert all(r['kept_zero'] == 0 for r in plan.rows)
+    assert plan.fold == {}
+    apply_slimming(model, plan)
+    mods = dict(model.named_modules())
+    for r in plan.rows:
+        assert mods[r['producer']].weight.shape[0] == r['channels'] // 2
+    assert mods['backbone.layer1.0.bn1'].num_features == 16
+    assert mods['backbone.layer1.0.conv2'].weight.shape[1] == 16
+    assert mods['bbox_head.retina_cls'].in_channels == 32
+    assert count_params(model) < before
+    _outputs_close(ref, model._forward(x))
+
+
+def test_a_constant_channel_before_a_3x3_conv_is_kept_and_said_why():
+    _, model = _demo_model()
+    _zero_filters(model, with_channel=False)  # the norm shift stays
+    x = torch.randn(1, 3, 64, 64)
+    ref = model._forward(x)
+    plan = plan_slimming(model)
+    row = next(r for r in plan.rows
+               if r['producer'] == 'backbone.layer2.0.conv1')
+    # bn1's constant goes through a ReLU: 0 where it is <= 0 (removed),
+    # else it reaches conv2, a zero-padded 3x3 conv (kept)
+    modules = dict(model.named_modules())
+    bn = modules['backbone.layer2.0.bn1']
+    const = torch.relu(bn.bias - bn.weight * bn.running_mean /
+                       torch.sqrt(bn.running_var + bn.eps))[::2]
+    assert row['zero'] == 32
+    assert row['removed'] == int((const == 0).sum()) > 0
+    assert row['kept_zero'] == int((const > 0).sum()) > 0
+    assert 'zero-padded 3x3 conv (backbone.layer2.0.conv2)' in row['why_kept']
+    apply_slimming(model, plan)
+    _outputs_close(ref, model._forward(x))
+
+
+def test_constants_fold_into_1x1_and_linear_consumers():
+    init_default_scope('mmdet')
+    torch.manual_seed(0)
+    # Bottleneck: conv2 (3x3) feeds conv3 (1x1): its constants fold
+    backbone = MODELS.build(
+        dict(
+            type='ResNet',
+            depth=50,
+            base_channels=8,
+            num_stages=2,
+            strides=(1, 2),
+            dilations=(1, 1),
+            out_indices=(1, ),
+            norm_eval=False))
+    backbone.eval()  # mmdet's ResNet.train returns None
+    _random_norms(backbone)
+    producers = [g.producer for g in find_channel_groups(backbone)[0]]
+    assert producers[:2] == ['layer1.0.conv1', 'layer1.0.conv2']
+    with torch.no_grad():
+        backbone.layer1[0].conv2.weight[:3] = 0
+    x = torch.randn(2, 3, 32, 32)
+    ref = backbone(x)
+    plan = plan_slimming(backbone)
+    row = next(r for r in plan.rows if r['producer'] == 'layer1.0.conv2')
+    bn = backbone.layer1[0].bn2
+    n_const = int((torch.relu(bn.bias - bn.weight * bn.running_mean /
+                              torch.sqrt(bn.running_var + bn.eps))[:3]
+                   > 0).sum())
+    assert row['removed'] == 3 and row['folded'] == n_const > 0
+    assert list(plan.fold) == ['layer1.0.conv3']
+    assert backbone.layer1[0].conv3.bias is None
+    apply_slimming(backbone, plan)
+    assert backbone.layer1[0].conv3.bias is not None
+    _outputs_close(ref, backbone(x))
+
+    # a box head's shared FCs: linear consumers, constants fold
+    head = MODELS.build(
+        dict(
+            type='Shared2FCBBoxHead',
+            in_channels=4,
+            roi_feat_size=2,
+            fc_out_channels=16,
+            num_classes=3)).eval()
+    groups = find_channel_groups(head)[0]
+    assert [(g.producer, g.consumers) for g in groups] == [
+        ('shared_fcs.0', ['shared_fcs.1']),
+        ('shared_fcs.1', ['fc_cls', 'fc_reg']),
+    ]
+    with torch.no_grad():
+        for fc in head.shared_fcs:
+            fc.weight[:5] = 0
+            fc.bias.uniform_(-1, 1)
+    feats = torch.randn(3, 4, 2, 2)
+    ref = head(feats)
+    plan = plan_slimming(head)
+    assert [r['removed'] for r in plan.rows] == [5, 5]
+    apply_slimming(head, plan)
+    assert head.fc_cls.in_features == 11
+    _outputs_close(ref, head(feats))
+
+
+def test_slim_model_builds_the_slimmed_shapes_from_a_config():
+    cfg, model = _demo_model()
+    _zero_filters(model)
+    x = torch.randn(1, 3, 64, 64)
+    plan = plan_slimming(model)
+    apply_slimming(model, plan)
+    ref = model._forward(x)
+    built = MODELS.build(
+        dict(
+            type='SlimModel',
+            model=copy.deepcopy(cfg.model),
+            channels=plan.widths,
+            biased=list(plan.fold)))
+    assert type(built).__name__ == 'RetinaNet'
+    built.load_state_dict(model.state_dict(), strict=True)
+    _outputs_close(ref, built.eval()._forward(x))
+
+
+def test_slim_model_bad_values_name_them():
+    cfg, model = _demo_model()
+    with pytest.raises(
+            GaPConfigError,
+            match=r"\['neck.fpn_convs.0.conv'\], "
+            r'which are not slimmable .* valid producers are '
+            r"\['backbone.layer1.0.conv1'"):
+        resize_to(model, {'neck.fpn_convs.0.conv': 8})
+    with pytest.raises(
+            GaPConfigError,
+            match=r"channels\['backbone.layer1.0.conv1'\] = 40; it must be an "
+            r'int in \[1, 32\]'):
+        resize_to(model, {'backbone.layer1.0.conv1': 40})
+    with pytest.raises(GaPConfigError, match='SlimModel needs model=dict'):
+        MODELS.build(dict(type='SlimModel', model=None, channels={}))
+
+
+def test_converter_writes_a_checkpoint_and_config_test_tools_load(tmp_path):
+    cfg, model = _demo_model()
+    n_zero = _zero_filters(model)
+    ckpt = tmp_path / 'sparse.pth'
+    torch.save(dict(state_dict=model.state_dict(), meta=dict(seed=0)), ckpt)
+    out = tmp_path / 'slim'
+    proc = subprocess.run([
+        sys.executable,
+        osp.join(ROOT, 'tools', 'model_converters', 'slim_model.py'), DEMO,
+        str(ckpt),
+        str(out), '--input-shape', '3', '64', '64'
+    ],
+                          capture_output=True,
+                          text=True,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert f'channels: removed {n_zero} of {2 * n_zero}' in proc.stdout
+    assert 'FLOPs for an input of [3, 64, 64]' in proc.stdout
+    diff = float(proc.stdout.split('max |difference| ')[1].split()[0])
+    assert diff < 1e-4
+    # the written config and checkpoint build and load as test.py would
+    slim_cfg = Config.fromfile(
+        str(out / 'gap_retinanet_tiny_synthetic_slim.py'))
+    assert slim_cfg.model.type == 'SlimModel'
+    assert slim_cfg.custom_hooks == []  # the GaPHook of the config is gone
+    init_default_scope('mmdet')
+    built = MODELS.build(slim_cfg.model)
+    state = torch.load(out / 'slim.pth', weights_only=True)
+    built.load_state_dict(state['state_dict'], strict=True)
+    assert state['meta']['slim']['channels'] == {
+        n: c // 2
+        for n, c in zip(DEMO_GROUPS, [32, 32, 64, 64, 128, 128, 256, 256] +
+                        [64] * 4)
+    }
+    x = torch.randn(1, 3, 64, 64)
+    _outputs_close(model._forward(x), built.eval()._forward(x))

@@ -1,0 +1,188 @@
+# Copyright (c) gap_mm contributors. All rights reserved.
+"""Slim a structured-sparse model: cut out the channels whose filters are
+all zero and write a smaller checkpoint and the config that builds it.
+
+Usage::
+
+    python tools/model_converters/slim_model.py CONFIG CHECKPOINT OUT_DIR \
+        [--input-shape 3 160 160] [--cfg-options ...]
+
+Writes ``OUT_DIR/slim.pth`` (``state_dict`` and ``meta``, no training
+state) and ``OUT_DIR/<config name>_slim.py``: the same config with
+``model = dict(type='SlimModel', model=<the original model>, channels=...,
+biased=...)``, which builds the original detector at the slimmed widths.
+The ordinary test tool evaluates it::
+
+    python tools/test.py OUT_DIR/<config name>_slim.py OUT_DIR/slim.pth
+
+A channel is removed only where that leaves the model's function unchanged
+in evaluation mode (see :mod:`gap_mm.export.slim`): filter-wise GReg
+removes its pruned channels whole, so all of them go. With
+``--input-shape`` the tool counts FLOPs before and after with
+``mmengine.analysis`` and checks that the slimmed network's outputs equal
+the original's on a random input (single-stage detectors and classifiers,
+whose ``_forward`` runs on one image tensor). Errors end the tool with a
+one-line message and exit code 1.
+"""
+import argparse
+import copy
+import os
+import os.path as osp
+import sys
+from typing import List, Optional
+
+import torch
+from mmengine.config import Config, DictAction
+
+from gap_mm.analysis import ReportError, build_model
+from gap_mm.analysis.flops import module_flops
+from gap_mm.analysis.sparsity_report import match_state_dict
+from gap_mm.checkpoint import load_checkpoint, split_checkpoint
+from gap_mm.errors import GaPConfigError
+from gap_mm.export.checkpoint_io import to_jsonable
+from gap_mm.export.slim import apply_slimming, count_params, plan_slimming
+from gap_mm.utils import merge_cfg_options
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Remove the all-zero channels of a model and write a '
+        'smaller checkpoint plus the config that builds it')
+    parser.add_argument(
+        'config', help='the config the model was trained '
+        'with')
+    parser.add_argument('checkpoint', help='its checkpoint (.pth)')
+    parser.add_argument('out_dir', help='where slim.pth and the config go')
+    parser.add_argument(
+        '--input-shape',
+        type=int,
+        nargs=3,
+        metavar=('C', 'H', 'W'),
+        help='count FLOPs (mmengine.analysis) and compare the outputs '
+        'before and after for one input of this shape')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings of the config, as in tools/train.py')
+    return parser.parse_args(argv)
+
+
+def _is_sparsity_hook(hook_type) -> bool:
+    from mmengine.registry import HOOKS
+
+    from gap_mm.engine.hooks.base_sparsity_hook import BaseSparsityHook
+    cls = HOOKS.get(hook_type) if isinstance(hook_type, str) else hook_type
+    return isinstance(cls, type) and issubclass(cls, BaseSparsityHook)
+
+
+def _forward(model: torch.nn.Module, inputs: torch.Tensor):
+    with torch.no_grad():
+        return model._forward(inputs)
+
+
+def _max_diff(a, b) -> float:
+    if isinstance(a, torch.Tensor):
+        return float((a - b).abs().max()) if a.numel() else 0.0
+    return max((_max_diff(x, y) for x, y in zip(a, b)), default=0.0)
+
+
+def format_rows(rows: List[dict]) -> str:
+    lines = [
+        '| producer | channels | zero filters | removed | folded | kept '
+        '(why) |', '|---|---:|---:|---:|---:|---|'
+    ]
+    for r in rows:
+        lines.append(f"| {r['producer']} | {r['channels']} | {r['zero']} | "
+                     f"{r['removed']} | {r['folded']} | {r['kept_zero']}"
+                     f"{' (' + r['why_kept'] + ')' if r['why_kept'] else ''}"
+                     ' |')
+    return '\n'.join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    if not osp.isfile(args.config):
+        print(f'error: config {args.config} does not exist', file=sys.stderr)
+        return 1
+    cfg = Config.fromfile(args.config)
+    try:
+        merge_cfg_options(cfg, args.cfg_options)
+        model = build_model(cfg)
+        checkpoint = load_checkpoint(args.checkpoint)
+        state_dict, meta = split_checkpoint(checkpoint, args.checkpoint)
+        model.load_state_dict(
+            match_state_dict(model, state_dict, args.checkpoint), strict=False)
+        model.eval()
+        params_before = count_params(model)
+        inputs = flops_before = ref = None
+        if args.input_shape:
+            flops_before = module_flops(model, args.input_shape)['']
+            torch.manual_seed(0)
+            inputs = torch.rand(2, *args.input_shape) * 2 - 1
+            ref = _forward(model, inputs)
+        plan = plan_slimming(model)
+        apply_slimming(model, plan)
+        flops_after = module_flops(model, args.input_shape)[''] \
+            if args.input_shape else None
+        diff = _max_diff(ref, _forward(model, inputs)) \
+            if inputs is not None else None
+    except (GaPConfigError, ReportError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
+
+    os.makedirs(args.out_dir, exist_ok=True)
+    ckpt_out = osp.join(args.out_dir, 'slim.pth')
+    slim_meta = to_jsonable(meta)
+    if not isinstance(slim_meta, dict):
+        slim_meta = dict(meta=slim_meta)
+    slim_meta['slim'] = dict(
+        source=osp.basename(args.checkpoint),
+        channels=plan.widths,
+        biased=list(plan.fold),
+        params=[params_before, count_params(model)],
+        flops=[flops_before, flops_after],
+        input_shape=args.input_shape)
+    torch.save(dict(state_dict=model.state_dict(), meta=slim_meta), ckpt_out)
+    slim_cfg = copy.deepcopy(cfg)
+    slim_cfg.model = dict(
+        type='SlimModel',
+        model=cfg.model.to_dict()
+        if hasattr(cfg.model, 'to_dict') else dict(cfg.model),
+        channels=plan.widths,
+        biased=list(plan.fold))
+    slim_cfg.load_from = None
+    # the slimmed network is dense: no sparsity hook has anything to do
+    slim_cfg.custom_hooks = [
+        h for h in slim_cfg.get('custom_hooks', [])
+        if not _is_sparsity_hook(h.get('type'))
+    ]
+    name = osp.splitext(osp.basename(args.config))[0]
+    cfg_out = osp.join(args.out_dir, f'{name}_slim.py')
+    slim_cfg.dump(cfg_out)
+
+    print(format_rows(plan.rows))
+    for producer, why in plan.skipped.items():
+        print(f'note: {producer} is not slimmed: {why}')
+    removed = sum(r['removed'] for r in plan.rows)
+    kept = sum(r['kept_zero'] for r in plan.rows)
+    print(f'channels: removed {removed} of '
+          f'{sum(r["channels"] for r in plan.rows)} in {len(plan.rows)} '
+          f'groups ({kept} all-zero filters kept)')
+    after = count_params(model)
+    print(f'parameters: {params_before:,} -> {after:,} '
+          f'({100 * (after / params_before - 1):+.1f}%)')
+    if flops_before is not None:
+        print(f'FLOPs for an input of {args.input_shape} (mmengine.analysis,'
+              f' a multiply-add is one FLOP): {flops_before / 1e9:.4f} G -> '
+              f'{flops_after / 1e9:.4f} G '
+              f'({100 * (flops_after / flops_before - 1):+.1f}%)')
+        print(f'outputs of the slimmed network vs the original, on a random '
+              f'input: max |difference| {diff:.3g}')
+    print(f'wrote {ckpt_out} and {cfg_out}; evaluate with\n'
+          f'  python tools/test.py {cfg_out} {ckpt_out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
