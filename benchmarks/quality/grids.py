@@ -318,6 +318,7 @@ def greg() -> List[Cell]:
                 variant=f'{mode}, from dense {DET_ITERS} it',
                 load_from=ckpt)
             cell.budget = 2
+            cell.slim = mode == 'filter'
             cells.append(cell)
     return cells
 

@@ -209,3 +209,28 @@ def test_table_shows_the_flops_zero_filters_save():
     assert '| dense | 0.500 n=1 |  |' in table
     assert '| GReg-1 (uniform) |  | 0.400 n=1 (-10.0), FLOPs -25.0% |' in table
     assert '| C-GaP (uniform) |  | 0.450 n=1 (-5.0) |' in table
+
+
+def test_a_slimmed_cell_shows_the_measured_flops_and_its_own_map():
+    base = dict(
+        study='s',
+        task='det',
+        distribution='uniform',
+        sparsity=0.5,
+        budget=1,
+        seed=0,
+        measured_sparsity=0.5,
+        train_seconds=1.0)
+    table = harness.format_table([
+        dict(base, method='dense', sparsity=None, distribution=None,
+             value=0.5),
+        # the slimmed model's FLOPs win over the zero filters' lower bound
+        dict(
+            base,
+            method='GReg-1',
+            value=0.4,
+            flops=dict(saved_fraction=0.25),
+            slimmed=dict(value=0.4, flops=[200, 120], params=[10, 6])),
+    ])
+    assert ('| GReg-1 (uniform) |  | 0.400 n=1 (-10.0), FLOPs -40.0% '
+            '(slimmed: 0.400) |') in table

@@ -26,6 +26,7 @@ one-line message and exit code 1.
 """
 import argparse
 import copy
+import json
 import os
 import os.path as osp
 import sys
@@ -60,6 +61,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         metavar=('C', 'H', 'W'),
         help='count FLOPs (mmengine.analysis) and compare the outputs '
         'before and after for one input of this shape')
+    parser.add_argument(
+        '--out-json', help='also write the figures and the per-group rows')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -179,6 +182,18 @@ def main(argv: Optional[List[str]] = None) -> int:
               f'({100 * (flops_after / flops_before - 1):+.1f}%)')
         print(f'outputs of the slimmed network vs the original, on a random '
               f'input: max |difference| {diff:.3g}')
+    if args.out_json:
+        with open(args.out_json, 'w') as f:
+            json.dump(
+                dict(
+                    config=cfg_out,
+                    checkpoint=ckpt_out,
+                    max_output_difference=diff,
+                    rows=plan.rows,
+                    skipped=plan.skipped,
+                    **slim_meta['slim']),
+                f,
+                indent=1)
     print(f'wrote {ckpt_out} and {cfg_out}; evaluate with\n'
           f'  python tools/test.py {cfg_out} {ckpt_out}')
     return 0
