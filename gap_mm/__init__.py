@@ -14,7 +14,7 @@ from importlib.util import find_spec
 from . import (checkpoint, engine, models, registry, schedules,  # noqa: F401
                sparsity)
 from .engine import (GaPAmpOptimWrapper, GaPHook, GaPOptimWrapper, GMPHook,
-                     GRegHook, RigLHook, SETHook)
+                     GRegHook, RigLHook, SCSHook, SETHook)
 from .utils.safe_load import allow_mmengine_checkpoint_globals
 from .version import __version__
 
@@ -27,5 +27,5 @@ if find_spec('mmdet3d') is not None:
 
 __all__ = [
     'GaPAmpOptimWrapper', 'GaPHook', 'GaPOptimWrapper', 'GMPHook', 'GRegHook',
-    'RigLHook', 'SETHook', '__version__'
+    'RigLHook', 'SCSHook', 'SETHook', '__version__'
 ]

@@ -3,7 +3,7 @@
 wrappers."""
 from .dist_check import MaskDivergenceError, verify_masks_across_ranks
 from .hooks import (BaseSparsityHook, DropGrowHook, GaPHook, GMPHook, GRegHook,
-                    RigLHook, SETHook)
+                    RigLHook, SCSHook, SETHook)
 from .parallel_gap import CombineExchange, ParallelGaP, covered_tensors
 from .rank_groups import GroupLayout, RankGroups, group_layout
 from .samplers import GroupDefaultSampler, GroupInfiniteSampler
@@ -15,6 +15,6 @@ __all__ = [
     'GRegHook', 'GaPAmpOptimWrapper', 'GaPHook', 'GaPMaskingMixin',
     'GaPOptimWrapper', 'GroupDefaultSampler', 'GroupInfiniteSampler',
     'GroupLayout', 'MaskDivergenceError', 'ParallelGaP', 'RankGroups',
-    'RigLHook', 'SETHook', 'StepStage', 'covered_tensors', 'group_layout',
-    'verify_masks_across_ranks'
+    'RigLHook', 'SCSHook', 'SETHook', 'StepStage', 'covered_tensors',
+    'group_layout', 'verify_masks_across_ranks'
 ]

@@ -1,5 +1,6 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
 """Models gap_mm registers in MMEngine's root ``MODELS``."""
+from .scs_model import SCSModel
 from .slim_model import SlimModel
 
-__all__ = ['SlimModel']
+__all__ = ['SCSModel', 'SlimModel']

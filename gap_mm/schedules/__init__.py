@@ -11,11 +11,12 @@ from .drop_grow import DropGrowSchedule
 from .gmp import CubicSparsitySchedule
 from .greg import GRegSchedule
 from .parallel import ParallelGaPSchedule
+from .scs import SCSSchedule, next_lambda
 from .static import StaticSchedule
 
 __all__ = [
     'BaseGaPSchedule', 'BaseSchedule', 'CubicSparsitySchedule',
     'CyclicGaPSchedule', 'DropGrowSchedule', 'GRegSchedule',
-    'ParallelGaPSchedule', 'SCHEDULES', 'ScheduleError', 'Segment',
-    'StaticSchedule', 'build_schedule'
+    'ParallelGaPSchedule', 'SCHEDULES', 'SCSSchedule', 'ScheduleError',
+    'Segment', 'StaticSchedule', 'build_schedule', 'next_lambda'
 ]

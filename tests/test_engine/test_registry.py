@@ -4,7 +4,7 @@ import sys
 
 import pytest
 import torch
-from mmengine.registry import HOOKS, OPTIM_WRAPPERS, DefaultScope
+from mmengine.registry import HOOKS, MODELS, OPTIM_WRAPPERS, DefaultScope
 
 import gap_mm
 from gap_mm.engine import GaPAmpOptimWrapper, GaPHook, GaPOptimWrapper
@@ -23,6 +23,9 @@ def test_found_from_every_default_scope(scope):
             default_args=dict(optimizer=torch.optim.SGD([param], lr=0.1)))
         assert isinstance(wrapper, GaPOptimWrapper)
         assert OPTIM_WRAPPERS.get('GaPAmpOptimWrapper') is GaPAmpOptimWrapper
+        # the model builders of slimming and SCS, from the root MODELS
+        for name in ('SlimModel', 'SCSModel'):
+            assert MODELS.get(name).__module__.startswith('gap_mm.models.')
 
 
 def _fresh_interpreter(code):
@@ -44,6 +47,8 @@ from mmengine.registry import HOOKS, OPTIM_WRAPPERS
 assert HOOKS.get('GaPHook') is gap_mm.GaPHook
 assert OPTIM_WRAPPERS.get('GaPOptimWrapper') is gap_mm.GaPOptimWrapper
 assert OPTIM_WRAPPERS.get('GaPAmpOptimWrapper') is gap_mm.GaPAmpOptimWrapper
+for name in ('GMPHook', 'RigLHook', 'SETHook', 'GRegHook', 'SCSHook'):
+    assert HOOKS.get(name) is getattr(gap_mm, name), name
 for registry, name in [(DATASETS, 'ShapeNetPartDataset'),
                        (METRICS, 'PartSegMetric'),
                        (TRANSFORMS, 'PackPartSegInputs'),

@@ -5,9 +5,10 @@ from .gap_hook import GaPHook
 from .gmp_hook import GMPHook
 from .greg_hook import GRegHook
 from .rigl_hook import RigLHook
+from .scs_hook import SCSHook
 from .set_hook import SETHook
 
 __all__ = [
     'BaseSparsityHook', 'DropGrowHook', 'GMPHook', 'GRegHook', 'GaPHook',
-    'RigLHook', 'SETHook'
+    'RigLHook', 'SCSHook', 'SETHook'
 ]

@@ -1,0 +1,140 @@
+# Copyright (c) gap_mm contributors. All rights reserved.
+from typing import Optional, Union
+
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
+
+from gap_mm.errors import GaPConfigError
+from gap_mm.schedules.scs import SCSSchedule, next_lambda
+
+
+@HOOKS.register_module()
+class SCSHook(Hook):
+    """Drives the gates of an :class:`~gap_mm.models.SCSModel`:
+    structured continuous sparsification (a reconstruction of Yuan,
+    Savarese and Maire, ICLR 2021; see :mod:`gap_mm.sparsity.gates`).
+
+    Before every iteration: ``beta`` from the
+    :class:`~gap_mm.schedules.scs.SCSSchedule`, and a fresh draw of the
+    gates' Bernoulli samples from a generator seeded by ``(seed, step)``
+    (the same on every rank, and after a resume). Every
+    ``lambda_interval`` iterations: with ``flops_target``, the FLOPs
+    weight ``lambda`` moves towards the value at which the hard structure
+    ``1[s > 0]`` computes ``flops_target`` of the full FLOPs
+    (:func:`~gap_mm.schedules.scs.next_lambda`); without, ``lambda`` stays
+    fixed. At ``freeze`` the structure is fixed and the rest of the run
+    trains it without the penalty. ``lambda`` is a buffer of the model and
+    ``beta`` and the samples are functions of the step, so a checkpoint
+    resumes exactly.
+
+    Args:
+        freeze (int | float): Iteration from which the structure is fixed
+            (a float in (0, 1]: a fraction of the run). Defaults to 0.8.
+        flops_target (float, optional): FLOPs of the final structure over
+            the full model's, in (0, 1]; None keeps ``lambda`` fixed.
+            Defaults to 0.5.
+        lambda_rate (float): Step size of the ``lambda`` controller, > 0.
+            Defaults to 0.1.
+        beta_init (float): Defaults to 1.
+        beta_final (float): Defaults to 200.
+        lambda_interval (int): Defaults to 10.
+        seed (int): Seed of the gate samples. Defaults to 0.
+    """
+
+    priority = 'ABOVE_NORMAL'
+
+    def __init__(self,
+                 freeze: Union[int, float] = 0.8,
+                 flops_target: Optional[float] = 0.5,
+                 lambda_rate: float = 0.1,
+                 beta_init: float = 1.0,
+                 beta_final: float = 200.0,
+                 lambda_interval: int = 10,
+                 seed: int = 0) -> None:
+        if flops_target is not None and (isinstance(
+                flops_target, bool) or not isinstance(flops_target,
+                                                      (int, float))
+                                         or not 0 < flops_target <= 1):
+            raise GaPConfigError(
+                f'SCSHook flops_target must be in (0, 1] (a fraction of the '
+                f'full model\'s FLOPs) or None, got {flops_target!r}')
+        if isinstance(
+                lambda_rate,
+                bool) or not isinstance(lambda_rate,
+                                        (int, float)) or not lambda_rate > 0:
+            raise GaPConfigError(
+                f'SCSHook lambda_rate must be > 0, got {lambda_rate!r}')
+        if isinstance(freeze, float) and not 0 < freeze <= 1:
+            raise GaPConfigError(
+                f'SCSHook freeze={freeze}: a float is a fraction of the run '
+                f'and must be in (0, 1]; give an int for an iteration')
+        self.freeze = freeze
+        self.flops_target = flops_target
+        self.lambda_rate = float(lambda_rate)
+        self.seed = int(seed)
+        self.schedule_cfg = dict(
+            beta_init=beta_init,
+            beta_final=beta_final,
+            lambda_interval=lambda_interval)
+        if not isinstance(freeze, float):
+            SCSSchedule(freeze=freeze, **self.schedule_cfg)  # fail early
+        self.schedule: Optional[SCSSchedule] = None
+        self.model = None
+
+    def before_run(self, runner) -> None:
+        model = runner.model.module if is_model_wrapper(
+            runner.model) else runner.model
+        if not hasattr(model, 'gates') or not hasattr(model, 'flops_ratio'):
+            raise GaPConfigError(
+                f'SCSHook needs model=dict(type=\'SCSModel\', architecture='
+                f'<the detector>, ...), but the model is '
+                f'{type(model).__name__}')
+        self.model = model
+        train_loop = getattr(runner, '_train_loop', None)
+        if train_loop is None or isinstance(train_loop, dict):
+            return  # testing: the gates are 1[s > 0]
+        max_iters = runner.max_iters
+        freeze = self.freeze
+        if isinstance(freeze, float):
+            freeze = max(1, int(round(freeze * max_iters)))
+        self.schedule = SCSSchedule(freeze=freeze, **self.schedule_cfg)
+        self.schedule.check_fits(max_iters)
+        print_log(
+            f'SCSHook: {len(model.gates.channel_sites)} gated layers, '
+            f'{len(model.gates.block_sites)} gated blocks, '
+            f'{self.schedule!r}, FLOPs target {self.flops_target}',
+            logger='current')
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        step, gates = runner.iter, self.model.gates
+        gates.set_beta(self.schedule.beta(step))
+        if self.schedule.is_frozen(step):
+            if not gates.frozen:
+                gates.freeze()
+                print_log(
+                    f'SCS at iteration {step}: structure frozen, FLOPs '
+                    f'{float(self.model.flops_ratio(hard=True)):.3f} of the '
+                    f'full model',
+                    logger='current')
+        else:
+            gates.resample(self.seed, step)
+
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
+                         outputs=None) -> None:
+        step, model = runner.iter, self.model
+        ratio = float(model.flops_ratio(hard=True))
+        if self.flops_target is not None and self.schedule.is_lambda_step(
+                step):
+            model.scs_lambda.fill_(
+                next_lambda(
+                    float(model.scs_lambda), ratio, self.flops_target,
+                    self.lambda_rate))
+        hub = runner.message_hub
+        hub.update_scalar('train/scs_flops', ratio)
+        hub.update_scalar('train/scs_lambda', float(model.scs_lambda))
+        hub.update_scalar('train/scs_beta', model.gates.beta)

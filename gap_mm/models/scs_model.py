@@ -1,0 +1,103 @@
+# Copyright (c) gap_mm contributors. All rights reserved.
+"""``SCSModel``: a detector with SCS's channel and block gates and its FLOPs
+penalty.
+
+MMEngine's Runner builds the optimizer before any hook runs, so the gates'
+logits must be parameters of the model when it is built: this wrapper
+builds the detector from its config (``architecture``, as OpenMMLab's
+compression algorithms wrap one), adds a :class:`~gap_mm.sparsity.gates.
+GateSet` and, in ``mode='loss'``, the term ``loss_flops = lambda *
+E[FLOPs] / FLOPs`` of :func:`~gap_mm.sparsity.gates.gated_flops`.
+:class:`~gap_mm.engine.hooks.SCSHook` drives ``beta``, the sampling,
+``lambda`` and the freeze. Prediction is the detector's own, with the gates
+at ``1[s > 0]``.
+"""
+from typing import Optional, Sequence, Tuple
+
+import torch
+from mmengine.model import BaseModel
+from mmengine.registry import MODELS
+
+from gap_mm.errors import GaPConfigError
+from gap_mm.sparsity.gates import GateSet, gated_flops
+
+
+@MODELS.register_module()
+class SCSModel(BaseModel):
+    """Structured continuous sparsification around a model.
+
+    Args:
+        architecture (dict): The model to gate (a detector config).
+        flops_input_shape (Sequence[int]): ``(C, H, W)`` of the input the
+            FLOPs are counted for (``mmengine.analysis``); the model's
+            ``_forward`` must run on one image tensor (single-stage
+            detectors do).
+        gate_channels (bool): Gate the channels of the channel groups.
+            Defaults to True.
+        gate_blocks (bool): Gate the residual blocks without a downsample.
+            Defaults to True.
+        exclude (Sequence[str]): Name prefixes of layers and blocks left
+            ungated. Defaults to ().
+        init_logit (float): Initial gate logit: > 0 starts with every gate
+            on (pruning mode), < 0 off (growing mode). Defaults to 1.0.
+        lambda_init (float): The FLOPs weight to start from, >= 0.
+            Defaults to 1.0.
+        init_cfg (dict, optional): Passed on to ``BaseModel``.
+    """
+
+    def __init__(self,
+                 architecture: dict,
+                 flops_input_shape: Sequence[int] = (3, 224, 224),
+                 gate_channels: bool = True,
+                 gate_blocks: bool = True,
+                 exclude: Sequence[str] = (),
+                 init_logit: float = 1.0,
+                 lambda_init: float = 1.0,
+                 init_cfg: Optional[dict] = None) -> None:
+        from gap_mm.analysis.flops import module_flops
+        if not isinstance(architecture, dict) or 'type' not in architecture:
+            raise GaPConfigError(
+                f'SCSModel needs architecture=dict(type=..., ...), the '
+                f'model to gate; got {architecture!r}')
+        if isinstance(lambda_init,
+                      bool) or not isinstance(lambda_init,
+                                              (int, float)) or lambda_init < 0:
+            raise GaPConfigError(
+                f'SCSModel lambda_init must be a number >= 0, got '
+                f'{lambda_init!r}')
+        shape = tuple(flops_input_shape)
+        if len(shape) != 3 or not all(
+                isinstance(s, int) and s > 0 for s in shape):
+            raise GaPConfigError(
+                f'SCSModel flops_input_shape must be (C, H, W) of positive '
+                f'ints, got {flops_input_shape!r}')
+        arch = MODELS.build(architecture)
+        super().__init__(init_cfg=init_cfg)
+        self.architecture = arch
+        self.data_preprocessor = arch.data_preprocessor
+        self.gates = GateSet.from_model(
+            arch,
+            channels=gate_channels,
+            blocks=gate_blocks,
+            exclude=tuple(exclude),
+            init=init_logit)
+        #: Full FLOPs by module name (mmengine.analysis), ungated.
+        self.flops = module_flops(arch, shape)
+        self.gates.attach(arch)
+        self.flops_input_shape: Tuple[int, ...] = shape
+        self.register_buffer('scs_lambda', torch.tensor(float(lambda_init)))
+
+    def flops_ratio(self, hard: bool = False) -> torch.Tensor:
+        """FLOPs under the gates over the full FLOPs (expected with
+        ``hard=False``, of the on/off structure with ``hard=True``)."""
+        return gated_flops(self.architecture, self.gates, self.flops, hard)
+
+    def forward(self, inputs, data_samples=None, mode: str = 'tensor'):
+        out = self.architecture(inputs, data_samples, mode)
+        if mode == 'loss':
+            # after the freeze the term is 0 (kept, so logs show it)
+            out['loss_flops'] = self.scs_lambda.new_zeros(
+                ()) if self.gates.frozen else (self.scs_lambda *
+                                               self.flops_ratio()).to(
+                                                   self.scs_lambda.dtype)
+        return out

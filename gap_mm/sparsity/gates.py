@@ -1,0 +1,276 @@
+# Copyright (c) gap_mm contributors. All rights reserved.
+"""Channel and block gates of structured continuous sparsification (SCS,
+Yuan, Savarese and Maire, ICLR 2021), and the expected FLOPs they leave.
+
+No code of the paper was published; this is a reconstruction from its
+abstract and the continuous sparsification it extends (Savarese et al.,
+NeurIPS 2020). Every gated channel and every skippable residual block has a
+trainable logit ``s``; with the temperature ``beta``:
+
+* in training, ``g = q * sigmoid(beta * s)`` with ``q ~ Bernoulli(sigmoid(
+  beta * s))``, drawn once per iteration from a generator seeded by the
+  step (so every rank draws the same ``q``, and a resumed run the same as
+  the straight one);
+* in evaluation, and once the structure is frozen, ``g = 1[s > 0]``.
+
+Where gates go (pure torch, through forward hooks, so the model's own code
+is unchanged):
+
+* a channel gate on each producer of :mod:`gap_mm.sparsity.channels`,
+  multiplying its channels after the norm layer (after the producer where
+  there is none) and before the activation: the channels a gate switches off
+  are exactly 0 after the ReLU, and :mod:`gap_mm.export.slim` removes them;
+* a block gate on each residual block without a downsample (the only ones
+  that can be skipped: input and output shapes agree), multiplying the
+  residual branch after its last norm layer, before the sum: off, the block
+  computes ``relu(x) = x`` (its input is a ReLU output).
+
+Channels tied by residual sums (a block's last conv and its downsample) and
+by FPN levels (lateral and output convs, heads shared across levels) are
+never gated, for the reasons of :mod:`gap_mm.sparsity.coupling`: removing
+one of them would need the same channel removed in every tensor of the sum.
+"""
+from collections import OrderedDict
+from typing import Dict, List, Mapping, Optional, Tuple
+
+import torch
+from torch import nn
+
+from gap_mm.errors import GaPConfigError
+from .channels import _class_names, _join, find_channel_groups
+
+
+def _key(name: str) -> str:
+    """A module name as a ModuleDict key (no dots)."""
+    return name.replace('.', '__')
+
+
+class Gate(nn.Module):
+    """The gates of one layer's channels (or of one block: ``size=1``).
+
+    Args:
+        size (int): Number of gates.
+        init (float): Initial logit of every gate. Defaults to 1.0 (on).
+    """
+
+    def __init__(self, size: int, init: float = 1.0) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.full((size, ), float(init)))
+        self.register_buffer('sample', torch.ones(size), persistent=False)
+
+    def probs(self, beta: float) -> torch.Tensor:
+        """``sigmoid(beta * s)``: the probability each gate is on."""
+        return torch.sigmoid(beta * self.logits)
+
+    def hard(self) -> torch.Tensor:
+        """``1[s > 0]``, the gates of evaluation and of the frozen
+        structure."""
+        return (self.logits.detach() > 0).to(self.logits.dtype)
+
+    def value(self, beta: float, stochastic: bool) -> torch.Tensor:
+        """The multiplier the layer's channels get."""
+        if not stochastic:
+            return self.hard()
+        return self.sample * self.probs(beta)
+
+    def extra_repr(self) -> str:
+        return f'size={self.logits.numel()}'
+
+
+class GateSet(nn.Module):
+    """The channel and block gates of a model, applied by forward hooks.
+
+    Build it from the model it gates with :meth:`from_model`, keep it as a
+    submodule of the model (its logits must be model parameters before the
+    optimizer is built), and drive it with :meth:`set_beta`,
+    :meth:`resample` and :meth:`freeze`.
+
+    Args:
+        channels (Mapping[str, tuple]): Producer -> ``(module to hook,
+            number of channels)``.
+        blocks (Mapping[str, str]): Block -> the module whose output is its
+            residual branch (its last norm layer).
+        init (float): Initial logit. Defaults to 1.0.
+    """
+
+    def __init__(self,
+                 channels: Mapping[str, Tuple[str, int]],
+                 blocks: Mapping[str, str],
+                 init: float = 1.0) -> None:
+        super().__init__()
+        self.channel_sites = OrderedDict(channels)
+        self.block_sites = OrderedDict(blocks)
+        self.channel_gates = nn.ModuleDict(
+            (_key(p), Gate(n, init)) for p, (_, n) in channels.items())
+        self.block_gates = nn.ModuleDict(
+            (_key(b), Gate(1, init)) for b in blocks)
+        self.beta = 1.0
+        self.stochastic = True  # training and not frozen
+        self.frozen = False
+        self._handles: List = []
+
+    @classmethod
+    def from_model(cls,
+                   model: nn.Module,
+                   channels: bool = True,
+                   blocks: bool = True,
+                   exclude: Tuple[str, ...] = (),
+                   init: float = 1.0) -> 'GateSet':
+        """Gates for every channel group (``channels``) and skippable
+        residual block (``blocks``) of ``model``, except the producers and
+        blocks whose names start with one of ``exclude``."""
+        modules = dict(model.named_modules())
+        sites = OrderedDict()
+        if channels:
+            for group in find_channel_groups(model)[0]:
+                if group.producer.startswith(exclude) and exclude:
+                    continue
+                where = group.norm or group.producer
+                sites[group.producer] = (
+                    where, modules[group.producer].weight.shape[0])
+        block_sites = OrderedDict()
+        if blocks:
+            for name, module in modules.items():
+                last = _branch_end(module)
+                if last and not (exclude and name.startswith(exclude)):
+                    block_sites[name] = _join(name, last)
+        if not sites and not block_sites:
+            raise GaPConfigError(
+                f'{type(model).__name__} has no channel group or skippable '
+                f'residual block to gate (gap_mm.sparsity.channels lists '
+                f'what can be gated)')
+        return cls(sites, block_sites, init)
+
+    # ------------------------------------------------------------ hooks
+    def attach(self, model: nn.Module) -> None:
+        """Register the forward hooks on ``model`` (the one it was built
+        from)."""
+        self.detach()
+        modules = dict(model.named_modules())
+        for producer, (where, _) in self.channel_sites.items():
+            gate = self.channel_gates[_key(producer)]
+            self._handles.append(modules[where].register_forward_hook(
+                self._hook(gate)))
+        for block, where in self.block_sites.items():
+            gate = self.block_gates[_key(block)]
+            self._handles.append(modules[where].register_forward_hook(
+                self._hook(gate)))
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _hook(self, gate: Gate):
+
+        def multiply(module, args, output):
+            g = gate.value(self.beta, self.stochastic and module.training)
+            shape = (1, -1) + (1, ) * (output.dim() - 2)
+            return output * g.to(output.dtype).view(shape)
+
+        return multiply
+
+    # ---------------------------------------------------------- driving
+    def gates(self) -> Dict[str, Gate]:
+        """Every gate by its layer or block name."""
+        out = OrderedDict(
+            (p, self.channel_gates[_key(p)]) for p in self.channel_sites)
+        out.update((b, self.block_gates[_key(b)]) for b in self.block_sites)
+        return out
+
+    def set_beta(self, beta: float) -> None:
+        if not beta > 0:
+            raise GaPConfigError(f'the gate temperature beta must be > 0, '
+                                 f'got {beta!r}')
+        self.beta = float(beta)
+
+    @torch.no_grad()
+    def resample(self, seed: int, step: int) -> None:
+        """Draw ``q ~ Bernoulli(sigmoid(beta * s))`` for every gate from a
+        generator seeded by ``(seed, step)``: the same on every rank."""
+        gen = torch.Generator().manual_seed(
+            (int(seed) * 1_000_003 + int(step)) % (2**63))
+        for gate in self.gates().values():
+            p = gate.probs(self.beta).detach().cpu()
+            gate.sample.copy_(torch.bernoulli(p, generator=gen))
+
+    def freeze(self) -> None:
+        """Fix the structure: gates ``1[s > 0]`` from now on, logits no
+        longer trained."""
+        self.frozen = True
+        self.stochastic = False
+        for gate in self.gates().values():
+            gate.logits.requires_grad_(False)
+
+    def hard_state(self) -> Dict[str, torch.Tensor]:
+        """The on/off structure (bool per gate) by layer or block."""
+        return OrderedDict(
+            (n, g.logits.detach() > 0) for n, g in self.gates().items())
+
+
+def _branch_end(module: nn.Module) -> Optional[str]:
+    """The attribute of a residual block's last norm layer, when the block
+    has no downsample (so it can be skipped); else None."""
+    names = _class_names(module)
+    if 'BasicBlock' in names:
+        idx = 2
+    elif 'Bottleneck' in names:
+        idx = 3
+    else:
+        return None
+    if getattr(module, 'downsample', None) is not None:
+        return None
+    attr = getattr(module, f'norm{idx}_name', None) or f'bn{idx}'
+    return attr if isinstance(getattr(module, attr, None), nn.Module) \
+        else None
+
+
+def gated_flops(model: nn.Module,
+                gates: GateSet,
+                flops: Mapping[str, int],
+                hard: bool = False) -> torch.Tensor:
+    """The FLOPs of ``model`` under its gates, over its full FLOPs.
+
+    A conv / linear layer computes ``F * a_out * a_in * a_block`` of its
+    full FLOPs ``F`` (from :func:`gap_mm.analysis.flops.module_flops`, i.e.
+    ``mmengine.analysis``): ``a_out`` the fraction of its output channels
+    that are on, ``a_in`` of its input channels (when it reads a gated
+    group), ``a_block`` its block's gate. With ``hard=False`` the fractions
+    are the gates' probabilities ``sigmoid(beta * s)`` (the expectation
+    under independent gates, differentiable in ``s``: the penalty); with
+    ``hard=True`` the structure ``1[s > 0]``. Everything else (ungated
+    layers, norms, the rest) counts in full.
+
+    Returns:
+        Tensor: A scalar in (0, 1].
+    """
+    total = float(flops.get('', 0))
+    if total <= 0:
+        raise GaPConfigError('the FLOPs count of the whole model is 0; '
+                             'count it with module_flops on a real input')
+    groups = {g.producer: g for g in find_channel_groups(model)[0]}
+    frac = OrderedDict()
+    for name, gate in gates.gates().items():
+        # float64: the FLOPs are counts of up to ~1e11
+        frac[name] = gate.hard().double().mean() if hard else gate.probs(
+            gates.beta).double().mean()
+    device = next(iter(gates.parameters())).device
+    one = torch.ones((), dtype=torch.float64, device=device)
+    factor: Dict[str, torch.Tensor] = {}
+
+    def scale(layer: str, value: torch.Tensor) -> None:
+        factor[layer] = factor.get(layer, one) * value
+
+    for producer in gates.channel_sites:
+        scale(producer, frac[producer])
+        for consumer in groups[producer].consumers:
+            scale(consumer, frac[producer])
+    for block in gates.block_sites:
+        prefix = block + '.'
+        for name, module in model.named_modules():
+            if name.startswith(prefix) and isinstance(module,
+                                                      (nn.Conv2d, nn.Linear)):
+                scale(name, frac[block])
+    gated = sum(float(flops.get(n, 0)) for n in factor)
+    kept = sum(float(flops.get(n, 0)) * f for n, f in factor.items())
+    return (total - gated + kept) / total

@@ -1,0 +1,321 @@
+# Copyright (c) gap_mm contributors. All rights reserved.
+"""SCS: gates, their FLOPs, the schedule, SCSModel and SCSHook on a
+Runner (beta, lambda, the freeze, exact resume)."""
+import copy
+import math
+import os.path as osp
+
+import pytest
+import torch
+from mmdet.models.backbones.resnet import BasicBlock
+from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.model import BaseModel
+from mmengine.registry import DATASETS, HOOKS, MODELS, init_default_scope
+from mmengine.testing import RunnerTestCase
+from torch import nn
+
+import gap_mm  # noqa: F401
+from gap_mm.analysis.flops import module_flops
+from gap_mm.engine import SCSHook
+from gap_mm.errors import GaPConfigError
+from gap_mm.export.slim import apply_slimming, plan_slimming
+from gap_mm.schedules import ScheduleError, SCSSchedule, next_lambda
+from gap_mm.sparsity import channel_followers
+from gap_mm.sparsity.gates import GateSet, gated_flops
+from gap_mm.testing import GaPToyDataset
+from gap_mm.testing.hooks import KilledForTest
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+class SCSToyNet(BaseModel):
+    """stem conv-bn-relu -> mmdet BasicBlock (gated block, gated conv1
+    channels) -> linear, on the toy data's 8 features as a 2x2x2 image."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(2, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8),
+            nn.ReLU())
+        self.block = BasicBlock(8, 8)
+        self.fc = nn.Linear(32, 1)
+
+    def _forward(self, x):
+        return self.fc(self.block(self.stem(x)).flatten(1)).squeeze(1)
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        if isinstance(inputs, (list, tuple)):
+            inputs = torch.stack(inputs)
+        if isinstance(data_samples, (list, tuple)):
+            data_samples = torch.stack(data_samples)
+        out = self._forward(inputs.view(-1, 2, 2, 2))
+        if mode == 'loss':
+            return dict(loss=((out - data_samples)**2).mean())
+        return out
+
+
+def _toy_scs(**kwargs):
+    MODELS.register_module(module=SCSToyNet, force=True)
+    cfg = dict(
+        type='SCSModel',
+        architecture=dict(type='SCSToyNet'),
+        flops_input_shape=(2, 2, 2))
+    cfg.update(kwargs)
+    return MODELS.build(cfg)
+
+
+# ------------------------------------------------------------ pure parts
+def test_gate_sites_of_a_block():
+    model = _toy_scs()
+    assert list(model.gates.channel_sites) == ['block.conv1']
+    # the gate sits after bn1 (before the ReLU); the block gate after bn2
+    assert model.gates.channel_sites['block.conv1'] == ('block.bn1', 8)
+    assert model.gates.block_sites == {'block': 'block.bn2'}
+
+
+def test_samples_depend_on_seed_and_step_only():
+    a, b = _toy_scs(init_logit=0.0), _toy_scs(init_logit=0.0)
+    for gates in (a.gates, b.gates):
+        gates.resample(seed=3, step=7)
+    sa = [g.sample.clone() for g in a.gates.gates().values()]
+    sb = [g.sample.clone() for g in b.gates.gates().values()]
+    assert all(torch.equal(x, y) for x, y in zip(sa, sb))
+    a.gates.resample(seed=3, step=8)
+    assert not all(
+        torch.equal(x, g.sample) for x, g in zip(sa,
+                                                 a.gates.gates().values()))
+    # p = 1/2 at logit 0: both values occur among 8 channels
+    assert 0 < float(sa[0].sum()) < 8
+
+
+def test_gates_in_training_and_in_evaluation():
+    model = _toy_scs()
+    gate = model.gates.gates()['block.conv1']
+    with torch.no_grad():
+        gate.logits.copy_(torch.tensor([2., -1, 3, -2, 1, 1, -3, 1]))
+    x = torch.randn(4, 2, 2, 2)
+    seen = {}
+
+    def capture(module, args, output):
+        seen['relu_in'] = output.detach().clone()
+
+    handle = model.architecture.block.bn1.register_forward_hook(capture)
+    model.eval()
+    model.architecture._forward(x)
+    off = gate.logits < 0
+    assert (seen['relu_in'][:, off] == 0).all()  # 1[s > 0]
+    assert (seen['relu_in'][:, ~off] != 0).any()
+    model.train()
+    model.gates.set_beta(2.0)
+    model.gates.resample(0, 0)
+    model.architecture._forward(x)
+    handle.remove()
+    model.gates.detach()  # the ungated norm output, for the reference
+    bn_out = model.architecture.block.bn1(
+        model.architecture.block.conv1(model.architecture.stem(x)))
+    model.gates.attach(model.architecture)
+    # q * sigmoid(beta * s) multiplies the norm's output per channel
+    expected = bn_out * (gate.sample * torch.sigmoid(2.0 * gate.logits)).view(
+        1, -1, 1, 1)
+    torch.testing.assert_close(seen['relu_in'], expected.detach())
+    # a block gate off: the block passes its (non-negative) input through
+    with torch.no_grad():
+        model.gates.gates()['block'].logits.fill_(-1.0)
+    model.eval()
+    h = model.architecture.stem(x)
+    assert torch.equal(model.architecture.block(h), h)
+
+
+def test_gated_flops_match_a_direct_count():
+    init_default_scope('mmdet')
+    cfg = Config.fromfile(
+        osp.join(ROOT, 'configs', 'gap_retinanet_tiny_synthetic.py'))
+    arch = MODELS.build(cfg.model).eval()
+    flops = module_flops(arch, (3, 96, 96))
+    gates = GateSet.from_model(arch)
+    total = flops['']
+    assert float(gated_flops(arch, gates, flops, hard=True)) == 1.0
+    producer = 'backbone.layer3.0.conv1'
+    with torch.no_grad():
+        gates.gates()[producer].logits[:96] = -1.0  # 96 of 128 off
+    ratio = float(gated_flops(arch, gates, flops, hard=True))
+    saved = 0.75 * (flops[producer] + flops['backbone.layer3.0.conv2'])
+    assert ratio * total == pytest.approx(total - saved, rel=1e-9)
+    # the direct count: slim the same channels away, count again
+    modules = dict(arch.named_modules())
+    off = torch.arange(128) < 96
+    with torch.no_grad():
+        modules[producer].weight[off] = 0
+        for _, param in channel_followers(arch)[producer + '.weight']:
+            param[off] = 0
+    apply_slimming(arch, plan_slimming(arch))
+    slim = module_flops(arch, (3, 96, 96))
+    assert slim[producer] == flops[producer] // 4
+    assert slim['backbone.layer3.0.conv2'] == \
+        flops['backbone.layer3.0.conv2'] // 4
+    # a block gate takes its two convs' FLOPs
+    with torch.no_grad():
+        gates.gates()['backbone.layer4.1'].logits.fill_(-1.0)
+    both = float(gated_flops(arch, gates, flops, hard=True)) * total
+    block = flops['backbone.layer4.1.conv1'] + flops['backbone.layer4.1.conv2']
+    assert both == pytest.approx(total - saved - block, rel=1e-9)
+    # the expectation is differentiable in the logits
+    gates.set_beta(2.0)
+    gated_flops(arch, gates, flops).backward()
+    assert (gates.gates()[producer].logits.grad > 0).all()
+
+
+def test_schedule_and_lambda_controller():
+    s = SCSSchedule(freeze=10, begin=2, beta_final=256, lambda_interval=4)
+    assert s.beta(0) == s.beta(2) == 1.0
+    assert s.beta(6) == pytest.approx(16.0)
+    assert s.beta(10) == s.beta(50) == 256.0
+    assert [t for t in range(12) if s.is_lambda_step(t)] == [2, 6]
+    assert not s.is_frozen(9) and s.is_frozen(10)
+    assert next_lambda(1.0, 0.8, 0.5, 0.1) == pytest.approx(math.exp(0.06))
+    assert next_lambda(1.0, 0.4, 0.5, 0.1) < 1.0  # below target: relax
+    for kwargs, match in (
+        (dict(freeze=5, begin=5), 'begin < freeze'),
+        (dict(freeze=5, beta_init=0), 'beta_init must be a number > 0'),
+        (dict(freeze=5, beta_init=10, beta_final=2), 'must be >= beta_init'),
+        (dict(freeze=5, lambda_interval=0), 'lambda_interval must be an int'),
+    ):
+        with pytest.raises(ScheduleError, match=match):
+            SCSSchedule(**kwargs)
+
+
+def test_bad_values():
+    with pytest.raises(
+            GaPConfigError, match=r'flops_target must be in '
+            r'\(0, 1\].*got 1.5'):
+        SCSHook(flops_target=1.5)
+    with pytest.raises(GaPConfigError, match='lambda_rate must be > 0'):
+        SCSHook(lambda_rate=0)
+    with pytest.raises(GaPConfigError, match=r'freeze=1.5: a float'):
+        SCSHook(freeze=1.5)
+    with pytest.raises(GaPConfigError, match='lambda_init must be a number'):
+        _toy_scs(lambda_init=-1)
+    with pytest.raises(
+            GaPConfigError, match=r'flops_input_shape must be '
+            r'\(C, H, W\)'):
+        _toy_scs(flops_input_shape=(2, 2))
+    with pytest.raises(GaPConfigError, match='no channel group or skippable'):
+        GateSet.from_model(nn.Sequential(nn.Linear(2, 2)))
+
+
+# ------------------------------------------------------------ on a runner
+class SCSLogHook(Hook):
+    """After every iteration: beta, lambda, the samples and the logits."""
+
+    priority = 'LOWEST'
+
+    def __init__(self):
+        self.records = []
+
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
+                         outputs=None):
+        model = runner.model
+        self.records.append(
+            dict(
+                step=runner.iter,
+                beta=model.gates.beta,
+                lam=float(model.scs_lambda),
+                frozen=model.gates.frozen,
+                flops=float(model.flops_ratio(hard=True)),
+                logits={
+                    n: g.logits.detach().clone()
+                    for n, g in model.gates.gates().items()
+                }))
+
+
+class TestSCSOnARunner(RunnerTestCase):
+    # 12 iterations: beta 1 -> 64 over 0..8, lambda every 2, frozen from 8
+    HOOK = dict(
+        type='SCSHook',
+        freeze=8,
+        flops_target=0.5,
+        lambda_rate=0.5,
+        beta_final=64.0,
+        lambda_interval=2)
+
+    def setUp(self):
+        super().setUp()
+        MODELS.register_module(module=SCSToyNet, force=True)
+        DATASETS.register_module(module=GaPToyDataset, force=True)
+        HOOKS.register_module(module=SCSLogHook, force=True)
+        cfg = copy.deepcopy(self.iter_based_cfg)
+        cfg.model = dict(
+            type='SCSModel',
+            architecture=dict(type='SCSToyNet'),
+            flops_input_shape=(2, 2, 2))
+        cfg.train_dataloader.dataset = dict(type='GaPToyDataset')
+        cfg.train_dataloader.batch_size = 4
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+        cfg.test_dataloader.dataset = dict(type='GaPToyDataset')
+        cfg.train_cfg = dict(by_epoch=False, max_iters=12)
+        cfg.randomness = dict(seed=0)
+        cfg.optim_wrapper = dict(
+            optimizer=dict(type='AdamW', lr=0.05, weight_decay=0.05),
+            paramwise_cfg=dict(custom_keys={'gates.': dict(decay_mult=0.)}))
+        cfg.default_hooks.checkpoint = dict(
+            type='CheckpointHook', interval=2, by_epoch=False)
+        cfg.custom_hooks = [self.HOOK, dict(type='SCSLogHook')]
+        self.cfg = cfg
+
+    def _train(self, cfg, name):
+        cfg = copy.deepcopy(cfg)
+        cfg.experiment_name = name
+        cfg.work_dir = osp.join(self.temp_dir.name, name)
+        runner = self.build_runner(cfg)
+        runner.train()
+        return runner
+
+    def _records(self, runner):
+        return next(h for h in runner.hooks
+                    if isinstance(h, SCSLogHook)).records
+
+    def test_beta_lambda_and_freeze_follow_the_schedule(self):
+        runner = self._train(self.cfg, 'scs')
+        records = self._records(runner)
+        sch = SCSSchedule(freeze=8, beta_final=64.0, lambda_interval=2)
+        lam = 1.0
+        for rec in records:
+            t = rec['step']
+            assert rec['beta'] == pytest.approx(sch.beta(t)), t
+            assert rec['frozen'] == (t >= 8), t
+            if sch.is_lambda_step(t):
+                lam = next_lambda(lam, rec['flops'], 0.5, 0.5)
+            assert rec['lam'] == pytest.approx(lam), t
+        # the logits train before the freeze and not after
+        by_step = {r['step']: r for r in records}
+        for name in by_step[0]['logits']:
+            assert not torch.equal(by_step[0]['logits'][name],
+                                   by_step[7]['logits'][name])
+            assert torch.equal(by_step[8]['logits'][name],
+                               by_step[11]['logits'][name])
+
+    def test_resume_is_bitwise_identical(self):
+        straight = self._train(self.cfg, 'straight')
+        cfg = copy.deepcopy(self.cfg)
+        cfg.custom_hooks.append(dict(type='KillAfterIterHook', iteration=6))
+        with pytest.raises(KilledForTest):
+            self._train(cfg, 'first')
+        cfg = copy.deepcopy(self.cfg)
+        cfg.resume = True
+        cfg.load_from = osp.join(self.temp_dir.name, 'first', 'iter_6.pth')
+        resumed = self._train(cfg, 'resumed')
+        sa, sb = straight.model.state_dict(), resumed.model.state_dict()
+        assert set(sa) == set(sb) and 'scs_lambda' in sa
+        for key in sa:
+            assert torch.equal(sa[key], sb[key]), key
+
+    def test_hook_needs_an_scs_model(self):
+        cfg = copy.deepcopy(self.cfg)
+        cfg.model = dict(type='SCSToyNet')
+        with pytest.raises(
+                GaPConfigError, match="model=dict\\(type='SCSModel'"):
+            self._train(cfg, 'plain')
