@@ -24,7 +24,7 @@ channel changes its groups' statistics.
 """
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Tuple
+from typing import Dict, List, Mapping, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -237,19 +237,76 @@ def apply_slimming(model: nn.Module, plan: SlimPlan) -> nn.Module:
     return model
 
 
-@torch.no_grad()
-def resize_to(model: nn.Module,
-              widths: Mapping[str, int],
-              biased: Tuple[str, ...] = ()) -> nn.Module:
-    """Give ``model`` the shapes of a slimmed model (its weights are then
-    loaded from the slimmed checkpoint): ``widths`` channels in each
-    producer, and a bias in each of ``biased`` (the consumers a fold gave
-    one).
+def remove_blocks(model: nn.Module, blocks: Sequence[str]) -> nn.Module:
+    """Replace each residual block of ``blocks`` by ``nn.Identity`` (a
+    block whose branch is off computes ``relu(x) = x``).
 
     Raises:
-        GaPConfigError: If a name is no channel group or consumer, or a
-            width is not in ``[1, channels]``.
+        GaPConfigError: If a name is no block without a downsample.
     """
+    modules = dict(model.named_modules())
+    for name in blocks:
+        block = modules.get(name)
+        names = [c.__name__ for c in type(block).__mro__] if block else []
+        if not ({'BasicBlock', 'Bottleneck'} & set(names)) or getattr(
+                block, 'downsample', None) is not None:
+            raise GaPConfigError(
+                f'removed_blocks names {name!r}, which is not a residual '
+                f'block without a downsample of this model')
+        parent_name, _, attr = name.rpartition('.')
+        setattr(modules[parent_name] if parent_name else model, attr,
+                nn.Identity())
+    return model
+
+
+@torch.no_grad()
+def bake_gates(architecture: nn.Module, gates) -> List[str]:
+    """Turn the hard structure of SCS gates (``1[s > 0]``) into the
+    weights of ``architecture`` and remove the gates' hooks: an off
+    channel's filter and its norm scale and shift (or bias) become 0, so
+    the channel is exactly 0 after the ReLU and :func:`plan_slimming`
+    removes it; an off block is replaced by ``nn.Identity``.
+
+    Returns:
+        list[str]: The removed blocks.
+    """
+    from gap_mm.sparsity.channels import channel_followers
+    modules = dict(architecture.named_modules())
+    followers = channel_followers(architecture)
+    hard = gates.hard_state()
+    gates.detach()
+    for producer in gates.channel_sites:
+        off = ~hard[producer]
+        if not off.any():
+            continue
+        module = modules[producer]
+        module.weight[off] = 0
+        if module.bias is not None:
+            module.bias[off] = 0
+        for _, param in followers.get(producer + '.weight', ()):
+            param[off] = 0
+    removed = [b for b in gates.block_sites if not bool(hard[b].any())]
+    remove_blocks(architecture, removed)
+    return removed
+
+
+@torch.no_grad()
+def resize_to(
+    model: nn.Module,
+    widths: Mapping[str, int],
+    biased: Tuple[str, ...] = (),
+    removed_blocks: Sequence[str] = ()
+) -> nn.Module:
+    """Give ``model`` the shapes of a slimmed model (its weights are then
+    loaded from the slimmed checkpoint): ``removed_blocks`` replaced by
+    ``nn.Identity``, ``widths`` channels in each producer, and a bias in
+    each of ``biased`` (the consumers a fold gave one).
+
+    Raises:
+        GaPConfigError: If a name is no channel group, consumer or block,
+            or a width is not in ``[1, channels]``.
+    """
+    remove_blocks(model, removed_blocks)
     modules = dict(model.named_modules())
     index = _group_index(model)
     _check_names(widths, index, 'SlimModel channels')

@@ -28,7 +28,8 @@ from gap_mm.export.slim import resize_to
 @MODELS.register_module()
 def SlimModel(model: dict,
               channels: Mapping[str, int],
-              biased: Optional[Sequence[str]] = None) -> nn.Module:
+              biased: Optional[Sequence[str]] = None,
+              removed_blocks: Optional[Sequence[str]] = None) -> nn.Module:
     """Build ``model`` and shrink its channel groups to ``channels``.
 
     Args:
@@ -37,6 +38,8 @@ def SlimModel(model: dict,
             number of output channels in the slimmed model.
         biased (Sequence[str], optional): Consumers that received a bias
             from folded constant channels.
+        removed_blocks (Sequence[str], optional): Residual blocks replaced
+            by ``nn.Identity`` (SCS's block gates that were off).
 
     Returns:
         nn.Module: The original model's class, at the slimmed widths
@@ -54,4 +57,5 @@ def SlimModel(model: dict,
         raise GaPConfigError(f'SlimModel channels must be a dict of '
                              f'layer name -> width, got {channels!r}')
     built = MODELS.build(model)
-    return resize_to(built, dict(channels), tuple(biased or ()))
+    return resize_to(built, dict(channels), tuple(biased or ()),
+                     tuple(removed_blocks or ()))

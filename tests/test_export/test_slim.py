@@ -270,3 +270,49 @@ def test_converter_writes_a_checkpoint_and_config_test_tools_load(tmp_path):
     }
     x = torch.randn(1, 3, 64, 64)
     _outputs_close(model._forward(x), built.eval()._forward(x))
+
+
+def test_an_scs_checkpoint_exports_its_hard_structure(tmp_path):
+    init_default_scope('mmdet')
+    cfg_path = osp.join(ROOT, 'configs', 'scs_retinanet_tiny_synthetic.py')
+    cfg = Config.fromfile(cfg_path)
+    cfg.model.flops_input_shape = (3, 64, 64)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    _random_norms(model.architecture)
+    gates = model.gates.gates()
+    with torch.no_grad():
+        gates['backbone.layer2.0.conv1'].logits[:40] = -1.0  # 40 of 64 off
+        gates['bbox_head.cls_convs.0.conv'].logits[::2] = -1.0
+        gates['backbone.layer3.1'].logits.fill_(-1.0)  # a block off
+    model.eval()
+    x = torch.randn(1, 3, 64, 64)
+    ref = model.architecture._forward(x)  # the gated model, 1[s > 0]
+    ckpt = tmp_path / 'scs.pth'
+    torch.save(dict(state_dict=model.state_dict(), meta={}), ckpt)
+    out = tmp_path / 'slim'
+    proc = subprocess.run([
+        sys.executable,
+        osp.join(ROOT, 'tools', 'model_converters', 'slim_model.py'), cfg_path,
+        str(ckpt),
+        str(out), '--input-shape', '3', '64', '64', '--cfg-options',
+        'model.flops_input_shape=(3,64,64)'
+    ],
+                          capture_output=True,
+                          text=True,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "blocks removed (SCS gates off): ['backbone.layer3.1']" in \
+        proc.stdout
+    slim_cfg = Config.fromfile(
+        str(out / 'scs_retinanet_tiny_synthetic_slim.py'))
+    assert slim_cfg.model.model.type == 'RetinaNet'  # the detector alone
+    assert slim_cfg.custom_hooks == []
+    built = MODELS.build(slim_cfg.model)
+    state = torch.load(out / 'slim.pth', weights_only=True)
+    built.load_state_dict(state['state_dict'], strict=True)
+    # exactly the channels whose gates are on
+    assert built.backbone.layer2[0].conv1.out_channels == 24
+    assert built.bbox_head.cls_convs[0].conv.out_channels == 32
+    assert isinstance(built.backbone.layer3[1], nn.Identity)
+    _outputs_close(ref, built.eval()._forward(x))

@@ -17,7 +17,10 @@ The ordinary test tool evaluates it::
 
 A channel is removed only where that leaves the model's function unchanged
 in evaluation mode (see :mod:`gap_mm.export.slim`): filter-wise GReg
-removes its pruned channels whole, so all of them go. With
+removes its pruned channels whole, so all of them go. For an ``SCSModel``
+the detector inside it is slimmed: its channels and residual blocks whose
+gates are off (``1[s > 0] = 0``) go, and the written config builds the
+detector alone. With
 ``--input-shape`` the tool counts FLOPs before and after with
 ``mmengine.analysis`` and checks that the slimmed network's outputs equal
 the original's on a random input (single-stage detectors and classifiers,
@@ -41,7 +44,8 @@ from gap_mm.analysis.sparsity_report import match_state_dict
 from gap_mm.checkpoint import load_checkpoint, split_checkpoint
 from gap_mm.errors import GaPConfigError
 from gap_mm.export.checkpoint_io import to_jsonable
-from gap_mm.export.slim import apply_slimming, count_params, plan_slimming
+from gap_mm.export.slim import (apply_slimming, bake_gates, count_params,
+                                plan_slimming)
 from gap_mm.utils import merge_cfg_options
 
 
@@ -74,9 +78,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def _is_sparsity_hook(hook_type) -> bool:
     from mmengine.registry import HOOKS
 
-    from gap_mm.engine.hooks.base_sparsity_hook import BaseSparsityHook
+    from gap_mm.engine import BaseSparsityHook, SCSHook
     cls = HOOKS.get(hook_type) if isinstance(hook_type, str) else hook_type
-    return isinstance(cls, type) and issubclass(cls, BaseSparsityHook)
+    return isinstance(cls, type) and issubclass(cls,
+                                                (BaseSparsityHook, SCSHook))
 
 
 def _forward(model: torch.nn.Module, inputs: torch.Tensor):
@@ -117,18 +122,27 @@ def main(argv: Optional[List[str]] = None) -> int:
         model.load_state_dict(
             match_state_dict(model, state_dict, args.checkpoint), strict=False)
         model.eval()
-        params_before = count_params(model)
+        # an SCSModel: slim the detector inside it, with its hard gates
+        scs = hasattr(model, 'gates') and hasattr(model, 'architecture')
+        net = model.architecture if scs else model
+        model_cfg = cfg.model.architecture if scs else cfg.model
+        params_before = count_params(net)
         inputs = flops_before = ref = None
         if args.input_shape:
-            flops_before = module_flops(model, args.input_shape)['']
+            if scs:
+                model.gates.detach()  # the full network's FLOPs
+            flops_before = module_flops(net, args.input_shape)['']
+            if scs:
+                model.gates.attach(net)
             torch.manual_seed(0)
             inputs = torch.rand(2, *args.input_shape) * 2 - 1
-            ref = _forward(model, inputs)
-        plan = plan_slimming(model)
-        apply_slimming(model, plan)
-        flops_after = module_flops(model, args.input_shape)[''] \
+            ref = _forward(net, inputs)
+        removed_blocks = bake_gates(net, model.gates) if scs else []
+        plan = plan_slimming(net)
+        apply_slimming(net, plan)
+        flops_after = module_flops(net, args.input_shape)[''] \
             if args.input_shape else None
-        diff = _max_diff(ref, _forward(model, inputs)) \
+        diff = _max_diff(ref, _forward(net, inputs)) \
             if inputs is not None else None
     except (GaPConfigError, ReportError) as err:
         print(f'error: {err}', file=sys.stderr)
@@ -143,17 +157,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         source=osp.basename(args.checkpoint),
         channels=plan.widths,
         biased=list(plan.fold),
-        params=[params_before, count_params(model)],
+        removed_blocks=removed_blocks,
+        params=[params_before, count_params(net)],
         flops=[flops_before, flops_after],
         input_shape=args.input_shape)
-    torch.save(dict(state_dict=model.state_dict(), meta=slim_meta), ckpt_out)
+    torch.save(dict(state_dict=net.state_dict(), meta=slim_meta), ckpt_out)
     slim_cfg = copy.deepcopy(cfg)
     slim_cfg.model = dict(
         type='SlimModel',
-        model=cfg.model.to_dict()
-        if hasattr(cfg.model, 'to_dict') else dict(cfg.model),
+        model=model_cfg.to_dict()
+        if hasattr(model_cfg, 'to_dict') else dict(model_cfg),
         channels=plan.widths,
-        biased=list(plan.fold))
+        biased=list(plan.fold),
+        removed_blocks=removed_blocks)
     slim_cfg.load_from = None
     # the slimmed network is dense: no sparsity hook has anything to do
     slim_cfg.custom_hooks = [
@@ -172,7 +188,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f'channels: removed {removed} of '
           f'{sum(r["channels"] for r in plan.rows)} in {len(plan.rows)} '
           f'groups ({kept} all-zero filters kept)')
-    after = count_params(model)
+    if removed_blocks:
+        print(f'blocks removed (SCS gates off): {removed_blocks}')
+    after = count_params(net)
     print(f'parameters: {params_before:,} -> {after:,} '
           f'({100 * (after / params_before - 1):+.1f}%)')
     if flops_before is not None:
