@@ -323,10 +323,40 @@ def greg() -> List[Cell]:
     return cells
 
 
+#: SCS's config for the demo detector.
+DET_SCS = 'configs/scs_retinanet_tiny_synthetic.py'
+
+
+def scs_cell(target: float, seed: int = 0, study: str = 'main') -> Cell:
+    """SCS on the demo detector at a FLOPs target: the same budget as
+    dense; its column is the target, its checkpoint is slimmed and the
+    smaller model evaluated too."""
+    cell = det_cell(
+        'SCS',
+        DET_SCS,
+        seed=seed,
+        study=study,
+        **{'custom_hooks.0.flops_target': target})
+    cell.sparsity = f'FLOPs {100 * target:g}%'
+    cell.slim, cell.report = True, False
+    return cell
+
+
+def scs() -> List[Cell]:
+    """SCS at FLOPs targets 0.5 and 0.3 beside the dense twin, 2 seeds
+    (seed 0 first)."""
+    cells = []
+    for seed in (0, 1):
+        cells.append(det_cell('dense', DET_DENSE, seed=seed))
+        cells += [scs_cell(t, seed) for t in (0.5, 0.3)]
+    return cells
+
+
 GRIDS: Dict[str, Callable[[], List[Cell]]] = {
     'quick': quick,
     'full': full,
     'diagnosis': diagnosis,
     'pgap': pgap,
     'greg': greg,
+    'scs': scs,
 }

@@ -81,6 +81,10 @@ class Cell:
             (``tools/model_converters/slim_model.py``: the all-zero channels
             cut out), evaluate the smaller model with ``tools/test.py`` and
             record its FLOPs and parameters. Defaults to False.
+        report (bool): Measure the checkpoint's sparsity over the prunable
+            set of ``report_config`` (``sparsity_report.py``); False for
+            methods without weight masks (SCS, whose sparsity is its
+            FLOPs). Defaults to True.
     """
     task: str
     method: str
@@ -95,6 +99,7 @@ class Cell:
     report_config: Optional[str] = None
     procs: int = 1
     slim: bool = False
+    report: bool = True
 
     @property
     def id(self) -> str:
@@ -346,16 +351,20 @@ def run_cell(cell: Cell,
     test_s = _run(test_cmd, log_path, env)
     metrics = test_metrics(test_dir, metric_key)
 
-    report_json = osp.join(work_dir, 'sparsity_report.json')
-    report_cmd = [
-        python, 'tools/analysis_tools/sparsity_report.py', cell.report_config
-        or cell.config, ckpt, '--out-json', report_json
-    ]
-    if cell.task in TASK_FLOPS_SHAPE:
-        report_cmd += ['--flops-shape', *map(str, TASK_FLOPS_SHAPE[cell.task])]
-    _run(report_cmd, log_path, env)
-    with open(report_json) as f:
-        report = json.load(f)['reports'][0]
+    report = dict(prunable=dict(sparsity=None, numel=None))
+    if cell.report:
+        report_json = osp.join(work_dir, 'sparsity_report.json')
+        report_cmd = [
+            python, 'tools/analysis_tools/sparsity_report.py',
+            cell.report_config or cell.config, ckpt, '--out-json', report_json
+        ]
+        if cell.task in TASK_FLOPS_SHAPE:
+            report_cmd += [
+                '--flops-shape', *map(str, TASK_FLOPS_SHAPE[cell.task])
+            ]
+        _run(report_cmd, log_path, env)
+        with open(report_json) as f:
+            report = json.load(f)['reports'][0]
 
     slim = _slim_cell(cell, ckpt, work_dir, options, log_path, env,
                       python) if cell.slim else None
@@ -503,10 +512,11 @@ def run_grid(cells: Sequence[Cell],
             continue
         spent += time.time() - start
         units += cell.budget
+        sparsity = record['measured_sparsity']
         log(f'[grid {grid}] {cell.id}: {TASK_METRICS[cell.task][1]} '
-            f'{record["value"]:.4f}, sparsity '
-            f'{100 * record["measured_sparsity"]:.2f}% '
-            f'({_hms(time.time() - start)})')
+            f'{record["value"]:.4f}, sparsity ' +
+            (f'{100 * sparsity:.2f}%' if sparsity is not None else 'n/a') +
+            f' ({_hms(time.time() - start)})')
     records = load_records(out_dir, cells)
     write_outputs(records, out_dir)
     if failures:
@@ -585,7 +595,7 @@ def aggregate(records: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
                 min=min(values),
                 max=max(values),
                 seeds=[r['seed'] for r in recs],
-                measured_sparsity=sum(r['measured_sparsity']
+                measured_sparsity=sum(r['measured_sparsity'] or 0.0
                                       for r in recs) / len(recs),
                 train_seconds=sum(r['train_seconds']
                                   for r in recs) / len(recs),
@@ -676,7 +686,10 @@ def write_outputs(records: Sequence[Mapping[str, Any]], out_dir: str) -> None:
 
 
 def _x(column: str) -> float:
-    """Plot position of a table column: its sparsity, N:M as 1 - N/M."""
+    """Plot position of a table column: its sparsity, N:M as 1 - N/M, a
+    FLOPs target as the FLOPs it removes."""
+    if column.startswith('FLOPs '):
+        return 1 - float(column.split()[1].rstrip('%')) / 100
     if column.endswith('%'):
         return float(column[:-1]) / 100
     n, m = (int(v) for v in column.split(':'))

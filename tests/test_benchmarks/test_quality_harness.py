@@ -12,6 +12,7 @@ import pytest
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOY_DIR = osp.join(ROOT, 'tests', 'test_tools', 'toy_cfg')
 sys.path.insert(0, osp.join(ROOT, 'benchmarks', 'quality'))
+import grids  # noqa: E402
 import harness  # noqa: E402
 
 TOY_GAP = '''
@@ -222,8 +223,8 @@ def test_a_slimmed_cell_shows_the_measured_flops_and_its_own_map():
         measured_sparsity=0.5,
         train_seconds=1.0)
     table = harness.format_table([
-        dict(base, method='dense', sparsity=None, distribution=None,
-             value=0.5),
+        dict(
+            base, method='dense', sparsity=None, distribution=None, value=0.5),
         # the slimmed model's FLOPs win over the zero filters' lower bound
         dict(
             base,
@@ -234,3 +235,27 @@ def test_a_slimmed_cell_shows_the_measured_flops_and_its_own_map():
     ])
     assert ('| GReg-1 (uniform) |  | 0.400 n=1 (-10.0), FLOPs -40.0% '
             '(slimmed: 0.400) |') in table
+
+
+def test_scs_cells_are_columns_of_their_flops_target():
+    cells = grids.scs()
+    scs = [c for c in cells if c.method == 'SCS']
+    assert [c.id for c in scs] == [
+        'det-scs-flops50-s0', 'det-scs-flops30-s0', 'det-scs-flops50-s1',
+        'det-scs-flops30-s1'
+    ]
+    assert all(c.slim and not c.report for c in scs)
+    assert scs[1].options['custom_hooks.0.flops_target'] == 0.3
+    assert harness._x('FLOPs 30%') == pytest.approx(0.7)
+    record = dict(
+        study='s',
+        task='det',
+        method='SCS',
+        sparsity='FLOPs 30%',
+        distribution=None,
+        budget=1,
+        value=0.5,
+        seed=0,
+        measured_sparsity=None,
+        train_seconds=1.0)
+    assert '| method | FLOPs 30% |' in harness.format_table([record])
