@@ -12,7 +12,7 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.registry import DATASETS, HOOKS, MODELS, init_default_scope
-from mmengine.testing import RunnerTestCase
+from test_gap_hook import GaPRunnerCase
 from torch import nn
 
 import gap_mm  # noqa: F401
@@ -232,7 +232,7 @@ class SCSLogHook(Hook):
                 }))
 
 
-class TestSCSOnARunner(RunnerTestCase):
+class TestSCSOnARunner(GaPRunnerCase):
     # 12 iterations: beta 1 -> 64 over 0..8, lambda every 2, frozen from 8
     HOOK = dict(
         type='SCSHook',
@@ -265,14 +265,6 @@ class TestSCSOnARunner(RunnerTestCase):
             type='CheckpointHook', interval=2, by_epoch=False)
         cfg.custom_hooks = [self.HOOK, dict(type='SCSLogHook')]
         self.cfg = cfg
-
-    def _train(self, cfg, name):
-        cfg = copy.deepcopy(cfg)
-        cfg.experiment_name = name
-        cfg.work_dir = osp.join(self.temp_dir.name, name)
-        runner = self.build_runner(cfg)
-        runner.train()
-        return runner
 
     def _records(self, runner):
         return next(h for h in runner.hooks
