@@ -325,3 +325,24 @@ def test_full_greg_configs_build(name):
     assert hook.schedule.stabilize == 6000  # 5% of 120000 iterations
     assert hook.schedule.granularity == 1e-4  # the paper's defaults
     assert hook.schedule.prune_step() < 120000
+
+
+@pytest.mark.parametrize('name, blocks, layers', [
+    ('scs_retinanet.py', 12, 16 * 2 + 2 * 4),
+    ('scs_retinanet_tiny_synthetic.py', 5, 8 + 2 * 2),
+])
+def test_scs_configs_build_gated_detectors(name, blocks, layers):
+    from mmengine.registry import MODELS, init_default_scope
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
+    assert cfg.model.type == 'SCSModel'
+    assert cfg.custom_hooks[0].type == 'SCSHook'
+    assert cfg.optim_wrapper.paramwise_cfg.custom_keys['gates.'][
+        'decay_mult'] == 0.0
+    cfg.model.architecture.backbone.init_cfg = None  # no downloads
+    cfg.model.flops_input_shape = (3, 64, 64)
+    init_default_scope('mmdet')
+    model = MODELS.build(cfg.model)
+    assert type(model.architecture).__name__ == 'RetinaNet'
+    assert len(model.gates.block_sites) == blocks
+    assert len(model.gates.channel_sites) == layers
+    assert float(model.flops_ratio(hard=True)) == 1.0  # pruning mode
