@@ -20,3 +20,6 @@ optim_wrapper = dict(
     paramwise_cfg=dict(
         custom_keys={'gates.': dict(decay_mult=0.0, lr_mult=10.0)}))
 custom_hooks = [dict(type='SCSHook', freeze=0.8, flops_target=0.5)]
+# after the freeze the gate logits get no gradient: DDP must allow that
+model_wrapper_cfg = dict(
+    type='MMDistributedDataParallel', find_unused_parameters=True)

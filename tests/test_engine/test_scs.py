@@ -3,15 +3,18 @@
 Runner (beta, lambda, the freeze, exact resume)."""
 import copy
 import math
+import os
 import os.path as osp
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 from mmdet.models.backbones.resnet import BasicBlock
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.registry import DATASETS, HOOKS, MODELS, init_default_scope
+from test_distributed import WORLD, _finish, _results
 from test_gap_hook import GaPRunnerCase
 from torch import nn
 
@@ -24,6 +27,7 @@ from gap_mm.schedules import ScheduleError, SCSSchedule, next_lambda
 from gap_mm.sparsity import channel_followers
 from gap_mm.sparsity.gates import GateSet, gated_flops
 from gap_mm.testing import GaPToyDataset
+from gap_mm.testing.e2e import free_port
 from gap_mm.testing.hooks import KilledForTest
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -218,7 +222,7 @@ class SCSLogHook(Hook):
                          batch_idx,
                          data_batch=None,
                          outputs=None):
-        model = runner.model
+        model = getattr(runner.model, 'module', runner.model)  # DDP
         self.records.append(
             dict(
                 step=runner.iter,
@@ -311,3 +315,89 @@ class TestSCSOnARunner(GaPRunnerCase):
         with pytest.raises(
                 GaPConfigError, match="model=dict\\(type='SCSModel'"):
             self._train(cfg, 'plain')
+
+
+# ------------------------------------------------------------ 2 ranks
+def _scs_worker(rank, port, work_dir):
+    os.environ.update(
+        MASTER_ADDR='127.0.0.1',
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(WORLD))
+    from mmengine.runner import Runner
+
+    from gap_mm.utils import setup_cpu_distributed
+    MODELS.register_module(module=SCSToyNet, force=True)
+    DATASETS.register_module(module=GaPToyDataset, force=True)
+    HOOKS.register_module(module=SCSLogHook, force=True)
+    cfg = Config(
+        dict(
+            work_dir=osp.join(work_dir, 'scs'),
+            launcher='pytorch',
+            model=dict(
+                type='SCSModel',
+                architecture=dict(type='SCSToyNet'),
+                flops_input_shape=(2, 2, 2),
+                init_logit=0.0),
+            # after the freeze the logits get no gradient
+            model_wrapper_cfg=dict(
+                type='MMDistributedDataParallel', find_unused_parameters=True),
+            train_dataloader=dict(
+                dataset=dict(type='GaPToyDataset'),
+                sampler=dict(type='InfiniteSampler', shuffle=True),
+                batch_size=3,
+                num_workers=0),
+            optim_wrapper=dict(
+                optimizer=dict(type='AdamW', lr=0.05, weight_decay=0.0)),
+            train_cfg=dict(by_epoch=False, max_iters=10),
+            default_hooks=dict(checkpoint=None),
+            log_processor=dict(by_epoch=False),
+            custom_hooks=[
+                dict(TestSCSOnARunner.HOOK, freeze=7),
+                dict(type='SCSLogHook')
+            ],
+            randomness=dict(seed=0),
+            experiment_name=f'scs_rank{rank}'))
+    assert setup_cpu_distributed(cfg, 'pytorch')
+    runner = Runner.from_cfg(cfg)
+    samples = []
+    orig = SCSHook.before_train_iter
+
+    def record(self, runner_, batch_idx, data_batch=None):
+        orig(self, runner_, batch_idx, data_batch)
+        samples.append([
+            g.sample.clone()
+            for g in runner_.model.module.gates.gates().values()
+        ])
+
+    SCSHook.before_train_iter = record
+    try:
+        runner.train()
+    finally:
+        SCSHook.before_train_iter = orig
+    result = dict(
+        samples=samples,
+        lam=[
+            r['lam'] for r in next(
+                h for h in runner.hooks if isinstance(h, SCSLogHook)).records
+        ],
+        params={
+            k: v.detach().clone()
+            for k, v in runner.model.module.named_parameters()
+        })
+    _finish(work_dir, 'scs', rank, result)
+
+
+@pytest.mark.timeout(300)
+def test_two_ranks_draw_the_same_gates(tmp_path):
+    mp.spawn(_scs_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD)
+    r0, r1 = _results(tmp_path, 'scs')
+    assert len(r0['samples']) == 10
+    for a, b in zip(r0['samples'], r1['samples']):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    # logit 0: p = 1/2 at first, so the draws are not all alike
+    assert len({tuple(s[0].tolist()) for s in r0['samples'][:7]}) > 1
+    assert r0['lam'] == r1['lam']
+    for key, value in r0['params'].items():
+        assert torch.equal(value, r1['params'][key]), key
