@@ -95,9 +95,10 @@ class SCSModel(BaseModel):
     def forward(self, inputs, data_samples=None, mode: str = 'tensor'):
         out = self.architecture(inputs, data_samples, mode)
         if mode == 'loss':
-            # after the freeze the term is 0 (kept, so logs show it)
+            # before gating begins and after the freeze the term is 0
+            # (kept, so the logs show it)
+            idle = self.gates.frozen or self.gates.warmup
             out['loss_flops'] = self.scs_lambda.new_zeros(
-                ()) if self.gates.frozen else (self.scs_lambda *
-                                               self.flops_ratio()).to(
-                                                   self.scs_lambda.dtype)
+                ()) if idle else (self.scs_lambda *
+                                  self.flops_ratio()).to(self.scs_lambda.dtype)
         return out

@@ -107,6 +107,8 @@ class GateSet(nn.Module):
         self.beta = 1.0
         self.stochastic = True  # training and not frozen
         self.frozen = False
+        #: Before gating begins: hard gates and no penalty.
+        self.warmup = False
         self._handles: List = []
 
     @classmethod

@@ -294,6 +294,22 @@ class TestSCSOnARunner(GaPRunnerCase):
             assert torch.equal(by_step[8]['logits'][name],
                                by_step[11]['logits'][name])
 
+    def test_warm_up_holds_the_gates_on_without_penalty(self):
+        cfg = copy.deepcopy(self.cfg)
+        cfg.custom_hooks[0] = dict(self.HOOK, begin=3)
+        runner = self._train(cfg, 'warmup')
+        by_step = {r['step']: r for r in self._records(runner)}
+        for t in (0, 1, 2):  # gates all on (logit 1), untouched, lambda 1
+            assert by_step[t]['lam'] == 1.0
+            assert by_step[t]['beta'] == 1.0
+            for logits in by_step[t]['logits'].values():
+                assert torch.equal(logits, torch.ones_like(logits)), t
+        assert any(not torch.equal(v, torch.ones_like(v))
+                   for v in by_step[4]['logits'].values())
+        assert by_step[3]['lam'] != 1.0  # the first lambda step is begin
+        with pytest.raises(GaPConfigError, match=r'begin=1.0: a float'):
+            SCSHook(begin=1.0)
+
     def test_resume_is_bitwise_identical(self):
         straight = self._train(self.cfg, 'straight')
         cfg = copy.deepcopy(self.cfg)

@@ -29,9 +29,16 @@ class SCSHook(Hook):
     ``beta`` and the samples are functions of the step, so a checkpoint
     resumes exactly.
 
+    Before ``begin`` (a dense warm-up) the gates stay at ``1[s > 0]`` (all
+    on in pruning mode), nothing is drawn and there is no penalty, so the
+    detector learns before any gate is judged.
+
     Args:
         freeze (int | float): Iteration from which the structure is fixed
             (a float in (0, 1]: a fraction of the run). Defaults to 0.8.
+        begin (int | float): Iteration at which gating starts, before
+            ``freeze`` (a float in [0, 1): a fraction of the run).
+            Defaults to 0.
         flops_target (float, optional): FLOPs of the final structure over
             the full model's, in (0, 1]; None keeps ``lambda`` fixed.
             Defaults to 0.5.
@@ -47,6 +54,7 @@ class SCSHook(Hook):
 
     def __init__(self,
                  freeze: Union[int, float] = 0.8,
+                 begin: Union[int, float] = 0,
                  flops_target: Optional[float] = 0.5,
                  lambda_rate: float = 0.1,
                  beta_init: float = 1.0,
@@ -70,7 +78,12 @@ class SCSHook(Hook):
             raise GaPConfigError(
                 f'SCSHook freeze={freeze}: a float is a fraction of the run '
                 f'and must be in (0, 1]; give an int for an iteration')
+        if isinstance(begin, float) and not 0 <= begin < 1:
+            raise GaPConfigError(
+                f'SCSHook begin={begin}: a float is a fraction of the run '
+                f'and must be in [0, 1); give an int for an iteration')
         self.freeze = freeze
+        self.begin = begin
         self.flops_target = flops_target
         self.lambda_rate = float(lambda_rate)
         self.seed = int(seed)
@@ -78,8 +91,9 @@ class SCSHook(Hook):
             beta_init=beta_init,
             beta_final=beta_final,
             lambda_interval=lambda_interval)
-        if not isinstance(freeze, float):
-            SCSSchedule(freeze=freeze, **self.schedule_cfg)  # fail early
+        if not isinstance(freeze, float) and not isinstance(begin, float):
+            SCSSchedule(
+                freeze=freeze, begin=begin, **self.schedule_cfg)  # fail early
         self.schedule: Optional[SCSSchedule] = None
         self.model = None
 
@@ -96,10 +110,13 @@ class SCSHook(Hook):
         if train_loop is None or isinstance(train_loop, dict):
             return  # testing: the gates are 1[s > 0]
         max_iters = runner.max_iters
-        freeze = self.freeze
+        freeze, begin = self.freeze, self.begin
         if isinstance(freeze, float):
             freeze = max(1, int(round(freeze * max_iters)))
-        self.schedule = SCSSchedule(freeze=freeze, **self.schedule_cfg)
+        if isinstance(begin, float):
+            begin = int(round(begin * max_iters))
+        self.schedule = SCSSchedule(
+            freeze=freeze, begin=begin, **self.schedule_cfg)
         self.schedule.check_fits(max_iters)
         print_log(
             f'SCSHook: {len(model.gates.channel_sites)} gated layers, '
@@ -110,7 +127,10 @@ class SCSHook(Hook):
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
         step, gates = runner.iter, self.model.gates
         gates.set_beta(self.schedule.beta(step))
-        if self.schedule.is_frozen(step):
+        gates.warmup = step < self.schedule.begin
+        if gates.warmup:
+            gates.stochastic = False
+        elif self.schedule.is_frozen(step):
             if not gates.frozen:
                 gates.freeze()
                 print_log(
@@ -119,6 +139,7 @@ class SCSHook(Hook):
                     f'full model',
                     logger='current')
         else:
+            gates.stochastic = True
             gates.resample(self.seed, step)
 
     def after_train_iter(self,
