@@ -327,7 +327,11 @@ def greg() -> List[Cell]:
 DET_SCS = 'configs/scs_retinanet_tiny_synthetic.py'
 
 
-def scs_cell(target: float, seed: int = 0, study: str = 'main') -> Cell:
+def scs_cell(target: float,
+             seed: int = 0,
+             study: str = 'main',
+             variant: str = '',
+             **extra) -> Cell:
     """SCS on the demo detector at a FLOPs target: the same budget as
     dense; its column is the target, its checkpoint is slimmed and the
     smaller model evaluated too."""
@@ -336,7 +340,9 @@ def scs_cell(target: float, seed: int = 0, study: str = 'main') -> Cell:
         DET_SCS,
         seed=seed,
         study=study,
-        **{'custom_hooks.0.flops_target': target})
+        variant=variant,
+        **{'custom_hooks.0.flops_target': target},
+        **extra)
     cell.sparsity = f'FLOPs {100 * target:g}%'
     cell.slim, cell.report = True, False
     return cell
@@ -344,11 +350,17 @@ def scs_cell(target: float, seed: int = 0, study: str = 'main') -> Cell:
 
 def scs() -> List[Cell]:
     """SCS at FLOPs targets 0.5 and 0.3 beside the dense twin, 2 seeds
-    (seed 0 first)."""
+    (seed 0 first), then the variants the measurements call for."""
     cells = []
     for seed in (0, 1):
         cells.append(det_cell('dense', DET_DENSE, seed=seed))
         cells += [scs_cell(t, seed) for t in (0.5, 0.3)]
+    # what the first run's collapse calls for, one change at a time
+    cells.append(
+        scs_cell(
+            0.5,
+            variant='warm-up 25%',
+            **{'custom_hooks.0.begin': 0.25}))
     return cells
 
 
