@@ -242,8 +242,9 @@ def test_scs_cells_are_columns_of_their_flops_target():
     scs = [c for c in cells if c.method == 'SCS']
     assert [c.id for c in scs] == [
         'det-scs-flops50-s0', 'det-scs-flops30-s0', 'det-scs-flops50-s1',
-        'det-scs-flops30-s1'
+        'det-scs-flops30-s1', 'det-scs-flops50-warmup25-s0'
     ]
+    assert scs[-1].options['custom_hooks.0.begin'] == 0.25
     assert all(c.slim and not c.report for c in scs)
     assert scs[1].options['custom_hooks.0.flops_target'] == 0.3
     assert harness._x('FLOPs 30%') == pytest.approx(0.7)
