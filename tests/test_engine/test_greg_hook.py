@@ -416,7 +416,8 @@ class TestGRegFilterWise(GRegRunnerCase):
         bn1 = runner.model.block.bn1
         # the channel's norm scale and shift went with the filter, and the
         # kept channels' did not; the optimizer state there is 0 too
-        assert set(hook.dead_channels) == {'block.bn1.weight', 'block.bn1.bias'}
+        assert set(hook.dead_channels) == {
+            'block.bn1.weight', 'block.bn1.bias'}
         for param in (bn1.weight, bn1.bias):
             assert (param[dead] == 0).all()
             assert (param[~dead] != 0).all()
