@@ -348,19 +348,41 @@ def scs_cell(target: float,
     return cell
 
 
+#: The first SCS settings, before the measurements changed them: the gate
+#: logits trained by the weights' AdamW at 10x their LR, lambda from 1, no
+#: warm-up (``custom_keys`` matches 'gates' in the logits' names).
+SCS_ADAMW = {
+    'custom_hooks.0.gate_lr': None,
+    'custom_hooks.0.begin': 0,
+    'model.lambda_init': 1.0,
+    'optim_wrapper.paramwise_cfg.custom_keys.gates.lr_mult': 10.0,
+    'optim_wrapper.paramwise_cfg.custom_keys.gates.decay_mult': 0.0,
+}
+
+
 def scs() -> List[Cell]:
     """SCS at FLOPs targets 0.5 and 0.3 beside the dense twin, 2 seeds
-    (seed 0 first), then the variants the measurements call for."""
+    (seed 0 first), then the diagnosis of the first settings' collapse,
+    one change at a time from them towards the defaults."""
     cells = []
     for seed in (0, 1):
         cells.append(det_cell('dense', DET_DENSE, seed=seed))
         cells += [scs_cell(t, seed) for t in (0.5, 0.3)]
-    # what the first run's collapse calls for, one change at a time
-    cells.append(
-        scs_cell(
-            0.5,
-            variant='warm-up 25%',
-            **{'custom_hooks.0.begin': 0.25}))
+    steps = [
+        ('AdamW gates, lambda 1', {}),
+        ('AdamW gates, lambda 1, warm-up 25%', {
+            'custom_hooks.0.begin': 0.25
+        }),
+        ('AdamW gates, lambda 0.01, warm-up 25%', {
+            'custom_hooks.0.begin': 0.25,
+            'model.lambda_init': 0.01
+        }),
+    ]
+    for variant, change in steps:
+        cells.append(scs_cell(0.5, variant=variant, **{**SCS_ADAMW, **change}))
+    # and back from the defaults, one choice at a time
+    cells.append(scs_cell(0.5, variant='no warm-up', **{
+        'custom_hooks.0.begin': 0}))
     return cells
 
 

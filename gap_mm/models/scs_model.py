@@ -40,8 +40,10 @@ class SCSModel(BaseModel):
             ungated. Defaults to ().
         init_logit (float): Initial gate logit: > 0 starts with every gate
             on (pruning mode), < 0 off (growing mode). Defaults to 1.0.
-        lambda_init (float): The FLOPs weight to start from, >= 0.
-            Defaults to 1.0.
+        lambda_init (float): The FLOPs weight to start from, >= 0
+            (:class:`~gap_mm.engine.hooks.SCSHook` steers it towards its
+            FLOPs target). Defaults to 0.01: on the demo detector 1.0 is
+            far above the detection gradients and the structure collapses.
         init_cfg (dict, optional): Passed on to ``BaseModel``.
     """
 
@@ -52,7 +54,7 @@ class SCSModel(BaseModel):
                  gate_blocks: bool = True,
                  exclude: Sequence[str] = (),
                  init_logit: float = 1.0,
-                 lambda_init: float = 1.0,
+                 lambda_init: float = 0.01,
                  init_cfg: Optional[dict] = None) -> None:
         from gap_mm.analysis.flops import module_flops
         if not isinstance(architecture, dict) or 'type' not in architecture:

@@ -336,8 +336,10 @@ def test_scs_configs_build_gated_detectors(name, blocks, layers):
     cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
     assert cfg.model.type == 'SCSModel'
     assert cfg.custom_hooks[0].type == 'SCSHook'
-    assert cfg.optim_wrapper.paramwise_cfg.custom_keys['gates.'][
-        'decay_mult'] == 0.0
+    # the gate logits by SGD inside GaPOptimWrapper's step, after a warm-up
+    assert cfg.optim_wrapper.type == 'GaPOptimWrapper'
+    assert cfg.custom_hooks[0].gate_lr == 100.0
+    assert cfg.custom_hooks[0].begin == 0.25
     cfg.model.architecture.backbone.init_cfg = None  # no downloads
     cfg.model.flops_input_shape = (3, 64, 64)
     init_default_scope('mmdet')

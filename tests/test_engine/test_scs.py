@@ -255,7 +255,8 @@ class TestSCSOnARunner(GaPRunnerCase):
         cfg.model = dict(
             type='SCSModel',
             architecture=dict(type='SCSToyNet'),
-            flops_input_shape=(2, 2, 2))
+            flops_input_shape=(2, 2, 2),
+            lambda_init=1.0)
         cfg.train_dataloader.dataset = dict(type='GaPToyDataset')
         cfg.train_dataloader.batch_size = 4
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
@@ -263,8 +264,8 @@ class TestSCSOnARunner(GaPRunnerCase):
         cfg.train_cfg = dict(by_epoch=False, max_iters=12)
         cfg.randomness = dict(seed=0)
         cfg.optim_wrapper = dict(
-            optimizer=dict(type='AdamW', lr=0.05, weight_decay=0.05),
-            paramwise_cfg=dict(custom_keys={'gates.': dict(decay_mult=0.)}))
+            type='GaPOptimWrapper',
+            optimizer=dict(type='AdamW', lr=0.05, weight_decay=0.05))
         cfg.default_hooks.checkpoint = dict(
             type='CheckpointHook', interval=2, by_epoch=False)
         cfg.custom_hooks = [self.HOOK, dict(type='SCSLogHook')]
@@ -325,6 +326,66 @@ class TestSCSOnARunner(GaPRunnerCase):
         for key in sa:
             assert torch.equal(sa[key], sb[key]), key
 
+    def test_gate_logits_are_trained_by_sgd_not_adamw(self):
+        # gate_lr=None: the logits go to AdamW (no weight decay on them)
+        cfg = copy.deepcopy(self.cfg)
+        cfg.custom_hooks[0] = dict(self.HOOK, gate_lr=None)
+        cfg.optim_wrapper.paramwise_cfg = dict(
+            custom_keys={'gates.': dict(decay_mult=0.)})
+        adam = self._train(cfg, 'adam')
+        state = adam.optim_wrapper.optimizer.state
+        assert all(g.logits in state
+                   for g in adam.model.gates.gates().values())
+        # the default: SGD inside the step, AdamW never holds them
+        runner = self._train(self.cfg, 'sgd')
+        state = runner.optim_wrapper.optimizer.state
+        gates = runner.model.gates.gates().values()
+        assert all(g.logits not in state for g in gates)
+        assert runner.model.architecture.fc.weight in state
+
+    def test_gate_step_is_sgd_on_the_gradient(self):
+        from mmengine.optim import build_optim_wrapper
+        model = _toy_scs()
+        hook = SCSHook(gate_lr=0.5)
+        hook.model = model
+        wrapper = build_optim_wrapper(
+            model,
+            dict(
+                type='GaPOptimWrapper',
+                optimizer=dict(type='AdamW', lr=0.1, weight_decay=0.1)))
+        hook._wrapper = wrapper
+        wrapper.add_stage(hook._stage)
+        model.gates.set_beta(2.0)
+        model.gates.resample(0, 0)
+        x, y = torch.randn(4, 2, 2, 2), torch.randn(4)
+        losses = model(x, y, mode='loss')
+        loss = losses['loss'] + losses['loss_flops']
+        wrapper.backward(loss)
+        gates = model.gates.gates()
+        before = {n: g.logits.detach().clone() for n, g in gates.items()}
+        grads = {n: g.logits.grad.clone() for n, g in gates.items()}
+        assert all(bool((g != 0).any()) for g in grads.values())
+        fc = model.architecture.fc.weight.detach().clone()
+        wrapper.step()
+        for name, gate in gates.items():
+            assert torch.allclose(gate.logits, before[name] - 0.5 *
+                                  grads[name]), name
+            assert gate.logits.grad is None
+        assert not torch.equal(model.architecture.fc.weight, fc)
+
+    def test_gate_sgd_needs_the_gap_optim_wrapper(self):
+        cfg = copy.deepcopy(self.cfg)
+        cfg.optim_wrapper.type = 'OptimWrapper'
+        with pytest.raises(GaPConfigError, match="type='GaPOptimWrapper'"):
+            self._train(cfg, 'plain_wrapper')
+        for bad in (0, -1.0, float('nan'), True, '1'):
+            with pytest.raises(GaPConfigError, match='gate_lr must be'):
+                SCSHook(gate_lr=bad)
+        cfg = copy.deepcopy(self.cfg)
+        cfg.model.lambda_init = 0.0
+        with pytest.raises(GaPConfigError, match='lambda_init is 0.0'):
+            self._train(cfg, 'lambda_zero')
+
     def test_hook_needs_an_scs_model(self):
         cfg = copy.deepcopy(self.cfg)
         cfg.model = dict(type='SCSToyNet')
@@ -365,6 +426,7 @@ def _scs_worker(rank, port, work_dir):
                 batch_size=3,
                 num_workers=0),
             optim_wrapper=dict(
+                type='GaPOptimWrapper',
                 optimizer=dict(type='AdamW', lr=0.05, weight_decay=0.0)),
             train_cfg=dict(by_epoch=False, max_iters=10),
             default_hooks=dict(checkpoint=None),

@@ -1,13 +1,41 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
+import math
 from typing import Optional, Union
 
+import torch
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
+from gap_mm.engine.optimizers import StepStage
 from gap_mm.errors import GaPConfigError
 from gap_mm.schedules.scs import SCSSchedule, next_lambda
+
+
+class _GateSGD(StepStage):
+    """Plain SGD on the gate logits inside every optimizer step, before the
+    weights' optimizer steps: ``s -= gate_lr * grad``; the gradient is then
+    dropped, so the weights' optimizer (AdamW in the demo) never sees the
+    logits. Stateless: a resumed run continues exactly."""
+
+    def __init__(self, hook: 'SCSHook') -> None:
+        self.hook = hook
+
+    @torch.no_grad()
+    def before_mask(self, iteration: int) -> None:
+        hook = self.hook
+        scale = hook._wrapper.grad_scale() if hasattr(
+            hook._wrapper, 'grad_scale') else 1.0
+        logits = [g.logits for g in hook.model.gates.gates().values()]
+        grads = [p.grad for p in logits if p.grad is not None]
+        finite = all(bool(torch.isfinite(g).all()) for g in grads)
+        for param in logits:
+            if param.grad is None:
+                continue
+            if finite:  # under AMP an overflowing step is skipped
+                param.add_(param.grad, alpha=-hook.gate_lr / scale)
+            param.grad = None
 
 
 @HOOKS.register_module()
@@ -33,6 +61,18 @@ class SCSHook(Hook):
     on in pruning mode), nothing is drawn and there is no penalty, so the
     detector learns before any gate is judged.
 
+    The gate logits are trained by plain SGD at ``gate_lr`` inside the
+    optimizer wrapper's step (a :class:`~gap_mm.engine.optimizers.
+    StepStage`; ``optim_wrapper=dict(type='GaPOptimWrapper', ...)``), not
+    by the weights' optimizer: an adaptive optimizer such as AdamW moves
+    every logit by about its full step in the direction of the FLOPs
+    penalty, whose sign is the same for every gate, so the structure
+    collapses whatever the detection loss says (measured, see
+    ``benchmarks/quality/README.md``); with SGD a logit moves by its
+    gradient, the detection term against the FLOPs term it costs.
+    ``gate_lr=None`` leaves the logits to the weights' optimizer (its
+    ``paramwise_cfg``).
+
     Args:
         freeze (int | float): Iteration from which the structure is fixed
             (a float in (0, 1]: a fraction of the run). Defaults to 0.8.
@@ -47,6 +87,10 @@ class SCSHook(Hook):
         beta_init (float): Defaults to 1.
         beta_final (float): Defaults to 200.
         lambda_interval (int): Defaults to 10.
+        gate_lr (float, optional): Learning rate of the gate logits' SGD,
+            > 0, or None (the weights' optimizer trains them). Defaults to
+            100, measured on the demo detector, whose gate gradients are
+            1e-6 to 1e-3 per step.
         seed (int): Seed of the gate samples. Defaults to 0.
     """
 
@@ -60,6 +104,7 @@ class SCSHook(Hook):
                  beta_init: float = 1.0,
                  beta_final: float = 200.0,
                  lambda_interval: int = 10,
+                 gate_lr: Optional[float] = 100.0,
                  seed: int = 0) -> None:
         if flops_target is not None and (isinstance(
                 flops_target, bool) or not isinstance(flops_target,
@@ -74,6 +119,14 @@ class SCSHook(Hook):
                                         (int, float)) or not lambda_rate > 0:
             raise GaPConfigError(
                 f'SCSHook lambda_rate must be > 0, got {lambda_rate!r}')
+        if gate_lr is not None and (
+                isinstance(gate_lr, bool) or not isinstance(
+                    gate_lr, (int, float)) or not math.isfinite(gate_lr)
+                or not gate_lr > 0):
+            raise GaPConfigError(
+                f'SCSHook gate_lr must be a number > 0 (the SGD step of the '
+                f'gate logits) or None (the weights\' optimizer trains '
+                f'them), got {gate_lr!r}')
         if isinstance(freeze, float) and not 0 < freeze <= 1:
             raise GaPConfigError(
                 f'SCSHook freeze={freeze}: a float is a fraction of the run '
@@ -86,6 +139,7 @@ class SCSHook(Hook):
         self.begin = begin
         self.flops_target = flops_target
         self.lambda_rate = float(lambda_rate)
+        self.gate_lr = None if gate_lr is None else float(gate_lr)
         self.seed = int(seed)
         self.schedule_cfg = dict(
             beta_init=beta_init,
@@ -96,6 +150,8 @@ class SCSHook(Hook):
                 freeze=freeze, begin=begin, **self.schedule_cfg)  # fail early
         self.schedule: Optional[SCSSchedule] = None
         self.model = None
+        self._wrapper = None
+        self._stage = _GateSGD(self)
 
     def before_run(self, runner) -> None:
         model = runner.model.module if is_model_wrapper(
@@ -106,6 +162,13 @@ class SCSHook(Hook):
                 f'<the detector>, ...), but the model is '
                 f'{type(model).__name__}')
         self.model = model
+        if self.flops_target is not None and not float(model.scs_lambda) > 0:
+            raise GaPConfigError(
+                f'SCSHook steers lambda multiplicatively towards flops_target='
+                f'{self.flops_target}, so it must start > 0, but the model\'s '
+                f'lambda_init is {float(model.scs_lambda)}: give lambda_init > '
+                f'0 (0.01 on the demo), or flops_target=None for a fixed '
+                f'lambda')
         train_loop = getattr(runner, '_train_loop', None)
         if train_loop is None or isinstance(train_loop, dict):
             return  # testing: the gates are 1[s > 0]
@@ -118,11 +181,28 @@ class SCSHook(Hook):
         self.schedule = SCSSchedule(
             freeze=freeze, begin=begin, **self.schedule_cfg)
         self.schedule.check_fits(max_iters)
+        trainer = "the weights' optimizer" if self.gate_lr is None \
+            else f'SGD at lr {self.gate_lr:g}'
         print_log(
             f'SCSHook: {len(model.gates.channel_sites)} gated layers, '
             f'{len(model.gates.block_sites)} gated blocks, '
-            f'{self.schedule!r}, FLOPs target {self.flops_target}',
+            f'{self.schedule!r}, FLOPs target {self.flops_target}, gate '
+            f'logits trained by {trainer}',
             logger='current')
+
+    def before_train(self, runner) -> None:
+        if self.gate_lr is None:
+            return
+        wrapper = runner.optim_wrapper
+        if not hasattr(wrapper, 'add_stage'):
+            raise GaPConfigError(
+                f'SCSHook(gate_lr={self.gate_lr:g}) trains the gate logits '
+                f'inside the optimizer step and needs optim_wrapper=dict('
+                f"type='GaPOptimWrapper', ...) (GaPAmpOptimWrapper for AMP), "
+                f'but got {type(wrapper).__name__}; or set gate_lr=None to '
+                f'leave the logits to the weights\' optimizer')
+        self._wrapper = wrapper
+        wrapper.add_stage(self._stage)
 
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
         step, gates = runner.iter, self.model.gates
