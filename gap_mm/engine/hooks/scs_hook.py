@@ -166,8 +166,8 @@ class SCSHook(Hook):
             raise GaPConfigError(
                 f'SCSHook steers lambda multiplicatively towards flops_target='
                 f'{self.flops_target}, so it must start > 0, but the model\'s '
-                f'lambda_init is {float(model.scs_lambda)}: give lambda_init > '
-                f'0 (0.01 on the demo), or flops_target=None for a fixed '
+                f'lambda_init is {float(model.scs_lambda)}: give lambda_init '
+                f'> 0 (0.01 on the demo), or flops_target=None for a fixed '
                 f'lambda')
         train_loop = getattr(runner, '_train_loop', None)
         if train_loop is None or isinstance(train_loop, dict):
