@@ -1,7 +1,7 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
 """Offline analysis behind ``tools/analysis_tools/``: sparsity reports of
 checkpoints, their FLOPs, and timelines of GaP schedules."""
-from .flops import module_flops, zero_filter_flops
+from .flops import module_flops, network_forward, zero_filter_flops
 from .schedule_timeline import (Event, Timeline, TimelineError, build_timeline,
                                 find_gap_hook, format_timeline,
                                 partition_color, partition_labels,
@@ -19,5 +19,5 @@ __all__ = [
     'partition_color', 'partition_labels', 'plot_sparsity', 'plot_timeline',
     'prunable_numels', 'report_from_files', 'resolve_partitions',
     'schedule_from_config', 'training_length', 'write_csv', 'module_flops',
-    'zero_filter_flops'
+    'network_forward', 'zero_filter_flops'
 ]

@@ -25,14 +25,61 @@ from .sparsity_report import ReportError
 
 class _TensorForward(nn.Module):
     """``model._forward(inputs)``: the network alone, no pre- or
-    post-processing (mmengine's ``BaseModel`` 'tensor' mode)."""
+    post-processing (mmengine's ``BaseModel`` 'tensor' mode).
+
+    A two-stage detector's ``_forward`` runs the RPN's post-processing
+    (NMS) and needs data samples, which a trace cannot take; for it the
+    network is the backbone, neck and RPN head on the image, then the RoI
+    head on ``num_proposals`` fixed boxes (the RPN's ``max_per_img`` at
+    test time, 1000 in Faster R-CNN), which is what inference computes
+    when the RPN keeps that many.
+    """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, inputs: torch.Tensor):
-        return self.model._forward(inputs)
+        model = self.model
+        if _is_two_stage(model):
+            return _two_stage_forward(model, inputs)
+        return model._forward(inputs)
+
+
+def _is_two_stage(model: nn.Module) -> bool:
+    return getattr(model, 'rpn_head', None) is not None and getattr(
+        model, 'roi_head', None) is not None
+
+
+def num_test_proposals(model: nn.Module, default: int = 1000) -> int:
+    """The most proposals a two-stage detector's RPN keeps per image at
+    test time (``test_cfg.rpn.max_per_img``)."""
+    cfg = getattr(model, 'test_cfg', None) or {}
+    rpn = cfg.get('rpn', None) if hasattr(cfg, 'get') else None
+    value = rpn.get('max_per_img', None) if rpn is not None else None
+    return int(value) if value else default
+
+
+def _two_stage_forward(model: nn.Module, inputs: torch.Tensor) -> tuple:
+    from mmengine.structures import InstanceData
+    feats = model.extract_feat(inputs)
+    rpn_outs = model.rpn_head(feats)
+    num = num_test_proposals(model)
+    h, w = inputs.shape[-2:]
+    # boxes of a quarter of the image's size, spread over it (the RoI head's
+    # FLOPs depend on the number of boxes only)
+    t = torch.linspace(0, 0.75, num, dtype=inputs.dtype)
+    boxes = torch.stack([t * w, t.flip(0) * h, t * w + w / 4,
+                         t.flip(0) * h + h / 4], dim=1)
+    roi_outs = model.roi_head.forward(
+        feats, [InstanceData(bboxes=boxes.to(inputs.device))])
+    return tuple(rpn_outs) + tuple(roi_outs)
+
+
+def network_forward(model: nn.Module, inputs: torch.Tensor):
+    """The network's raw outputs on an image batch, as FLOPs are counted
+    (:class:`_TensorForward`): to compare a model with its slimmed copy."""
+    return _TensorForward(model)(inputs)
 
 
 def module_flops(model: nn.Module,
@@ -40,10 +87,14 @@ def module_flops(model: nn.Module,
     """FLOPs of every module of ``model`` for one input of ``input_shape``
     (``(C, H, W)``), by module name (``''``: the whole model).
 
+    Single-stage detectors and classifiers run their ``_forward``;
+    two-stage detectors their backbone, neck and RPN head, then the RoI
+    head on as many boxes as the RPN keeps at test time (see
+    :class:`_TensorForward`).
+
     Raises:
         ReportError: If the model's ``_forward`` does not run on one image
-            tensor (e.g. a two-stage detector, whose RPN needs data
-            samples, or a point-cloud model).
+            tensor (e.g. a point-cloud model).
     """
     from mmengine.analysis import FlopAnalyzer
     inputs = torch.zeros(1, *[int(s) for s in input_shape])
@@ -59,8 +110,9 @@ def module_flops(model: nn.Module,
         raise ReportError(
             f'cannot count the FLOPs of {type(model).__name__} on an input '
             f'of shape {list(inputs.shape)}: its _forward must run on one '
-            f'image tensor (single-stage detectors and classifiers do); '
-            f'{type(err).__name__}: {err}') from err
+            f'image tensor (single-stage detectors and classifiers do; '
+            f'two-stage detectors are traced through their RPN and RoI '
+            f'heads); {type(err).__name__}: {err}') from err
     finally:
         model.train(was_training)
     out = {}

@@ -237,7 +237,9 @@ def gated_flops(model: nn.Module,
     full FLOPs ``F`` (from :func:`gap_mm.analysis.flops.module_flops`, i.e.
     ``mmengine.analysis``): ``a_out`` the fraction of its output channels
     that are on, ``a_in`` of its input channels (when it reads a gated
-    group), ``a_block`` its block's gate. With ``hard=False`` the fractions
+    group), ``a_block`` its block's gate; a gated producer's norm layer
+    computes ``a_out`` of its FLOPs, and every other layer inside a gated
+    block ``a_block``, so the hard count equals the slimmed model's. With ``hard=False`` the fractions
     are the gates' probabilities ``sigmoid(beta * s)`` (the expectation
     under independent gates, differentiable in ``s``: the penalty); with
     ``hard=True`` the structure ``1[s > 0]``. Everything else (ungated
@@ -264,14 +266,17 @@ def gated_flops(model: nn.Module,
         factor[layer] = factor.get(layer, one) * value
 
     for producer in gates.channel_sites:
+        group = groups[producer]
         scale(producer, frac[producer])
-        for consumer in groups[producer].consumers:
+        if group.norm:
+            scale(group.norm, frac[producer])
+        for consumer in group.consumers:
             scale(consumer, frac[producer])
     for block in gates.block_sites:
         prefix = block + '.'
         for name, module in model.named_modules():
-            if name.startswith(prefix) and isinstance(module,
-                                                      (nn.Conv2d, nn.Linear)):
+            if name.startswith(prefix) and not any(True for _ in
+                                                   module.children()):
                 scale(name, frac[block])
     gated = sum(float(flops.get(n, 0)) for n in factor)
     kept = sum(float(flops.get(n, 0)) * f for n, f in factor.items())

@@ -327,11 +327,13 @@ def test_full_greg_configs_build(name):
     assert hook.schedule.prune_step() < 120000
 
 
-@pytest.mark.parametrize('name, blocks, layers', [
-    ('scs_retinanet.py', 12, 16 * 2 + 2 * 4),
-    ('scs_retinanet_tiny_synthetic.py', 5, 8 + 2 * 2),
+@pytest.mark.parametrize('name, detector, blocks, layers', [
+    ('scs_retinanet.py', 'RetinaNet', 12, 16 * 2 + 2 * 4),
+    ('scs_retinanet_tiny_synthetic.py', 'RetinaNet', 5, 8 + 2 * 2),
+    ('scs_faster_rcnn.py', 'FasterRCNN', 12, 16 * 2 + 2),
+    ('scs_faster_rcnn_tiny_synthetic.py', 'FasterRCNN', 5, 8 + 2),
 ])
-def test_scs_configs_build_gated_detectors(name, blocks, layers):
+def test_scs_configs_build_gated_detectors(name, detector, blocks, layers):
     from mmengine.registry import MODELS, init_default_scope
     cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
     assert cfg.model.type == 'SCSModel'
@@ -344,7 +346,7 @@ def test_scs_configs_build_gated_detectors(name, blocks, layers):
     cfg.model.flops_input_shape = (3, 64, 64)
     init_default_scope('mmdet')
     model = MODELS.build(cfg.model)
-    assert type(model.architecture).__name__ == 'RetinaNet'
+    assert type(model.architecture).__name__ == detector
     assert len(model.gates.block_sites) == blocks
     assert len(model.gates.channel_sites) == layers
     assert float(model.flops_ratio(hard=True)) == 1.0  # pruning mode

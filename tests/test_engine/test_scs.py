@@ -144,7 +144,8 @@ def test_gated_flops_match_a_direct_count():
     with torch.no_grad():
         gates.gates()[producer].logits[:96] = -1.0  # 96 of 128 off
     ratio = float(gated_flops(arch, gates, flops, hard=True))
-    saved = 0.75 * (flops[producer] + flops['backbone.layer3.0.conv2'])
+    saved = 0.75 * (flops[producer] + flops['backbone.layer3.0.bn1'] +
+                    flops['backbone.layer3.0.conv2'])
     assert ratio * total == pytest.approx(total - saved, rel=1e-9)
     # the direct count: slim the same channels away, count again
     modules = dict(arch.named_modules())
@@ -158,11 +159,13 @@ def test_gated_flops_match_a_direct_count():
     assert slim[producer] == flops[producer] // 4
     assert slim['backbone.layer3.0.conv2'] == \
         flops['backbone.layer3.0.conv2'] // 4
+    assert slim[''] == pytest.approx(ratio * total, rel=1e-9)  # the whole
     # a block gate takes its two convs' FLOPs
     with torch.no_grad():
         gates.gates()['backbone.layer4.1'].logits.fill_(-1.0)
     both = float(gated_flops(arch, gates, flops, hard=True)) * total
-    block = flops['backbone.layer4.1.conv1'] + flops['backbone.layer4.1.conv2']
+    block = sum(flops[f'backbone.layer4.1.{m}']
+                for m in ('conv1', 'bn1', 'conv2', 'bn2'))
     assert both == pytest.approx(total - saved - block, rel=1e-9)
     # the expectation is differentiable in the logits
     gates.set_beta(2.0)

@@ -316,3 +316,42 @@ def test_an_scs_checkpoint_exports_its_hard_structure(tmp_path):
     assert built.bbox_head.cls_convs[0].conv.out_channels == 32
     assert isinstance(built.backbone.layer3[1], nn.Identity)
     _outputs_close(ref, built.eval()._forward(x))
+
+
+def test_a_two_stage_scs_model_slims_to_its_gates():
+    """Faster R-CNN: gates on the RoI head's shared FCs too; the FLOPs (RoI
+    head on the RPN's test proposals) of the hard structure equal the
+    slimmed detector's, and its outputs the gated model's."""
+    from gap_mm.analysis import module_flops, network_forward
+    from gap_mm.export.slim import bake_gates
+    init_default_scope('mmdet')
+    cfg = Config.fromfile(
+        osp.join(ROOT, 'configs', 'scs_faster_rcnn_tiny_synthetic.py'))
+    cfg.model.flops_input_shape = (3, 64, 64)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    assert 'roi_head.bbox_head.shared_fcs.0' in model.gates.channel_sites
+    _random_norms(model.architecture)
+    gates = model.gates.gates()
+    with torch.no_grad():
+        gates['backbone.layer2.0.conv1'].logits[:40] = -1.0
+        gates['roi_head.bbox_head.shared_fcs.0'].logits[::4] = -1.0
+        gates['backbone.layer3.1'].logits.fill_(-1.0)
+    model.eval()
+    net = model.architecture
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = network_forward(net, x)
+    ratio = float(model.flops_ratio(hard=True))
+    model.gates.detach()
+    full = module_flops(net, (3, 64, 64))['']
+    model.gates.attach(net)
+    bake_gates(net, model.gates)
+    apply_slimming(net, plan_slimming(net))
+    assert net.roi_head.bbox_head.shared_fcs[0].out_features == 192
+    assert net.roi_head.bbox_head.shared_fcs[1].in_features == 192
+    assert isinstance(net.backbone.layer3[1], nn.Identity)
+    with torch.no_grad():
+        _outputs_close(ref, network_forward(net, x))
+    slim = module_flops(net, (3, 64, 64))['']
+    assert slim / full == pytest.approx(ratio, rel=1e-9)

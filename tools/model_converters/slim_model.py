@@ -23,8 +23,8 @@ gates are off (``1[s > 0] = 0``) go, and the written config builds the
 detector alone. With
 ``--input-shape`` the tool counts FLOPs before and after with
 ``mmengine.analysis`` and checks that the slimmed network's outputs equal
-the original's on a random input (single-stage detectors and classifiers,
-whose ``_forward`` runs on one image tensor). Errors end the tool with a
+the original's on a random input (the network's raw outputs; a two-stage
+detector's RoI head on the fixed boxes FLOPs are counted for). Errors end the tool with a
 one-line message and exit code 1.
 """
 import argparse
@@ -39,7 +39,7 @@ import torch
 from mmengine.config import Config, DictAction
 
 from gap_mm.analysis import ReportError, build_model
-from gap_mm.analysis.flops import module_flops
+from gap_mm.analysis.flops import module_flops, network_forward
 from gap_mm.analysis.sparsity_report import match_state_dict
 from gap_mm.checkpoint import load_checkpoint, split_checkpoint
 from gap_mm.errors import GaPConfigError
@@ -86,7 +86,7 @@ def _is_sparsity_hook(hook_type) -> bool:
 
 def _forward(model: torch.nn.Module, inputs: torch.Tensor):
     with torch.no_grad():
-        return model._forward(inputs)
+        return network_forward(model, inputs)
 
 
 def _max_diff(a, b) -> float:

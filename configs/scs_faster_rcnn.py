@@ -1,0 +1,34 @@
+# SCS (structured continuous sparsification, a reconstruction of Yuan,
+# Savarese and Maire, ICLR 2021) of Faster R-CNN R50-FPN on COCO, in pruning
+# mode: every gate starts on, on the ImageNet-pretrained backbone of the
+# dense config, whose data and 36-epoch schedule it keeps. Gated: the inner
+# channels of every Bottleneck (conv1, conv2), the RoI head's two shared
+# fully-connected layers, and the 12 residual blocks without a downsample
+# (the RPN head is shared across FPN levels and stays ungated). FLOPs are
+# counted for an 800x1344 input with the RoI head on the RPN's 1000 test
+# proposals. The demo's choices (benchmarks/quality/README.md): a dense
+# quarter first, the gate logits by SGD inside GaPOptimWrapper's step;
+# gate_lr=100 was measured on the demo RetinaNet only. Not yet trained (no
+# GPU here).
+#   tools/dist_train.sh configs/scs_faster_rcnn.py 8
+#   python tools/model_converters/slim_model.py configs/scs_faster_rcnn.py \
+#       work_dirs/scs_faster_rcnn/epoch_36.pth work_dirs/scs_faster_rcnn/slim
+_base_ = './dense_faster_rcnn.py'
+custom_imports = dict(imports=['gap_mm'], allow_failed_imports=False)
+model = dict(
+    _delete_=True,
+    type='SCSModel',
+    architecture=_base_.model,
+    flops_input_shape=(3, 800, 1344))
+optim_wrapper = dict(type='GaPOptimWrapper')
+custom_hooks = [
+    dict(
+        type='SCSHook',
+        begin=0.25,
+        freeze=0.8,
+        flops_target=0.5,
+        gate_lr=100.0)
+]
+# after the freeze the gate logits get no gradient: DDP must allow that
+model_wrapper_cfg = dict(
+    type='MMDistributedDataParallel', find_unused_parameters=True)
