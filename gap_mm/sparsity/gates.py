@@ -239,11 +239,12 @@ def gated_flops(model: nn.Module,
     that are on, ``a_in`` of its input channels (when it reads a gated
     group), ``a_block`` its block's gate; a gated producer's norm layer
     computes ``a_out`` of its FLOPs, and every other layer inside a gated
-    block ``a_block``, so the hard count equals the slimmed model's. With ``hard=False`` the fractions
-    are the gates' probabilities ``sigmoid(beta * s)`` (the expectation
-    under independent gates, differentiable in ``s``: the penalty); with
-    ``hard=True`` the structure ``1[s > 0]``. Everything else (ungated
-    layers, norms, the rest) counts in full.
+    block ``a_block``, so the hard count equals the slimmed model's. With
+    ``hard=False`` the fractions are the gates' probabilities
+    ``sigmoid(beta * s)`` (the expectation under independent gates,
+    differentiable in ``s``: the penalty); with ``hard=True`` the
+    structure ``1[s > 0]``. Everything else (ungated layers and norms, the
+    rest) counts in full.
 
     Returns:
         Tensor: A scalar in (0, 1].

@@ -24,8 +24,8 @@ detector alone. With
 ``--input-shape`` the tool counts FLOPs before and after with
 ``mmengine.analysis`` and checks that the slimmed network's outputs equal
 the original's on a random input (the network's raw outputs; a two-stage
-detector's RoI head on the fixed boxes FLOPs are counted for). Errors end the tool with a
-one-line message and exit code 1.
+detector's RoI head on the fixed boxes FLOPs are counted for). Errors end
+the tool with a one-line message and exit code 1.
 """
 import argparse
 import copy
