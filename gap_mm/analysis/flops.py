@@ -41,9 +41,20 @@ class _TensorForward(nn.Module):
 
     def forward(self, inputs: torch.Tensor):
         model = self.model
+        if inputs.dim() == 3:  # (1, N, C): a point cloud
+            return _points_forward(model, inputs)
         if _is_two_stage(model):
             return _two_stage_forward(model, inputs)
         return model._forward(inputs)
+
+
+def _points_forward(model: nn.Module, points: torch.Tensor):
+    """A 3D segmentor on one point cloud; its data sample carries the
+    category PointNet++ part segmentation reads (0; the FLOPs do not depend
+    on it)."""
+    from mmdet3d.structures import Det3DDataSample
+    sample = Det3DDataSample(metainfo=dict(category_id=0))
+    return model._forward(dict(points=points), [sample])
 
 
 def _is_two_stage(model: nn.Module) -> bool:
@@ -85,7 +96,8 @@ def network_forward(model: nn.Module, inputs: torch.Tensor):
 def module_flops(model: nn.Module,
                  input_shape: Sequence[int]) -> Dict[str, int]:
     """FLOPs of every module of ``model`` for one input of ``input_shape``
-    (``(C, H, W)``), by module name (``''``: the whole model).
+    (``(C, H, W)`` for an image, ``(N, C)`` for a point cloud of ``N``
+    points), by module name (``''``: the whole model).
 
     Single-stage detectors and classifiers run their ``_forward``;
     two-stage detectors their backbone, neck and RPN head, then the RoI

@@ -28,10 +28,11 @@ class SCSModel(BaseModel):
 
     Args:
         architecture (dict): The model to gate (a detector config).
-        flops_input_shape (Sequence[int]): ``(C, H, W)`` of the input the
-            FLOPs are counted for (``mmengine.analysis``); the model's
-            ``_forward`` must run on one image tensor (single-stage
-            detectors do).
+        flops_input_shape (Sequence[int]): The input the FLOPs are
+            counted for (``mmengine.analysis``): ``(C, H, W)`` of an image
+            (detectors; a two-stage one's RoI head on its RPN's test-time
+            proposals), or ``(N, C)`` of a point cloud (PointNet++ part
+            segmentation).
         gate_channels (bool): Gate the channels of the channel groups.
             Defaults to True.
         gate_blocks (bool): Gate the residual blocks without a downsample.
@@ -68,11 +69,12 @@ class SCSModel(BaseModel):
                 f'SCSModel lambda_init must be a number >= 0, got '
                 f'{lambda_init!r}')
         shape = tuple(flops_input_shape)
-        if len(shape) != 3 or not all(
+        if len(shape) not in (2, 3) or not all(
                 isinstance(s, int) and s > 0 for s in shape):
             raise GaPConfigError(
-                f'SCSModel flops_input_shape must be (C, H, W) of positive '
-                f'ints, got {flops_input_shape!r}')
+                f'SCSModel flops_input_shape must be (C, H, W) (an image) or '
+                f'(N, C) (a point cloud) of positive ints, got '
+                f'{flops_input_shape!r}')
         arch = MODELS.build(architecture)
         super().__init__(init_cfg=init_cfg)
         self.architecture = arch

@@ -17,7 +17,9 @@ and torchvision's blocks and their subclasses count), see
   the last feeds ``retina_cls`` / ``retina_reg``;
 * the shared fully-connected layers of a two-stage detector's box head
   (``Shared2FCBBoxHead``): ``shared_fcs.0`` feeds ``shared_fcs.1``, which
-  feeds ``fc_cls`` and ``fc_reg``.
+  feeds ``fc_cls`` and ``fc_reg``;
+* a plain ``nn.Sequential`` of conv-norm-ReLU ``ConvModule`` layers
+  (PointNet++'s shared MLPs): every conv but the last feeds the next.
 
 Filter-wise GReg removes a pruned filter's whole channel through these
 groups (the norm's scale and shift go with the filter), and
@@ -178,12 +180,37 @@ def _shared_fc_groups(name: str, head: nn.Module,
             act=_relu)
 
 
+def _sequential_groups(name: str, seq: nn.Module,
+                       skipped: Dict[str, str]) -> Iterator[ChannelGroup]:
+    """An ``nn.Sequential`` of conv-norm-ReLU ``ConvModule`` layers
+    (PointNet++'s shared MLPs): a Sequential hands each output to the next
+    module alone, so every conv but the last feeds only the next one's. The
+    last one's output leaves the Sequential and is no producer."""
+    if type(seq) is not nn.Sequential or len(seq) < 2:
+        return
+    children = list(seq.named_children())
+    if not all(_conv_module_parts(m) is not None for _, m in children):
+        return
+    for (attr, module), (next_attr, nxt) in zip(children, children[1:]):
+        producer = _join(name, attr, 'conv')
+        norm, relu = _conv_module_parts(module)
+        if not relu or not _plain(module.conv) or not _plain(nxt.conv):
+            skipped[producer] = 'not a conv-norm-ReLU ConvModule chain'
+            continue
+        yield ChannelGroup(
+            producer=producer,
+            consumers=[_join(name, next_attr, 'conv')],
+            norm=_join(name, attr, norm) if norm else None,
+            act=_relu)
+
+
 #: Class name (anywhere in the MRO) -> the groups inside such a module.
 GROUP_RULES = OrderedDict([
     ('BasicBlock', _block_groups),
     ('Bottleneck', _block_groups),
     ('RetinaHead', _retina_groups),
     ('Shared2FCBBoxHead', _shared_fc_groups),
+    ('Sequential', _sequential_groups),
 ])
 
 

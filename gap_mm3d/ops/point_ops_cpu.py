@@ -103,7 +103,8 @@ def _fps_block_size(num_rows: int) -> int:
     threads, clamped to [1, 1024] (``opt_n_threads`` in
     ``furthest_point_sample_cuda.cu``).
     """
-    return min(1 << max(num_rows.bit_length() - 1, 0), 1024)
+    # int(): under a jit trace (FLOPs counting) a size is a 0-dim tensor
+    return min(1 << max(int(num_rows).bit_length() - 1, 0), 1024)
 
 
 def _fps_tie_order(num_rows: int, device: torch.device) -> Tensor:

@@ -350,3 +350,29 @@ def test_scs_configs_build_gated_detectors(name, detector, blocks, layers):
     assert len(model.gates.block_sites) == blocks
     assert len(model.gates.channel_sites) == layers
     assert float(model.flops_ratio(hard=True)) == 1.0  # pruning mode
+
+
+@pytest.mark.parametrize('name, layers', [
+    ('scs_pointnet2_partseg_shapenet.py', 10),
+    ('scs_pointnet2_partseg_tiny.py', 8),
+])
+def test_scs_pointnet2_configs_gate_the_inner_mlp_layers(name, layers):
+    pytest.importorskip('mmdet3d')
+    import gap_mm3d  # noqa: F401
+    from mmdet3d.registry import MODELS
+    from mmengine.registry import init_default_scope
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
+    assert cfg.optim_wrapper.type == 'GaPOptimWrapper'
+    assert cfg.custom_hooks[0].type == 'SCSHook'
+    cfg.model.flops_input_shape = (256, 6)
+    init_default_scope('mmdet3d')
+    model = MODELS.build(cfg.model)
+    assert type(model.architecture).__name__ == 'PointNet2PartSeg'
+    assert len(model.gates.channel_sites) == layers
+    assert not model.gates.block_sites
+    modules = dict(model.architecture.named_modules())
+    for site in model.gates.channel_sites:
+        # never an MLP's last layer: its output leaves the Sequential
+        mlp, layer = site.rsplit('.', 2)[:2]
+        assert layer != list(modules[mlp]._modules)[-1], site
+    assert float(model.flops_ratio(hard=True)) == 1.0

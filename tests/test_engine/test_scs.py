@@ -203,10 +203,11 @@ def test_bad_values():
         SCSHook(freeze=1.5)
     with pytest.raises(GaPConfigError, match='lambda_init must be a number'):
         _toy_scs(lambda_init=-1)
-    with pytest.raises(
-            GaPConfigError, match=r'flops_input_shape must be '
-            r'\(C, H, W\)'):
-        _toy_scs(flops_input_shape=(2, 2))
+    for bad in ((2, 2, 2, 2), (2, 0, 2), (2, 2.5)):
+        with pytest.raises(
+                GaPConfigError, match=r'flops_input_shape must be '
+                r'\(C, H, W\) \(an image\) or \(N, C\)'):
+            _toy_scs(flops_input_shape=bad)
     with pytest.raises(GaPConfigError, match='no channel group or skippable'):
         GateSet.from_model(nn.Sequential(nn.Linear(2, 2)))
 

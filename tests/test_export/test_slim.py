@@ -355,3 +355,48 @@ def test_a_two_stage_scs_model_slims_to_its_gates():
         _outputs_close(ref, network_forward(net, x))
     slim = module_flops(net, (3, 64, 64))['']
     assert slim / full == pytest.approx(ratio, rel=1e-9)
+
+
+def test_a_pointnet2_scs_model_slims_to_its_gates():
+    """PointNet++: gates on the shared MLPs' inner layers only; FLOPs of a
+    point cloud; the slimmed network equals the gated one."""
+    pytest.importorskip('mmdet3d')
+    import gap_mm3d  # noqa: F401 (registers PointNet2PartSeg)
+    from gap_mm.analysis import module_flops
+    from gap_mm.export.slim import bake_gates
+    from mmdet3d.registry import MODELS as MODELS3D
+    from mmdet3d.structures import Det3DDataSample
+    init_default_scope('mmdet3d')
+    cfg = Config.fromfile(
+        osp.join(ROOT, 'configs', 'scs_pointnet2_partseg_tiny.py'))
+    cfg.model.flops_input_shape = (128, 6)
+    torch.manual_seed(0)
+    model = MODELS3D.build(cfg.model)
+    sites = list(model.gates.channel_sites)
+    assert len(sites) == 8 and not model.gates.block_sites
+    # each MLP's last layer leaves its Sequential: never gated
+    assert 'sa_modules.0.mlps.0.layer2.conv' not in sites
+    assert 'fp_modules.0.mlps.layer1.conv' not in sites
+    _random_norms(model.architecture)
+    gates = model.gates.gates()
+    with torch.no_grad():
+        gates['sa_modules.1.mlps.0.layer0.conv'].logits[:40] = -1.0
+        gates['fp_modules.1.mlps.layer0.conv'].logits[::2] = -1.0
+    model.eval()
+    net = model.architecture
+    points = torch.rand(2, 128, 6)
+    samples = [Det3DDataSample(metainfo=dict(category_id=i)) for i in (0, 1)]
+    with torch.no_grad():
+        ref = net._forward(dict(points=points), samples)
+    ratio = float(model.flops_ratio(hard=True))
+    model.gates.detach()
+    full = module_flops(net, (128, 6))['']
+    model.gates.attach(net)
+    bake_gates(net, model.gates)
+    apply_slimming(net, plan_slimming(net))
+    assert net.sa_modules[1].mlps[0].layer0.conv.out_channels == 24
+    assert net.fp_modules[1].mlps.layer1.conv.in_channels == 64
+    with torch.no_grad():
+        _outputs_close(ref, net._forward(dict(points=points), samples))
+    slim = module_flops(net, (128, 6))['']
+    assert slim / full == pytest.approx(ratio, rel=1e-9)
