@@ -228,6 +228,24 @@ def train_losses(work_dir: str) -> List[List[float]]:
     return [[i, loss] for i, loss in sorted(seen.items())]
 
 
+def mean_scalar(work_dir: str, key: str) -> Optional[float]:
+    """The mean of a scalar over the train loop's logged values (each one
+    the mean of its logging window), or None when none was logged."""
+    values = OrderedDict()
+    for root, _, files in sorted(os.walk(work_dir)):
+        if 'scalars.json' not in files or osp.basename(root) != 'vis_data':
+            continue
+        with open(osp.join(root, 'scalars.json')) as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if key in record and 'iter' in record:
+                    values[int(record['iter'])] = float(record[key])
+    return sum(values.values()) / len(values) if values else None
+
+
 def prune_events(work_dir: str) -> List[int]:
     """Iterations (1-based, the step after which masks changed) at which a
     GaP-style hook pruned some partitions, parsed from the train logs."""
@@ -387,6 +405,9 @@ def run_cell(cell: Cell,
         measured_sparsity=report['prunable']['sparsity'],
         flops=report.get('flops'),
         slimmed=slim,
+        # SCS: the FLOPs the training steps computed over the full model's
+        # (mean over the run; what a restructured network would spend)
+        train_flops=mean_scalar(work_dir, 'scs_step_flops'),
         prunable_weights=report['prunable']['numel'],
         train_seconds=round(train_s, 1),
         test_seconds=round(test_s, 1),
@@ -601,7 +622,10 @@ def aggregate(records: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
                                   for r in recs) / len(recs),
                 flops_saved=sum(_flops_saved(r) for r in recs) / len(recs),
                 slim_mean=sum(r['slimmed']['value'] for r in recs) /
-                len(recs) if all(r.get('slimmed') for r in recs) else None))
+                len(recs) if all(r.get('slimmed') for r in recs) else None,
+                train_flops=sum(r['train_flops'] for r in recs) /
+                len(recs) if all(r.get('train_flops') is not None
+                                 for r in recs) else None))
     return out
 
 
@@ -656,6 +680,9 @@ def format_table(records: Sequence[Mapping[str, Any]]) -> str:
                     text += f', FLOPs -{100 * g["flops_saved"]:.1f}%'
                 if g.get('slim_mean') is not None:
                     text += f' (slimmed: {g["slim_mean"]:.3f})'
+                if g.get('train_flops') is not None:
+                    text += (f', training FLOPs '
+                             f'-{100 * (1 - g["train_flops"]):.1f}%')
                 cells.append(text)
             lines.append(f'| {row} | ' + ' | '.join(cells) + ' |')
         lines.append('')

@@ -91,10 +91,14 @@ class SCSModel(BaseModel):
         self.flops_input_shape: Tuple[int, ...] = shape
         self.register_buffer('scs_lambda', torch.tensor(float(lambda_init)))
 
-    def flops_ratio(self, hard: bool = False) -> torch.Tensor:
+    def flops_ratio(self,
+                    hard: bool = False,
+                    sampled: bool = False) -> torch.Tensor:
         """FLOPs under the gates over the full FLOPs (expected with
-        ``hard=False``, of the on/off structure with ``hard=True``)."""
-        return gated_flops(self.architecture, self.gates, self.flops, hard)
+        ``hard=False``, of the on/off structure with ``hard=True``, of this
+        iteration's draws with ``sampled=True``)."""
+        return gated_flops(self.architecture, self.gates, self.flops, hard,
+                           sampled)
 
     def forward(self, inputs, data_samples=None, mode: str = 'tensor'):
         out = self.architecture(inputs, data_samples, mode)

@@ -230,7 +230,8 @@ def _branch_end(module: nn.Module) -> Optional[str]:
 def gated_flops(model: nn.Module,
                 gates: GateSet,
                 flops: Mapping[str, int],
-                hard: bool = False) -> torch.Tensor:
+                hard: bool = False,
+                sampled: bool = False) -> torch.Tensor:
     """The FLOPs of ``model`` under its gates, over its full FLOPs.
 
     A conv / linear layer computes ``F * a_out * a_in * a_block`` of its
@@ -243,8 +244,10 @@ def gated_flops(model: nn.Module,
     ``hard=False`` the fractions are the gates' probabilities
     ``sigmoid(beta * s)`` (the expectation under independent gates,
     differentiable in ``s``: the penalty); with ``hard=True`` the
-    structure ``1[s > 0]``. Everything else (ungated layers and norms, the
-    rest) counts in full.
+    structure ``1[s > 0]``; with ``sampled=True`` the draws ``q`` of the
+    current iteration (the channels a training step computes: the others
+    are exactly 0, and a restructured network would skip them). Everything
+    else (ungated layers and norms, the rest) counts in full.
 
     Returns:
         Tensor: A scalar in (0, 1].
@@ -257,8 +260,12 @@ def gated_flops(model: nn.Module,
     frac = OrderedDict()
     for name, gate in gates.gates().items():
         # float64: the FLOPs are counts of up to ~1e11
-        frac[name] = gate.hard().double().mean() if hard else gate.probs(
-            gates.beta).double().mean()
+        if sampled:
+            frac[name] = gate.sample.detach().double().mean()
+        elif hard:
+            frac[name] = gate.hard().double().mean()
+        else:
+            frac[name] = gate.probs(gates.beta).double().mean()
     device = next(iter(gates.parameters())).device
     one = torch.ones((), dtype=torch.float64, device=device)
     factor: Dict[str, torch.Tensor] = {}

@@ -242,9 +242,25 @@ def test_scs_cells_are_columns_of_their_flops_target():
     scs = [c for c in cells if c.method == 'SCS']
     assert [c.id for c in scs] == [
         'det-scs-flops50-s0', 'det-scs-flops30-s0', 'det-scs-flops50-s1',
-        'det-scs-flops30-s1', 'det-scs-flops50-warmup25-s0'
+        'det-scs-flops30-s1', 'det-scs-flops50-adamwgateslambda1-s0',
+        'det-scs-flops50-adamwgateslambda1warmup25-s0',
+        'det-scs-flops50-adamwgateslambda0.01warmup25-s0',
+        'det-scs-flops50-nowarmup-s0'
     ]
-    assert scs[-1].options['custom_hooks.0.begin'] == 0.25
+    # the first settings: AdamW on the logits, lambda 1, no warm-up
+    first = scs[4].options
+    assert first['custom_hooks.0.gate_lr'] is None
+    assert first['custom_hooks.0.begin'] == 0
+    assert first['model.lambda_init'] == 1.0
+    assert harness.format_option(
+        'optim_wrapper.paramwise_cfg.custom_keys.gates.lr_mult',
+        first['optim_wrapper.paramwise_cfg.custom_keys.gates.lr_mult']) == \
+        'optim_wrapper.paramwise_cfg.custom_keys.gates.lr_mult=10.0'
+    assert harness.format_option('custom_hooks.0.gate_lr',
+                                 None) == 'custom_hooks.0.gate_lr=None'
+    assert scs[5].options['custom_hooks.0.begin'] == 0.25
+    assert scs[6].options['model.lambda_init'] == 0.01
+    assert scs[7].options['custom_hooks.0.begin'] == 0
     assert all(c.slim and not c.report for c in scs)
     assert scs[1].options['custom_hooks.0.flops_target'] == 0.3
     assert harness._x('FLOPs 30%') == pytest.approx(0.7)
@@ -260,3 +276,18 @@ def test_scs_cells_are_columns_of_their_flops_target():
         measured_sparsity=None,
         train_seconds=1.0)
     assert '| method | FLOPs 30% |' in harness.format_table([record])
+    record['train_flops'] = 0.6
+    assert 'n=1, training FLOPs -40.0% |' in harness.format_table([record])
+
+
+def test_mean_scalar_averages_the_logged_windows(tmp_path):
+    vis = tmp_path / '20261202_000000' / 'vis_data'
+    vis.mkdir(parents=True)
+    lines = [dict(iter=10, loss=1.0, scs_step_flops=1.0),
+             dict(iter=20, loss=0.9, scs_step_flops=0.5),
+             dict(iter=30, loss=0.8, scs_step_flops=0.6)]
+    (vis / 'scalars.json').write_text(
+        '\n'.join(json.dumps(x) for x in lines) + '\n{broken\n')
+    assert harness.mean_scalar(str(tmp_path), 'scs_step_flops') == \
+        pytest.approx(0.7)
+    assert harness.mean_scalar(str(tmp_path), 'absent') is None

@@ -167,6 +167,17 @@ def test_gated_flops_match_a_direct_count():
     block = sum(flops[f'backbone.layer4.1.{m}']
                 for m in ('conv1', 'bn1', 'conv2', 'bn2'))
     assert both == pytest.approx(total - saved - block, rel=1e-9)
+    # the FLOPs of a step's draws are those of the structure they draw
+    gate = gates.gates()[producer]
+    with torch.no_grad():
+        gate.sample.copy_((torch.arange(128) % 3 == 0).float())
+        gate.logits.copy_(torch.where(gate.sample > 0, 1.0, -1.0))
+    for other in gates.gates().values():
+        if other is not gate:
+            other.sample.copy_(other.hard())
+    assert float(gated_flops(arch, gates, flops, sampled=True)) == \
+        pytest.approx(float(gated_flops(arch, gates, flops, hard=True)),
+                      rel=1e-12)
     # the expectation is differentiable in the logits
     gates.set_beta(2.0)
     gated_flops(arch, gates, flops).backward()
@@ -234,6 +245,9 @@ class SCSLogHook(Hook):
                 lam=float(model.scs_lambda),
                 frozen=model.gates.frozen,
                 flops=float(model.flops_ratio(hard=True)),
+                step_flops=runner.message_hub.get_scalar(
+                    'train/scs_step_flops').current(),
+                sampled=float(model.flops_ratio(sampled=True)),
                 logits={
                     n: g.logits.detach().clone()
                     for n, g in model.gates.gates().items()
@@ -304,6 +318,12 @@ class TestSCSOnARunner(GaPRunnerCase):
         cfg.custom_hooks[0] = dict(self.HOOK, begin=3)
         runner = self._train(cfg, 'warmup')
         by_step = {r['step']: r for r in self._records(runner)}
+        # what each step computed: everything in the warm-up, then the draws,
+        # then the frozen structure
+        for t, rec in by_step.items():
+            want = 1.0 if t < 3 else rec['sampled'] if t < 8 else rec['flops']
+            assert rec['step_flops'] == pytest.approx(want), t
+        assert any(by_step[t]['step_flops'] < 1 for t in range(3, 8))
         for t in (0, 1, 2):  # gates all on (logit 1), untouched, lambda 1
             assert by_step[t]['lam'] == 1.0
             assert by_step[t]['beta'] == 1.0

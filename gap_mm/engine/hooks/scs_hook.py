@@ -235,7 +235,12 @@ class SCSHook(Hook):
                 next_lambda(
                     float(model.scs_lambda), ratio, self.flops_target,
                     self.lambda_rate))
+        # what this step computed: the draws while gating, else the hard
+        # structure (the training FLOPs a restructured network would spend)
+        step_flops = float(model.flops_ratio(
+            sampled=True)) if model.gates.stochastic else ratio
         hub = runner.message_hub
         hub.update_scalar('train/scs_flops', ratio)
+        hub.update_scalar('train/scs_step_flops', step_flops)
         hub.update_scalar('train/scs_lambda', float(model.scs_lambda))
         hub.update_scalar('train/scs_beta', model.gates.beta)
