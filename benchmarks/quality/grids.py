@@ -348,6 +348,20 @@ def scs_cell(target: float,
     return cell
 
 
+#: SCS's config for the tiny part segmentation.
+PN2_SCS = 'configs/scs_pointnet2_partseg_tiny.py'
+
+
+def scs_pn2_cell(target: float, seed: int = 0) -> Cell:
+    """SCS on the tiny PointNet++ at a FLOPs target, at its own budget;
+    slimmed and evaluated like the detector's."""
+    cell = _cell('partseg', PN2_GAP, 'SCS', PN2_SCS, None, None, seed,
+                 'main', {'custom_hooks.0.flops_target': target})
+    cell.sparsity = f'FLOPs {100 * target:g}%'
+    cell.slim, cell.report = True, False
+    return cell
+
+
 #: The first SCS settings, before the measurements changed them: the gate
 #: logits trained by the weights' AdamW at 10x their LR, lambda from 1, no
 #: warm-up (``custom_keys`` matches 'gates' in the logits' names).
@@ -383,6 +397,10 @@ def scs() -> List[Cell]:
     # and back from the defaults, one choice at a time
     cells.append(scs_cell(0.5, variant='no warm-up', **{
         'custom_hooks.0.begin': 0}))
+    # the tiny part segmentation (about 2 minutes a cell)
+    for seed in (0, 1):
+        cells.append(pn2_cell('dense', PN2_DENSE, seed=seed))
+        cells += [scs_pn2_cell(t, seed) for t in (0.5, 0.3)]
     return cells
 
 

@@ -45,7 +45,7 @@ TASK_METRICS = {
 
 #: Input shape for counting a task's FLOPs (``sparsity_report.py
 #: --flops-shape``); tasks without one are not counted.
-TASK_FLOPS_SHAPE = {'det': (3, 160, 160)}
+TASK_FLOPS_SHAPE = {'det': (3, 160, 160), 'partseg': (512, 6)}
 
 _EVENT_RE = re.compile(r'GaP at iteration (\d+): prune partitions \[([\d, ]*)'
                        r'\], grow partitions \[([\d, ]*)\]')

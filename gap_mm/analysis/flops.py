@@ -49,12 +49,15 @@ class _TensorForward(nn.Module):
 
 
 def _points_forward(model: nn.Module, points: torch.Tensor):
-    """A 3D segmentor on one point cloud; its data sample carries the
-    category PointNet++ part segmentation reads (0; the FLOPs do not depend
-    on it)."""
+    """A 3D segmentor on a batch of point clouds; each data sample carries
+    the category PointNet++ part segmentation reads (0; the FLOPs do not
+    depend on it)."""
     from mmdet3d.structures import Det3DDataSample
-    sample = Det3DDataSample(metainfo=dict(category_id=0))
-    return model._forward(dict(points=points), [sample])
+    samples = [
+        Det3DDataSample(metainfo=dict(category_id=0))
+        for _ in range(points.shape[0])
+    ]
+    return model._forward(dict(points=points), samples)
 
 
 def _is_two_stage(model: nn.Module) -> bool:

@@ -239,7 +239,11 @@ def test_a_slimmed_cell_shows_the_measured_flops_and_its_own_map():
 
 def test_scs_cells_are_columns_of_their_flops_target():
     cells = grids.scs()
-    scs = [c for c in cells if c.method == 'SCS']
+    scs = [c for c in cells if c.method == 'SCS' and c.task == 'det']
+    pn2 = [c.id for c in cells if c.method == 'SCS' and c.task == 'partseg']
+    assert pn2 == [
+        f'partseg-scs-flops{t}-s{s}' for s in (0, 1) for t in (50, 30)
+    ]
     assert [c.id for c in scs] == [
         'det-scs-flops50-s0', 'det-scs-flops30-s0', 'det-scs-flops50-s1',
         'det-scs-flops30-s1', 'det-scs-flops50-adamwgateslambda1-s0',

@@ -400,3 +400,18 @@ def test_a_pointnet2_scs_model_slims_to_its_gates():
         _outputs_close(ref, net._forward(dict(points=points), samples))
     slim = module_flops(net, (128, 6))['']
     assert slim / full == pytest.approx(ratio, rel=1e-9)
+
+
+def test_converter_input_shape_is_an_image_or_a_point_cloud(tmp_path):
+    proc = subprocess.run([
+        sys.executable,
+        osp.join(ROOT, 'tools', 'model_converters', 'slim_model.py'), 'a.py',
+        'b.pth',
+        str(tmp_path), '--input-shape', '3', '160', '160', '1'
+    ],
+                          capture_output=True,
+                          text=True,
+                          cwd=ROOT)
+    assert proc.returncode == 2
+    assert '--input-shape takes C H W (an image) or N C (a point cloud), ' \
+        'got 3 160 160 1' in proc.stderr

@@ -51,19 +51,23 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='a label per checkpoint (defaults to the file names)')
     parser.add_argument(
         '--flops-shape',
-        nargs=3,
+        nargs='+',
         type=int,
-        metavar=('C', 'H', 'W'),
-        help='also count the FLOPs (mmengine.analysis) for one input of '
-        'this shape, and what the all-zero filters of the prunable layers '
-        'save (single-stage detectors and classifiers)')
+        metavar='DIM',
+        help='C H W of an image (or N C of a point cloud): also count the '
+        'FLOPs (mmengine.analysis) for one input of this shape, and what '
+        'the all-zero filters of the prunable layers save')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
         help='override settings of the config, e.g. '
         'custom_hooks.0.exclude="[^backbone\\.conv1\\.]"')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.flops_shape is not None and len(args.flops_shape) not in (2, 3):
+        parser.error(f'--flops-shape takes C H W (an image) or N C (a point '
+                     f'cloud), got {" ".join(map(str, args.flops_shape))}')
+    return args
 
 
 def default_labels(paths: List[str]) -> List[str]:

@@ -61,10 +61,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--input-shape',
         type=int,
-        nargs=3,
-        metavar=('C', 'H', 'W'),
-        help='count FLOPs (mmengine.analysis) and compare the outputs '
-        'before and after for one input of this shape')
+        nargs='+',
+        metavar='DIM',
+        help='C H W of an image (or N C of a point cloud): count FLOPs '
+        '(mmengine.analysis) and compare the outputs before and after for '
+        'inputs of this shape')
     parser.add_argument(
         '--out-json', help='also write the figures and the per-group rows')
     parser.add_argument(
@@ -72,7 +73,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         nargs='+',
         action=DictAction,
         help='override settings of the config, as in tools/train.py')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.input_shape is not None and len(args.input_shape) not in (2, 3):
+        parser.error(f'--input-shape takes C H W (an image) or N C (a point '
+                     f'cloud), got {" ".join(map(str, args.input_shape))}')
+    return args
 
 
 def _is_sparsity_hook(hook_type) -> bool:
