@@ -379,6 +379,7 @@ class TestGRegFilterWise(GRegRunnerCase):
     def test_whole_filters_and_never_a_coupled_layer(self):
         runner = self._train(self._with_hook(self.HOOK), 'filter')
         hook = next(h for h in runner.hooks if isinstance(h, GRegHook))
+        assert hook.describe_pattern() == 'whole filters'  # for the log
         # the layers left out, as the log names them
         assert hook.coupled == {
             n: 'the residual sum of block'

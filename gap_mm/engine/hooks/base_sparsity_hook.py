@@ -306,8 +306,13 @@ class BaseSparsityHook(Hook):
             f'{type(self).__name__}: {len(self.sparsifier.names)} prunable '
             f'layers in {self.sparsifier.num_partitions} partitions, '
             f'sparsity {self.sparsity} ({self.distribution}, '
-            f'{self.pattern}), schedule {self.schedule!r}',
+            f'{self.describe_pattern()}), schedule {self.schedule!r}',
             logger='current')
+
+    def describe_pattern(self) -> str:
+        """How the weights are pruned, for the log (the sparsifier's
+        pattern: 'unstructured' or 'N:M')."""
+        return str(self.pattern)
 
     def _step(self, runner) -> int:
         return runner.epoch if self.schedule.by_epoch else runner.iter

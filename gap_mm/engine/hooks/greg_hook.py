@@ -207,6 +207,10 @@ class GRegHook(BaseSparsityHook):
                                             torch.Tensor]] = OrderedDict()
 
     # ---------------------------------------------------------- set-up
+    def describe_pattern(self) -> str:
+        return 'whole filters' if self.mode == 'filter' else \
+            super().describe_pattern()
+
     def select_params(self, model: torch.nn.Module):
         params = super().select_params(model)
         if self.mode != 'filter':
