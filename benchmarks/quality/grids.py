@@ -362,6 +362,31 @@ def scs_pn2_cell(target: float, seed: int = 0) -> Cell:
     return cell
 
 
+def thinner_cell(width: int, target: float, flops: float,
+                 seed: int = 0) -> Cell:
+    """The dense twin at a smaller width (backbone ``base_channels``, neck
+    and head at twice it), trained from scratch: what SCS's learned
+    structure must beat at the same FLOPs. Its column is the SCS target it
+    stands beside; ``flops`` (its FLOPs over the full model's, counted with
+    mmengine.analysis) goes into the row's name."""
+    neck = 2 * width
+    cell = det_cell(
+        'dense, thinner',
+        DET_DENSE,
+        seed=seed,
+        variant=f'width {width}/{neck}, {flops:.2f} of the FLOPs',
+        **{
+            'model.backbone.base_channels': width,
+            'model.neck.in_channels': [width * 2**i for i in range(4)],
+            'model.neck.out_channels': neck,
+            'model.bbox_head.in_channels': neck,
+            'model.bbox_head.feat_channels': neck,
+        })
+    cell.sparsity = f'FLOPs {100 * target:g}%'
+    cell.report = False
+    return cell
+
+
 #: The first SCS settings, before the measurements changed them: the gate
 #: logits trained by the weights' AdamW at 10x their LR, lambda from 1, no
 #: warm-up (``custom_keys`` matches 'gates' in the logits' names).
@@ -397,6 +422,8 @@ def scs() -> List[Cell]:
     # and back from the defaults, one choice at a time
     cells.append(scs_cell(0.5, variant='no warm-up', **{
         'custom_hooks.0.begin': 0}))
+    # a uniformly thinner dense model at about the same FLOPs
+    cells += [thinner_cell(22, 0.5, 0.51), thinner_cell(16, 0.3, 0.29)]
     # the tiny part segmentation (about 2 minutes a cell)
     for seed in (0, 1):
         cells.append(pn2_cell('dense', PN2_DENSE, seed=seed))

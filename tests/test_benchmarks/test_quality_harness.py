@@ -266,6 +266,11 @@ def test_scs_cells_are_columns_of_their_flops_target():
     assert scs[6].options['model.lambda_init'] == 0.01
     assert scs[7].options['custom_hooks.0.begin'] == 0
     assert all(c.slim and not c.report for c in scs)
+    # the uniformly thinner dense model beside each target
+    thin = [c for c in cells if c.method == 'dense, thinner']
+    assert [c.sparsity for c in thin] == ['FLOPs 50%', 'FLOPs 30%']
+    assert thin[0].options['model.neck.in_channels'] == [22, 44, 88, 176]
+    assert thin[0].options['model.bbox_head.feat_channels'] == 44
     assert scs[1].options['custom_hooks.0.flops_target'] == 0.3
     assert harness._x('FLOPs 30%') == pytest.approx(0.7)
     record = dict(
