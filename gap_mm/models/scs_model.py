@@ -39,6 +39,9 @@ class SCSModel(BaseModel):
             Defaults to True.
         exclude (Sequence[str]): Name prefixes of layers and blocks left
             ungated. Defaults to ().
+        only (Sequence[str]): Name prefixes of the only layers and blocks
+            to gate (e.g. ``['backbone.']``); a prefix under which nothing
+            can be gated is an error that says why. Defaults to () (all).
         init_logit (float): Initial gate logit: > 0 starts with every gate
             on (pruning mode), < 0 off (growing mode). Defaults to 1.0.
         lambda_init (float): The FLOPs weight to start from, >= 0
@@ -54,6 +57,7 @@ class SCSModel(BaseModel):
                  gate_channels: bool = True,
                  gate_blocks: bool = True,
                  exclude: Sequence[str] = (),
+                 only: Sequence[str] = (),
                  init_logit: float = 1.0,
                  lambda_init: float = 0.01,
                  init_cfg: Optional[dict] = None) -> None:
@@ -84,7 +88,8 @@ class SCSModel(BaseModel):
             channels=gate_channels,
             blocks=gate_blocks,
             exclude=tuple(exclude),
-            init=init_logit)
+            init=init_logit,
+            only=tuple(only))
         #: Full FLOPs by module name (mmengine.analysis), ungated.
         self.flops = module_flops(arch, shape)
         self.gates.attach(arch)

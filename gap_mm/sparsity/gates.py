@@ -117,15 +117,31 @@ class GateSet(nn.Module):
                    channels: bool = True,
                    blocks: bool = True,
                    exclude: Tuple[str, ...] = (),
-                   init: float = 1.0) -> 'GateSet':
+                   init: float = 1.0,
+                   only: Tuple[str, ...] = ()) -> 'GateSet':
         """Gates for every channel group (``channels``) and skippable
         residual block (``blocks``) of ``model``, except the producers and
-        blocks whose names start with one of ``exclude``."""
+        blocks whose names start with one of ``exclude``; with ``only``,
+        just those whose names start with one of its prefixes.
+
+        Raises:
+            GaPConfigError: If a prefix of ``only`` matches no gate site:
+                the message says why the layers under it cannot be gated
+                (channels tied by a residual sum or by FPN levels, or no
+                conv-norm-ReLU chain).
+        """
+        exclude, only = tuple(exclude), tuple(only)
+
+        def wanted(name: str) -> bool:
+            return not (exclude and name.startswith(exclude)) and (
+                not only or name.startswith(only))
+
         modules = dict(model.named_modules())
         sites = OrderedDict()
+        groups, skipped = find_channel_groups(model)
         if channels:
-            for group in find_channel_groups(model)[0]:
-                if group.producer.startswith(exclude) and exclude:
+            for group in groups:
+                if not wanted(group.producer):
                     continue
                 where = group.norm or group.producer
                 sites[group.producer] = (
@@ -134,8 +150,13 @@ class GateSet(nn.Module):
         if blocks:
             for name, module in modules.items():
                 last = _branch_end(module)
-                if last and not (exclude and name.startswith(exclude)):
+                if last and wanted(name):
                     block_sites[name] = _join(name, last)
+        for prefix in only:
+            if not any(n.startswith(prefix) for n in (*sites, *block_sites)):
+                raise GaPConfigError(
+                    f'SCS cannot gate {prefix!r}: '
+                    f'{_why_not_gated(model, prefix, skipped)}')
         if not sites and not block_sites:
             raise GaPConfigError(
                 f'{type(model).__name__} has no channel group or skippable '
@@ -208,6 +229,25 @@ class GateSet(nn.Module):
         """The on/off structure (bool per gate) by layer or block."""
         return OrderedDict(
             (n, g.logits.detach() > 0) for n, g in self.gates().items())
+
+
+def _why_not_gated(model: nn.Module, prefix: str,
+                   skipped: Mapping[str, str]) -> str:
+    """Why no gate site starts with ``prefix``."""
+    from .coupling import coupled_filter_params
+    for name, why in skipped.items():
+        if name.startswith(prefix):
+            return f'{name} is {why}'
+    for name, why in coupled_filter_params(model).items():
+        if name.startswith(prefix):
+            return (f'the channels of {name.rsplit(".", 1)[0]} are tied by '
+                    f'{why}: removing one would need it removed from every '
+                    f'tensor of the sum, so it is never gated')
+    if not any(n.startswith(prefix) for n, _ in model.named_modules()):
+        return 'the model has no module of that name'
+    return ('it holds no channel group (a conv-norm-ReLU chain whose '
+            'channels one next layer alone reads, see gap_mm.sparsity.'
+            'channels) and no residual block without a downsample')
 
 
 def _branch_end(module: nn.Module) -> Optional[str]:

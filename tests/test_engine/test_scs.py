@@ -503,3 +503,26 @@ def test_two_ranks_draw_the_same_gates(tmp_path):
     assert r0['lam'] == r1['lam']
     for key, value in r0['params'].items():
         assert torch.equal(value, r1['params'][key]), key
+
+
+def test_only_gates_the_named_layers_and_refuses_tied_ones():
+    init_default_scope('mmdet')
+    cfg = Config.fromfile(
+        osp.join(ROOT, 'configs', 'gap_retinanet_tiny_synthetic.py'))
+    arch = MODELS.build(cfg.model)
+    gates = GateSet.from_model(arch, only=('backbone.layer2.',))
+    assert list(gates.channel_sites) == [
+        'backbone.layer2.0.conv1', 'backbone.layer2.1.conv1'
+    ]
+    assert list(gates.block_sites) == ['backbone.layer2.1']
+    # a block's last conv: tied to its shortcut by the residual sum
+    with pytest.raises(
+            GaPConfigError,
+            match=r"cannot gate 'backbone.layer2.0.conv2': the channels of "
+            r'backbone.layer2.0.conv2 are tied by the residual sum of '
+            r'backbone.layer2.0'):
+        GateSet.from_model(arch, only=('backbone.layer2.0.conv2', ))
+    with pytest.raises(GaPConfigError, match=r"cannot gate 'neck.fpn_convs"):
+        GateSet.from_model(arch, only=('neck.fpn_convs.0', ))
+    with pytest.raises(GaPConfigError, match='has no module of that name'):
+        GateSet.from_model(arch, only=('backbone.layer9', ))
