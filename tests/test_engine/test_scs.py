@@ -410,6 +410,45 @@ class TestSCSOnARunner(GaPRunnerCase):
         with pytest.raises(GaPConfigError, match='lambda_init is 0.0'):
             self._train(cfg, 'lambda_zero')
 
+    def test_gate_gradients_tool_splits_task_and_flops(self):
+        import importlib.util
+        import json
+        spec = importlib.util.spec_from_file_location(
+            'scs_gate_gradients',
+            osp.join(ROOT, 'tools', 'analysis_tools',
+                     'scs_gate_gradients.py'))
+        tool = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(tool)
+        cfg_path = osp.join(self.temp_dir.name, 'scs_toy.py')
+        cfg = copy.deepcopy(self.cfg)
+        cfg.custom_hooks = [self.HOOK]
+        cfg.dump(cfg_path)
+        out = osp.join(self.temp_dir.name, 'grads.json')
+        assert tool.main([
+            cfg_path, '--iters', '6', '--beta', '2', '--work-dir',
+            osp.join(self.temp_dir.name, 'grads'), '--out-json', out
+        ]) == 0
+        with open(out) as f:
+            rows = json.load(f)
+        assert [r['gate'] for r in rows] == ['block.conv1', 'block']
+        # the logits stay put, so the FLOPs part is that of the initial
+        # gates at beta 2, exactly
+        model = _toy_scs()
+        model.gates.set_beta(2.0)
+        gates = list(model.gates.gates().values())
+        direct = torch.autograd.grad(model.flops_ratio(),
+                                     [g.logits for g in gates])
+        for row, grad in zip(rows, direct):
+            assert row['flops'] == pytest.approx(float(grad.abs().mean()))
+            assert row['task'] > 0
+            assert row['ratio'] == pytest.approx(row['flops'] / row['task'])
+        with pytest.raises(SystemExit):
+            tool.main([cfg_path, '--iters', '1'])
+        plain = osp.join(self.temp_dir.name, 'plain.py')
+        cfg.model = dict(type='SCSToyNet')
+        cfg.dump(plain)
+        assert tool.main([plain]) == 1
+
     def test_hook_needs_an_scs_model(self):
         cfg = copy.deepcopy(self.cfg)
         cfg.model = dict(type='SCSToyNet')
