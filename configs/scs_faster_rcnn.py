@@ -29,6 +29,7 @@ custom_hooks = [
         flops_target=0.5,
         gate_lr=100.0)
 ]
-# after the freeze the gate logits get no gradient: DDP must allow that
+# in the warm-up and after the freeze the gate logits get no gradient: DDP
+# must allow that
 model_wrapper_cfg = dict(
     type='MMDistributedDataParallel', find_unused_parameters=True)

@@ -29,3 +29,7 @@ custom_hooks = [
         lambda_interval=1,
         gate_lr=100.0)
 ]
+# in the warm-up and after the freeze the gate logits get no gradient: DDP
+# (tools/dist_train.sh) must allow that
+model_wrapper_cfg = dict(
+    type='MMDistributedDataParallel', find_unused_parameters=True)

@@ -229,8 +229,10 @@ def train_losses(work_dir: str) -> List[List[float]]:
 
 
 def mean_scalar(work_dir: str, key: str) -> Optional[float]:
-    """The mean of a scalar over the train loop's logged values (each one
-    the mean of its logging window), or None when none was logged."""
+    """The mean of a scalar over the train loop's logged values, or None
+    when none was logged. Each logged value is the mean of the last
+    ``log_processor.window_size`` iterations (10): with the grid's logging
+    every 10 iterations that is every iteration of the run."""
     values = OrderedDict()
     for root, _, files in sorted(os.walk(work_dir)):
         if 'scalars.json' not in files or osp.basename(root) != 'vis_data':

@@ -85,8 +85,9 @@ def _two_stage_forward(model: nn.Module, inputs: torch.Tensor) -> tuple:
     t = torch.linspace(0, 0.75, num, dtype=inputs.dtype)
     boxes = torch.stack([t * w, t.flip(0) * h, t * w + w / 4,
                          t.flip(0) * h + h / 4], dim=1)
+    boxes = boxes.to(inputs.device)
     roi_outs = model.roi_head.forward(
-        feats, [InstanceData(bboxes=boxes.to(inputs.device))])
+        feats, [InstanceData(bboxes=boxes) for _ in range(inputs.shape[0])])
     return tuple(rpn_outs) + tuple(roi_outs)
 
 
@@ -108,8 +109,8 @@ def module_flops(model: nn.Module,
     :class:`_TensorForward`).
 
     Raises:
-        ReportError: If the model's ``_forward`` does not run on one image
-            tensor (e.g. a point-cloud model).
+        ReportError: If the trace fails (a model whose ``_forward`` needs
+            more than the input tensor, or that a jit trace cannot run).
     """
     from mmengine.analysis import FlopAnalyzer
     inputs = torch.zeros(1, *[int(s) for s in input_shape])
@@ -125,9 +126,10 @@ def module_flops(model: nn.Module,
         raise ReportError(
             f'cannot count the FLOPs of {type(model).__name__} on an input '
             f'of shape {list(inputs.shape)}: its _forward must run on one '
-            f'image tensor (single-stage detectors and classifiers do; '
+            f'image tensor (single-stage detectors and classifiers; '
             f'two-stage detectors are traced through their RPN and RoI '
-            f'heads); {type(err).__name__}: {err}') from err
+            f'heads) or on one (N, C) point cloud (3D segmentors); '
+            f'{type(err).__name__}: {err}') from err
     finally:
         model.train(was_training)
     out = {}

@@ -106,7 +106,7 @@ def _block_groups(name: str, block: nn.Module,
 
 def _conv_module_parts(module: nn.Module) -> Optional[Tuple[str, bool]]:
     """(norm attribute or '', has a ReLU) of an mmcv ``ConvModule`` in
-    conv-norm-act order, else None."""
+    conv-norm-act order with a batch norm or none, else None."""
     if 'ConvModule' not in _class_names(module) or tuple(
             getattr(module, 'order', ())) != ('conv', 'norm', 'act'):
         return None
@@ -115,6 +115,11 @@ def _conv_module_parts(module: nn.Module) -> Optional[Tuple[str, bool]]:
         return None
     norm = getattr(module, 'norm_name', None) if getattr(
         module, 'with_norm', False) else ''
+    # a removed channel must leave the other channels' values unchanged:
+    # a batch norm is per channel, a group or layer norm mixes them
+    if norm and not isinstance(
+            getattr(module, norm, None), nn.modules.batchnorm._BatchNorm):
+        return None
     return norm, bool(getattr(module, 'with_activation', False))
 
 

@@ -153,10 +153,20 @@ class GateSet(nn.Module):
                 if last and wanted(name):
                     block_sites[name] = _join(name, last)
         for prefix in only:
-            if not any(n.startswith(prefix) for n in (*sites, *block_sites)):
-                raise GaPConfigError(
-                    f'SCS cannot gate {prefix!r}: '
-                    f'{_why_not_gated(model, prefix, skipped)}')
+            if any(n.startswith(prefix) for n in (*sites, *block_sites)):
+                continue
+            left_out = [
+                n for n in (*(g.producer for g in groups), *(
+                    n for n, m in modules.items() if _branch_end(m)))
+                if n.startswith(prefix)
+            ]
+            if left_out:
+                why = (f'{left_out[0]} can be gated but is left out by '
+                       f'exclude={list(exclude)}, gate_channels='
+                       f'{channels} or gate_blocks={blocks}')
+            else:
+                why = _why_not_gated(model, prefix, skipped)
+            raise GaPConfigError(f'SCS cannot gate {prefix!r}: {why}')
         if not sites and not block_sites:
             raise GaPConfigError(
                 f'{type(model).__name__} has no channel group or skippable '
@@ -237,7 +247,7 @@ def _why_not_gated(model: nn.Module, prefix: str,
     from .coupling import coupled_filter_params
     for name, why in skipped.items():
         if name.startswith(prefix):
-            return f'{name} is {why}'
+            return f'{name}: {why}'
     for name, why in coupled_filter_params(model).items():
         if name.startswith(prefix):
             return (f'the channels of {name.rsplit(".", 1)[0]} are tied by '
@@ -296,6 +306,8 @@ def gated_flops(model: nn.Module,
     if total <= 0:
         raise GaPConfigError('the FLOPs count of the whole model is 0; '
                              'count it with module_flops on a real input')
+    if sampled and hard:
+        raise ValueError('gated_flops: hard or sampled, not both')
     groups = {g.producer: g for g in find_channel_groups(model)[0]}
     frac = OrderedDict()
     for name, gate in gates.gates().items():

@@ -565,3 +565,27 @@ def test_only_gates_the_named_layers_and_refuses_tied_ones():
         GateSet.from_model(arch, only=('neck.fpn_convs.0', ))
     with pytest.raises(GaPConfigError, match='has no module of that name'):
         GateSet.from_model(arch, only=('backbone.layer9', ))
+    with pytest.raises(
+            GaPConfigError,
+            match=r'backbone.layer2.0.conv1 can be gated but is left out by '
+            r"exclude=\['backbone.layer2.0'\]"):
+        GateSet.from_model(
+            arch,
+            only=('backbone.layer2.0.conv1', ),
+            exclude=('backbone.layer2.0', ))
+
+
+def test_a_group_norm_chain_is_no_channel_group():
+    """A removed channel changes a group norm's statistics for the others:
+    such a chain is neither gated nor slimmed."""
+    from mmcv.cnn import ConvModule
+
+    from gap_mm.sparsity import find_channel_groups
+
+    def chain(norm):
+        return nn.Sequential(
+            ConvModule(4, 8, 1, norm_cfg=norm), ConvModule(8, 8, 1))
+
+    assert [g.producer for g in find_channel_groups(
+        chain(dict(type='BN')))[0]] == ['0.conv']
+    assert find_channel_groups(chain(dict(type='GN', num_groups=2)))[0] == []

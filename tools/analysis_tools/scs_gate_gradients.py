@@ -47,11 +47,12 @@ from gap_mm.utils import merge_cfg_options
 class _Split(StepStage):
     """Before the gates' SGD: split each gate's gradient at lambda = 1."""
 
-    def __init__(self, model, records: List[dict]) -> None:
-        self.model, self.records = model, records
+    def __init__(self, model, wrapper, records: List[dict]) -> None:
+        self.model, self.wrapper, self.records = model, wrapper, records
 
     def before_mask(self, iteration: int) -> None:
         model = self.model
+        scale = self.wrapper.grad_scale()  # the loss scale under AMP
         gates = model.gates.gates()
         names = [n for n, g in gates.items() if g.logits.grad is not None]
         if not names:
@@ -65,7 +66,7 @@ class _Split(StepStage):
         for name, f_grad in zip(names, flops):
             f_grad = torch.zeros_like(gates[name].logits) \
                 if f_grad is None else f_grad
-            task = gates[name].logits.grad - lam * f_grad
+            task = gates[name].logits.grad / scale - lam * f_grad
             row[name] = (float(task.abs().mean()), float(f_grad.abs().mean()))
         self.records.append(row)
 
@@ -79,14 +80,23 @@ class _MeasureHook(Hook):
     def before_train(self, runner) -> None:
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
-        runner.optim_wrapper.add_stage(_Split(model, self.records))
+        wrapper = runner.optim_wrapper
+        if not hasattr(wrapper, 'add_stage'):
+            raise GaPConfigError(
+                f"SCS needs optim_wrapper=dict(type='GaPOptimWrapper', ...) "
+                f'(GaPAmpOptimWrapper for AMP), but got '
+                f'{type(wrapper).__name__}')
+        wrapper.add_stage(_Split(model, wrapper, self.records))
 
 
 def summarize(records: List[Dict[str, tuple]]) -> List[dict]:
     """Per gate: medians of the second half of ``records``."""
     half = records[len(records) // 2:] or records
+    names = OrderedDict((n, None) for r in records for n in r)
     out = []
-    for name in records[0] if records else []:
+    for name in names:
+        if not any(name in r for r in half):
+            continue
         task = statistics.median(r[name][0] for r in half if name in r)
         flops = statistics.median(r[name][1] for r in half if name in r)
         out.append(
@@ -168,9 +178,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         gate_lr=1e-30)  # the logits stay where they start
     cfg.custom_hooks = [hook]
     records: List[dict] = []
-    runner = Runner.from_cfg(cfg)
-    runner.register_hook(_MeasureHook(records))
-    runner.train()
+    try:
+        runner = Runner.from_cfg(cfg)
+        runner.register_hook(_MeasureHook(records))
+        runner.train()
+    except GaPConfigError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
     rows = summarize(records)
     print(f'{name}: {len(records)} iterations at beta {args.beta:g}, '
           f'medians over the last {len(records) - len(records) // 2}')

@@ -56,7 +56,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         metavar='DIM',
         help='C H W of an image (or N C of a point cloud): also count the '
         'FLOPs (mmengine.analysis) for one input of this shape, and what '
-        'the all-zero filters of the prunable layers save')
+        'the all-zero filters of the prunable layers save (give it after '
+        'the positional arguments)')
     parser.add_argument(
         '--cfg-options',
         nargs='+',

@@ -65,7 +65,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         metavar='DIM',
         help='C H W of an image (or N C of a point cloud): count FLOPs '
         '(mmengine.analysis) and compare the outputs before and after for '
-        'inputs of this shape')
+        'inputs of this shape (give it after the positional arguments)')
     parser.add_argument(
         '--out-json', help='also write the figures and the per-group rows')
     parser.add_argument(

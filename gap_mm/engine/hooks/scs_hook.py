@@ -27,14 +27,18 @@ class _GateSGD(StepStage):
         hook = self.hook
         scale = hook._wrapper.grad_scale() if hasattr(
             hook._wrapper, 'grad_scale') else 1.0
-        logits = [g.logits for g in hook.model.gates.gates().values()]
-        grads = [p.grad for p in logits if p.grad is not None]
-        finite = all(bool(torch.isfinite(g).all()) for g in grads)
+        logits = [
+            g.logits for g in hook.model.gates.gates().values()
+            if g.logits.grad is not None
+        ]
+        if not logits:
+            return
+        grads = [p.grad for p in logits]
+        # one check (one device sync) for all: under AMP a step whose
+        # gradients overflowed is skipped
+        if bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
+            torch._foreach_add_(logits, grads, alpha=-hook.gate_lr / scale)
         for param in logits:
-            if param.grad is None:
-                continue
-            if finite:  # under AMP an overflowing step is skipped
-                param.add_(param.grad, alpha=-hook.gate_lr / scale)
             param.grad = None
 
 
@@ -163,6 +167,9 @@ class SCSHook(Hook):
                 f'<the detector>, ...), but the model is '
                 f'{type(model).__name__}')
         self.model = model
+        train_loop = getattr(runner, '_train_loop', None)
+        if train_loop is None or isinstance(train_loop, dict):
+            return  # testing: the gates are 1[s > 0]
         if self.flops_target is not None and not float(model.scs_lambda) > 0:
             raise GaPConfigError(
                 f'SCSHook steers lambda multiplicatively towards flops_target='
@@ -170,9 +177,6 @@ class SCSHook(Hook):
                 f'lambda_init is {float(model.scs_lambda)}: give lambda_init '
                 f'> 0 (0.01 on the demo), or flops_target=None for a fixed '
                 f'lambda')
-        train_loop = getattr(runner, '_train_loop', None)
-        if train_loop is None or isinstance(train_loop, dict):
-            return  # testing: the gates are 1[s > 0]
         max_iters = runner.max_iters
         freeze, begin = self.freeze, self.begin
         if isinstance(freeze, float):
