@@ -154,17 +154,28 @@ def zero_filter_flops(flops: Mapping[str, int],
         dict: ``total`` (the dense model's FLOPs), ``without_zero_filters``
         (after removing each layer's zero filters from its own FLOPs),
         ``saved_fraction``, ``filters`` and ``zero_filters`` (over
-        ``layers``), and per-layer ``layers`` rows of those with zero
-        filters.
+        ``layers``), per-layer ``layers`` rows of those with zero filters;
+        and for unstructured sparsity ``nonzero`` (the model's FLOPs when
+        each of ``layers`` computes only its non-zero weights: its FLOPs
+        times its density, what sparse kernels could reach) and
+        ``by_layer`` (``name -> [FLOPs, non-zero FLOPs]``).
     """
     total = flops.get('', 0)
     saved = 0.0
+    sparse_saved = 0.0
+    by_layer = {}
     rows = []
     n_filters = n_zero = 0
     for name in layers:
         weight = state_dict[name]
         module = name.rsplit('.', 1)[0]
         out = weight.shape[0]
+        if module in flops and weight.numel():
+            density = float((weight != 0).sum()) / weight.numel()
+            by_layer[name] = [
+                flops[module], int(round(flops[module] * density))
+            ]
+            sparse_saved += flops[module] * (1 - density)
         zero = int((weight.reshape(out, -1) == 0).all(dim=1).sum())
         n_filters += out
         n_zero += zero
@@ -185,4 +196,6 @@ def zero_filter_flops(flops: Mapping[str, int],
         saved_fraction=saved / total if total else 0.0,
         filters=n_filters,
         zero_filters=n_zero,
-        layers=rows)
+        layers=rows,
+        nonzero=total - int(round(sparse_saved)),
+        by_layer=by_layer)

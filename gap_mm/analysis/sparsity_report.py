@@ -288,13 +288,22 @@ def format_report(report: dict,
     else:
         header = ('layer', 'shape', 'params', 'non-zero', 'sparsity',
                   'partition')
+    # with --flops-shape: the layer's MFLOPs and those of its non-zero
+    # weights (``report['flops']``, see zero_filter_flops)
+    by_layer = (report.get('flops') or {}).get('by_layer')
+    if by_layer:
+        header = header + ('MFLOPs (non-zero)', )
     other = {r['name']: r for r in (compare or {}).get('layers', [])}
 
     def line(name, shape, numel, nonzero, sparsity, sparsity_b, partition):
         cells = [name, shape, str(numel), str(nonzero), _pct(sparsity)]
         if compare is not None:
             cells.append('' if sparsity_b is None else _pct(sparsity_b))
-        return cells + [str(partition)]
+        cells.append(str(partition))
+        if by_layer:
+            f = by_layer.get(name)
+            cells.append(f'{f[0] / 1e6:.2f} ({f[1] / 1e6:.2f})' if f else '')
+        return cells
 
     body = [
         line(r['name'], 'x'.join(map(str, r['shape'])), r['numel'],

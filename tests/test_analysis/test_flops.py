@@ -51,3 +51,36 @@ def test_a_model_that_needs_more_than_a_tensor_is_named():
     with pytest.raises(ReportError, match=r'NeedsSamples .* shape \[1, 3, 8, '
                        r'8\].*one image tensor'):
         module_flops(NeedsSamples(), (3, 8, 8))
+
+
+def test_unstructured_zeros_count_as_the_flops_of_the_non_zero_weights():
+    from gap_mm.analysis import format_report
+    model = TwoConvs()
+    flops = module_flops(model, (3, 8, 8))
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    sd['conv1.weight'].view(-1)[::4] = 0  # 25% of the weights, no filter
+    result = zero_filter_flops(flops, sd, ['conv1.weight', 'conv2.weight'])
+    assert result['zero_filters'] == 0
+    assert result['by_layer'] == {
+        'conv1.weight': [flops['conv1'], flops['conv1'] * 3 // 4],
+        'conv2.weight': [flops['conv2'], flops['conv2']]
+    }
+    assert result['nonzero'] == flops[''] - flops['conv1'] // 4
+    report = dict(
+        layers=[
+            dict(
+                name='conv1.weight',
+                shape=[8, 3, 3, 3],
+                numel=216,
+                nonzero=162,
+                sparsity=0.25,
+                partition=0)
+        ],
+        partitions=[],
+        prunable=dict(numel=216, nonzero=162, sparsity=0.25),
+        model=dict(numel=300, nonzero=246, sparsity=0.18),
+        flops=result)
+    table = format_report(report)
+    assert 'MFLOPs (non-zero)' in table.splitlines()[0]
+    assert f"{flops['conv1'] / 1e6:.2f} ({flops['conv1'] * 3 / 4e6:.2f})" \
+        in table

@@ -129,7 +129,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                   f'filters are all zero, and without them the layers '
                   f'compute {f["without_zero_filters"] / 1e9:.3f} GFLOPs '
                   f'(-{100 * f["saved_fraction"]:.1f}%, a lower bound of '
-                  f'what slimming saves)')
+                  f'what slimming saves); the non-zero weights compute '
+                  f'{f["nonzero"] / 1e9:.3f} GFLOPs '
+                  f'(-{100 * (1 - f["nonzero"] / f["total"]):.1f}%, what '
+                  f'sparse kernels could reach)')
 
     if args.out_json:
         data = dict(
