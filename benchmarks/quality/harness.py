@@ -211,29 +211,10 @@ def test_metrics(test_dir: str, key: str) -> Dict[str, float]:
     return found
 
 
-def train_losses(work_dir: str) -> List[List[float]]:
-    """``[iter, loss]`` pairs that the train loop logged."""
-    seen = OrderedDict()
-    for root, _, files in sorted(os.walk(work_dir)):
-        if 'scalars.json' not in files or osp.basename(root) != 'vis_data':
-            continue
-        with open(osp.join(root, 'scalars.json')) as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if 'loss' in record and 'iter' in record:
-                    seen[int(record['iter'])] = float(record['loss'])
-    return [[i, loss] for i, loss in sorted(seen.items())]
-
-
-def mean_scalar(work_dir: str, key: str) -> Optional[float]:
-    """The mean of a scalar over the train loop's logged values, or None
-    when none was logged. Each logged value is the mean of the last
-    ``log_processor.window_size`` iterations (10): with the grid's logging
-    every 10 iterations that is every iteration of the run."""
-    values = OrderedDict()
+def logged_scalars(work_dir: str, key: str) -> Dict[int, float]:
+    """``iter -> value`` of a scalar the train loop logged (its
+    ``vis_data/scalars.json`` files; unreadable lines are skipped)."""
+    seen: Dict[int, float] = OrderedDict()
     for root, _, files in sorted(os.walk(work_dir)):
         if 'scalars.json' not in files or osp.basename(root) != 'vis_data':
             continue
@@ -244,7 +225,22 @@ def mean_scalar(work_dir: str, key: str) -> Optional[float]:
                 except json.JSONDecodeError:
                     continue
                 if key in record and 'iter' in record:
-                    values[int(record['iter'])] = float(record[key])
+                    seen[int(record['iter'])] = float(record[key])
+    return seen
+
+
+def train_losses(work_dir: str) -> List[List[float]]:
+    """``[iter, loss]`` pairs that the train loop logged."""
+    return [[i, loss]
+            for i, loss in sorted(logged_scalars(work_dir, 'loss').items())]
+
+
+def mean_scalar(work_dir: str, key: str) -> Optional[float]:
+    """The mean of a scalar over the train loop's logged values, or None
+    when none was logged. Each logged value is the mean of the last
+    ``log_processor.window_size`` iterations (10): with the grid's logging
+    every 10 iterations that is every iteration of the run."""
+    values = logged_scalars(work_dir, key)
     return sum(values.values()) / len(values) if values else None
 
 

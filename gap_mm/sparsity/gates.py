@@ -30,6 +30,7 @@ by FPN levels (lateral and output convs, heads shared across levels) are
 never gated, for the reasons of :mod:`gap_mm.sparsity.coupling`: removing
 one of them would need the same channel removed in every tensor of the sum.
 """
+import weakref
 from collections import OrderedDict
 from typing import Dict, List, Mapping, Optional, Tuple
 
@@ -235,6 +236,31 @@ class GateSet(nn.Module):
         for gate in self.gates().values():
             gate.logits.requires_grad_(False)
 
+    def scaled_layers(self, model: nn.Module) -> Dict[str, List[str]]:
+        """Gate -> the modules whose FLOPs it scales: a channel gate its
+        producer, the producer's norm and the consumers; a block gate every
+        leaf module of the block. Found once per model (the structure does
+        not change while it trains) and kept, since :func:`gated_flops`
+        runs several times an iteration."""
+        cached = getattr(self, '_scaled_layers', None)
+        if cached is not None and cached[0]() is model:
+            return cached[1]
+        groups = {g.producer: g for g in find_channel_groups(model)[0]}
+        out: Dict[str, List[str]] = OrderedDict()
+        for producer in self.channel_sites:
+            group = groups[producer]
+            out[producer] = [producer] + ([group.norm] if group.norm else
+                                          []) + list(group.consumers)
+        for block in self.block_sites:
+            prefix = block + '.'
+            out[block] = [
+                name for name, module in model.named_modules()
+                if name.startswith(prefix) and not any(True for _ in
+                                                       module.children())
+            ]
+        self._scaled_layers = (weakref.ref(model), out)
+        return out
+
     def hard_state(self) -> Dict[str, torch.Tensor]:
         """The on/off structure (bool per gate) by layer or block."""
         return OrderedDict(
@@ -308,7 +334,6 @@ def gated_flops(model: nn.Module,
                              'count it with module_flops on a real input')
     if sampled and hard:
         raise ValueError('gated_flops: hard or sampled, not both')
-    groups = {g.producer: g for g in find_channel_groups(model)[0]}
     frac = OrderedDict()
     for name, gate in gates.gates().items():
         # float64: the FLOPs are counts of up to ~1e11
@@ -325,19 +350,9 @@ def gated_flops(model: nn.Module,
     def scale(layer: str, value: torch.Tensor) -> None:
         factor[layer] = factor.get(layer, one) * value
 
-    for producer in gates.channel_sites:
-        group = groups[producer]
-        scale(producer, frac[producer])
-        if group.norm:
-            scale(group.norm, frac[producer])
-        for consumer in group.consumers:
-            scale(consumer, frac[producer])
-    for block in gates.block_sites:
-        prefix = block + '.'
-        for name, module in model.named_modules():
-            if name.startswith(prefix) and not any(True for _ in
-                                                   module.children()):
-                scale(name, frac[block])
+    for gate, layers in gates.scaled_layers(model).items():
+        for layer in layers:
+            scale(layer, frac[gate])
     gated = sum(float(flops.get(n, 0)) for n in factor)
     kept = sum(float(flops.get(n, 0)) * f for n, f in factor.items())
     return (total - gated + kept) / total

@@ -25,8 +25,7 @@ class _GateSGD(StepStage):
     @torch.no_grad()
     def before_mask(self, iteration: int) -> None:
         hook = self.hook
-        scale = hook._wrapper.grad_scale() if hasattr(
-            hook._wrapper, 'grad_scale') else 1.0
+        scale = hook._wrapper.grad_scale()  # the loss scale under AMP
         logits = [
             g.logits for g in hook.model.gates.gates().values()
             if g.logits.grad is not None
