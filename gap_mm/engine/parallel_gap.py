@@ -26,6 +26,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 import torch.distributed as torch_dist
+from mmengine import dist as mm_dist
 from mmengine.hooks import CheckpointHook, EMAHook
 from mmengine.model import is_model_wrapper
 from mmengine.runner import IterBasedTrainLoop
@@ -385,12 +386,20 @@ class CombineExchange:
         numels = [self.tensors[n].numel() for n in names]
         total = sum(numels)
         device = self.tensors[names[0]].device  # NCCL sends device tensors
+        # the source alone can see the precondition; every rank must learn
+        # that it failed, or the others would wait in the broadcast forever
+        missing = [] if torch_dist.get_rank() != src else [
+            n for n in names if not self.sparsifier.is_sparse(n)
+        ]
+        failed = torch.tensor([len(missing)], dtype=torch.int64)
+        mm_dist.all_reduce(failed, op='max')
+        if int(failed):
+            raise RuntimeError(
+                f'the combine sends partitions pruned, but rank {src} holds '
+                f'{int(failed)} of their weights dense'
+                f'{": " + str(missing[:5]) if missing else ""}; prune them '
+                f'on their group before the combine')
         if torch_dist.get_rank() == src:
-            missing = [n for n in names if not self.sparsifier.is_sparse(n)]
-            if missing:
-                raise RuntimeError(
-                    f'the combine sends partitions pruned: prune {missing} '
-                    f'on their group before it')
             keep = torch.cat([
                 self.sparsifier.keep_mask(n).reshape(-1).cpu() for n in names
             ])
@@ -477,7 +486,7 @@ class CombineExchange:
         count = torch.tensor([sum(t.numel() for t in tensors)],
                              dtype=torch.int64)
         both = torch.cat([count, -count])
-        torch_dist.all_reduce(both, op=torch_dist.ReduceOp.MAX)
+        mm_dist.all_reduce(both, op='max')
         if int(both[0]) != -int(both[1]):
             raise GaPConfigError(
                 f'the ranks hold {what} with different numbers of values '
@@ -497,7 +506,7 @@ class CombineExchange:
             rows.append(sum(row) & ((1 << 63) - 1))
         local = torch.tensor(rows, dtype=torch.int64)
         both = torch.stack([local, -local])
-        torch_dist.all_reduce(both, op=torch_dist.ReduceOp.MAX)
+        mm_dist.all_reduce(both, op='max')
         differs = (both[0] != -both[1]).nonzero().flatten().tolist()
         if differs:
             bad = [names[i] for i in differs]

@@ -337,3 +337,63 @@ def test_one_process_is_refused():
             match='needs a distributed run of a multiple of 2 '
             'processes'):
         Runner.from_cfg(cfg).train()
+
+
+def _unpruned_combine_worker(rank, world, port, out_dir):
+    """Every rank builds the combine over a sparsifier that never pruned:
+    the source of partition 0 cannot send it sparse, and every rank, not
+    only the source, must raise (before the fix the other rank waited in
+    the mask broadcast until the process group's timeout)."""
+    import datetime
+
+    import torch.distributed as torch_dist
+
+    from gap_mm.engine.parallel_gap import CombineExchange, covered_tensors
+    from gap_mm.engine.rank_groups import group_layout
+    from gap_mm.sparsity import Sparsifier
+    from gap_mm.testing import GaPToyModel
+    torch_dist.init_process_group(
+        'gloo',
+        init_method=f'tcp://127.0.0.1:{port}',
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=60))
+    torch.manual_seed(0)
+    model = GaPToyModel()
+    params = {
+        n: p
+        for n, p in model.named_parameters()
+        if n.endswith('weight') and p.dim() > 1 and not n.startswith('head')
+    }
+    sparsifier = Sparsifier(params, sparsity=0.5, partitions=2)
+    tensors = dict(model.named_parameters())
+    tensors.update(model.named_buffers())
+    exchange = CombineExchange(
+        tensors,
+        covered_tensors(model, sparsifier.partition_of, 2),
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        group_layout(rank, world, 2),
+        sparsifier=sparsifier)
+    try:
+        exchange.combine()
+        message = None
+    except RuntimeError as err:
+        message = str(err)
+    torch.save(message, osp.join(out_dir, f'unpruned{rank}.pt'))
+    torch_dist.destroy_process_group()
+
+
+@pytest.mark.timeout(300)
+def test_unpruned_source_stops_every_rank(tmp_path):
+    mp.spawn(
+        _unpruned_combine_worker,
+        args=(2, free_port(), str(tmp_path)),
+        nprocs=2)
+    messages = [
+        torch.load(tmp_path / f'unpruned{r}.pt', weights_only=True)
+        for r in range(2)
+    ]
+    for message in messages:
+        assert message is not None
+        assert 'rank 0 holds' in message and 'dense' in message, message
+    assert 'conv.weight' in messages[0]  # the source names the weights
