@@ -1,7 +1,8 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
 """Offline analysis behind ``tools/analysis_tools/``: sparsity reports of
 checkpoints, their FLOPs, and timelines of GaP schedules."""
-from .flops import module_flops, network_forward, zero_filter_flops
+from .flops import (check_input_shape, module_flops, network_forward,
+                    zero_filter_flops)
 from .schedule_timeline import (Event, Timeline, TimelineError, build_timeline,
                                 find_gap_hook, format_timeline,
                                 partition_color, partition_labels,
@@ -14,6 +15,7 @@ from .sparsity_report import (NO_PARTITION, ReportError, build_model,
 
 __all__ = [
     'Event', 'NO_PARTITION', 'ReportError', 'Timeline', 'TimelineError',
+    'check_input_shape',
     'build_model', 'build_timeline', 'compute_report', 'find_gap_hook',
     'format_report', 'format_timeline', 'load_checkpoint', 'match_state_dict',
     'partition_color', 'partition_labels', 'plot_sparsity', 'plot_timeline',

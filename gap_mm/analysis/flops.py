@@ -15,12 +15,34 @@ counted here: the figure is a lower bound of what slimming saves.
 mmengine counts a multiply-add as one FLOP (as mmdet's ``get_flops.py``
 reports).
 """
-from typing import Dict, Mapping, Sequence
+from typing import Dict, Mapping, Sequence, Tuple
 
 import torch
 from torch import nn
 
+from gap_mm.errors import GaPConfigError
 from .sparsity_report import ReportError
+
+
+def check_input_shape(shape, what: str = 'the input shape') -> Tuple[int, ...]:
+    """``shape`` as a tuple if it is ``(C, H, W)`` (an image) or ``(N, C)``
+    (a point cloud of ``N`` points) of positive ints, the inputs
+    :func:`module_flops` can trace.
+
+    Raises:
+        GaPConfigError: Naming ``what`` and the value otherwise.
+    """
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        dims = ()
+    if len(dims) not in (2, 3) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d > 0
+            for d in dims):
+        raise GaPConfigError(
+            f'{what} must be C H W (an image) or N C (a point cloud) of '
+            f'positive ints, got {shape!r}')
+    return dims
 
 
 class _TensorForward(nn.Module):
@@ -109,11 +131,13 @@ def module_flops(model: nn.Module,
     :class:`_TensorForward`).
 
     Raises:
+        GaPConfigError: If ``input_shape`` is neither (see
+            :func:`check_input_shape`).
         ReportError: If the trace fails (a model whose ``_forward`` needs
             more than the input tensor, or that a jit trace cannot run).
     """
     from mmengine.analysis import FlopAnalyzer
-    inputs = torch.zeros(1, *[int(s) for s in input_shape])
+    inputs = torch.zeros(1, *check_input_shape(input_shape))
     was_training = model.training
     model.eval()
     try:

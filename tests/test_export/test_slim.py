@@ -413,5 +413,5 @@ def test_converter_input_shape_is_an_image_or_a_point_cloud(tmp_path):
                           text=True,
                           cwd=ROOT)
     assert proc.returncode == 2
-    assert '--input-shape takes C H W (an image) or N C (a point cloud), ' \
-        'got 3 160 160 1' in proc.stderr
+    assert '--input-shape must be C H W (an image) or N C (a point cloud) ' \
+        'of positive ints, got [3, 160, 160, 1]' in proc.stderr

@@ -24,10 +24,10 @@ from typing import List, Optional
 
 from mmengine.config import Config, DictAction
 
-from gap_mm.analysis import (ReportError, build_model, format_report,
-                             load_checkpoint, match_state_dict, module_flops,
-                             plot_sparsity, report_from_files, write_csv,
-                             zero_filter_flops)
+from gap_mm.analysis import (ReportError, build_model, check_input_shape,
+                             format_report, load_checkpoint, match_state_dict,
+                             module_flops, plot_sparsity, report_from_files,
+                             write_csv, zero_filter_flops)
 from gap_mm.errors import GaPConfigError
 from gap_mm.utils import merge_cfg_options
 
@@ -65,9 +65,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='override settings of the config, e.g. '
         'custom_hooks.0.exclude="[^backbone\\.conv1\\.]"')
     args = parser.parse_args(argv)
-    if args.flops_shape is not None and len(args.flops_shape) not in (2, 3):
-        parser.error(f'--flops-shape takes C H W (an image) or N C (a point '
-                     f'cloud), got {" ".join(map(str, args.flops_shape))}')
+    if args.flops_shape is not None:
+        try:
+            check_input_shape(args.flops_shape, '--flops-shape')
+        except GaPConfigError as err:
+            parser.error(str(err))
     return args
 
 

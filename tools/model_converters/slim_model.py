@@ -39,7 +39,8 @@ import torch
 from mmengine.config import Config, DictAction
 
 from gap_mm.analysis import ReportError, build_model
-from gap_mm.analysis.flops import module_flops, network_forward
+from gap_mm.analysis.flops import (check_input_shape, module_flops,
+                                   network_forward)
 from gap_mm.analysis.sparsity_report import match_state_dict
 from gap_mm.checkpoint import load_checkpoint, split_checkpoint
 from gap_mm.errors import GaPConfigError
@@ -74,9 +75,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         action=DictAction,
         help='override settings of the config, as in tools/train.py')
     args = parser.parse_args(argv)
-    if args.input_shape is not None and len(args.input_shape) not in (2, 3):
-        parser.error(f'--input-shape takes C H W (an image) or N C (a point '
-                     f'cloud), got {" ".join(map(str, args.input_shape))}')
+    if args.input_shape is not None:
+        try:
+            check_input_shape(args.input_shape, '--input-shape')
+        except GaPConfigError as err:
+            parser.error(str(err))
     return args
 
 
