@@ -43,7 +43,15 @@ class SCSModel(BaseModel):
             to gate (e.g. ``['backbone.']``); a prefix under which nothing
             can be gated is an error that says why. Defaults to () (all).
         init_logit (float): Initial gate logit: > 0 starts with every gate
-            on (pruning mode), < 0 off (growing mode). Defaults to 1.0.
+            on (pruning mode), < 0 every gate off. Defaults to 1.0.
+        seed_width (float, optional): Growing mode from a seed network: a
+            fraction in (0, 1) of every gated layer's channels that starts
+            on (the first ``ceil(seed_width * channels)``, logit
+            ``|init_logit|``), the others starting off (``-|init_logit|``);
+            the blocks start on. A dense warm-up (``SCSHook(begin=...)``)
+            then trains the seed network, and the gates grow channels back
+            while the structure computes less than the FLOPs target.
+            Defaults to None (every gate at ``init_logit``).
         lambda_init (float): The FLOPs weight to start from, >= 0
             (:class:`~gap_mm.engine.hooks.SCSHook` steers it towards its
             FLOPs target). Defaults to 0.01: on the demo detector 1.0 is
@@ -59,9 +67,10 @@ class SCSModel(BaseModel):
                  exclude: Sequence[str] = (),
                  only: Sequence[str] = (),
                  init_logit: float = 1.0,
+                 seed_width: Optional[float] = None,
                  lambda_init: float = 0.01,
                  init_cfg: Optional[dict] = None) -> None:
-        from gap_mm.analysis.flops import module_flops
+        from gap_mm.analysis.flops import check_input_shape, module_flops
         if not isinstance(architecture, dict) or 'type' not in architecture:
             raise GaPConfigError(
                 f'SCSModel needs architecture=dict(type=..., ...), the '
@@ -72,13 +81,20 @@ class SCSModel(BaseModel):
             raise GaPConfigError(
                 f'SCSModel lambda_init must be a number >= 0, got '
                 f'{lambda_init!r}')
-        shape = tuple(flops_input_shape)
-        if len(shape) not in (2, 3) or not all(
-                isinstance(s, int) and s > 0 for s in shape):
+        shape = check_input_shape(flops_input_shape,
+                                  'SCSModel flops_input_shape')
+        if seed_width is not None and (
+                isinstance(seed_width, bool)
+                or not isinstance(seed_width, (int, float))
+                or not 0 < seed_width < 1):
             raise GaPConfigError(
-                f'SCSModel flops_input_shape must be (C, H, W) (an image) or '
-                f'(N, C) (a point cloud) of positive ints, got '
-                f'{flops_input_shape!r}')
+                f'SCSModel seed_width must be in (0, 1) (the fraction of '
+                f'each gated layer\'s channels that starts on) or None, got '
+                f'{seed_width!r}')
+        if seed_width is not None and not init_logit:
+            raise GaPConfigError(
+                'SCSModel seed_width needs init_logit != 0: the seed '
+                'channels start at |init_logit|, the others at -|init_logit|')
         arch = MODELS.build(architecture)
         super().__init__(init_cfg=init_cfg)
         self.architecture = arch
@@ -89,7 +105,8 @@ class SCSModel(BaseModel):
             blocks=gate_blocks,
             exclude=tuple(exclude),
             init=init_logit,
-            only=tuple(only))
+            only=tuple(only),
+            seed_width=seed_width)
         #: Full FLOPs by module name (mmengine.analysis), ungated.
         self.flops = module_flops(arch, shape)
         self.gates.attach(arch)

@@ -30,6 +30,7 @@ by FPN levels (lateral and output convs, heads shared across levels) are
 never gated, for the reasons of :mod:`gap_mm.sparsity.coupling`: removing
 one of them would need the same channel removed in every tensor of the sum.
 """
+import math
 import weakref
 from collections import OrderedDict
 from typing import Dict, List, Mapping, Optional, Tuple
@@ -52,11 +53,21 @@ class Gate(nn.Module):
     Args:
         size (int): Number of gates.
         init (float): Initial logit of every gate. Defaults to 1.0 (on).
+        num_on (int, optional): Start the first ``num_on`` gates at
+            ``|init|`` (on) and the others at ``-|init|`` (off): a seed
+            width to grow from. Defaults to None (every gate at ``init``).
     """
 
-    def __init__(self, size: int, init: float = 1.0) -> None:
+    def __init__(self,
+                 size: int,
+                 init: float = 1.0,
+                 num_on: Optional[int] = None) -> None:
         super().__init__()
-        self.logits = nn.Parameter(torch.full((size, ), float(init)))
+        logits = torch.full((size, ), float(init))
+        if num_on is not None:
+            logits.fill_(-abs(float(init)))
+            logits[:num_on] = abs(float(init))
+        self.logits = nn.Parameter(logits)
         self.register_buffer('sample', torch.ones(size), persistent=False)
 
     def probs(self, beta: float) -> torch.Tensor:
@@ -92,19 +103,32 @@ class GateSet(nn.Module):
         blocks (Mapping[str, str]): Block -> the module whose output is its
             residual branch (its last norm layer).
         init (float): Initial logit. Defaults to 1.0.
+        seed_width (float, optional): Growing from a seed: in every gated
+            layer the first ``ceil(seed_width * channels)`` channel gates
+            start on (logit ``|init|``), the others off (``-|init|``); the
+            block gates start on. Defaults to None (every gate at
+            ``init``).
     """
 
     def __init__(self,
                  channels: Mapping[str, Tuple[str, int]],
                  blocks: Mapping[str, str],
-                 init: float = 1.0) -> None:
+                 init: float = 1.0,
+                 seed_width: Optional[float] = None) -> None:
         super().__init__()
         self.channel_sites = OrderedDict(channels)
         self.block_sites = OrderedDict(blocks)
+
+        def seed(n: int) -> Optional[int]:
+            return None if seed_width is None else max(
+                1, math.ceil(seed_width * n))
+
         self.channel_gates = nn.ModuleDict(
-            (_key(p), Gate(n, init)) for p, (_, n) in channels.items())
+            (_key(p), Gate(n, init, seed(n)))
+            for p, (_, n) in channels.items())
         self.block_gates = nn.ModuleDict(
-            (_key(b), Gate(1, init)) for b in blocks)
+            (_key(b), Gate(1, abs(init) if seed_width is not None else init))
+            for b in blocks)
         self.beta = 1.0
         self.stochastic = True  # training and not frozen
         self.frozen = False
@@ -119,7 +143,8 @@ class GateSet(nn.Module):
                    blocks: bool = True,
                    exclude: Tuple[str, ...] = (),
                    init: float = 1.0,
-                   only: Tuple[str, ...] = ()) -> 'GateSet':
+                   only: Tuple[str, ...] = (),
+                   seed_width: Optional[float] = None) -> 'GateSet':
         """Gates for every channel group (``channels``) and skippable
         residual block (``blocks``) of ``model``, except the producers and
         blocks whose names start with one of ``exclude``; with ``only``,
@@ -173,7 +198,7 @@ class GateSet(nn.Module):
                 f'{type(model).__name__} has no channel group or skippable '
                 f'residual block to gate (gap_mm.sparsity.channels lists '
                 f'what can be gated)')
-        return cls(sites, block_sites, init)
+        return cls(sites, block_sites, init, seed_width)
 
     # ------------------------------------------------------------ hooks
     def attach(self, model: nn.Module) -> None:

@@ -5,6 +5,7 @@ import copy
 import math
 import os
 import os.path as osp
+import re
 
 import pytest
 import torch
@@ -91,6 +92,34 @@ def test_samples_depend_on_seed_and_step_only():
                                                  a.gates.gates().values()))
     # p = 1/2 at logit 0: both values occur among 8 channels
     assert 0 < float(sa[0].sum()) < 8
+
+
+def test_seed_width_starts_a_seed_network():
+    # growing mode: ceil(0.3 * 8) = 3 channels on, the block on
+    grow = _toy_scs(init_logit=-2.0, seed_width=0.3)
+    logits = grow.gates.gates()['block.conv1'].logits.detach()
+    assert logits.tolist() == [2.0] * 3 + [-2.0] * 5
+    assert grow.gates.gates()['block'].logits.item() == 2.0
+    # its hard FLOPs are those of the same structure set by hand
+    full = _toy_scs()
+    with torch.no_grad():
+        full.gates.gates()['block.conv1'].logits.copy_(logits)
+    ratio = float(grow.flops_ratio(hard=True))
+    assert ratio == float(full.flops_ratio(hard=True)) and 0 < ratio < 1
+    # at least one channel of every layer, whatever the fraction
+    assert _toy_scs(seed_width=0.01).gates.gates()['block.conv1'].hard(
+    ).tolist() == [1.0] + [0.0] * 7
+
+
+def test_seed_width_errors():
+    for bad in (0, 1, 1.5, True, '0.5'):
+        with pytest.raises(
+                GaPConfigError,
+                match=r'seed_width must be in \(0, 1\) .* got ' +
+                re.escape(repr(bad))):
+            _toy_scs(seed_width=bad)
+    with pytest.raises(GaPConfigError, match='seed_width needs init_logit'):
+        _toy_scs(seed_width=0.5, init_logit=0.0)
 
 
 def test_gates_in_training_and_in_evaluation():
@@ -214,10 +243,12 @@ def test_bad_values():
         SCSHook(freeze=1.5)
     with pytest.raises(GaPConfigError, match='lambda_init must be a number'):
         _toy_scs(lambda_init=-1)
-    for bad in ((2, 2, 2, 2), (2, 0, 2), (2, 2.5)):
+    for bad in ((2, 2, 2, 2), (2, 0, 2), (2, 2.5), (True, 3), 160):
         with pytest.raises(
-                GaPConfigError, match=r'flops_input_shape must be '
-                r'\(C, H, W\) \(an image\) or \(N, C\)'):
+                GaPConfigError,
+                match=r'SCSModel flops_input_shape must be C H W \(an '
+                r'image\) or N C \(a point cloud\) of positive ints, got ' +
+                re.escape(repr(bad))):
             _toy_scs(flops_input_shape=bad)
     with pytest.raises(GaPConfigError, match='no channel group or skippable'):
         GateSet.from_model(nn.Sequential(nn.Linear(2, 2)))
