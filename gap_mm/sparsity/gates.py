@@ -120,8 +120,9 @@ class GateSet(nn.Module):
         self.block_sites = OrderedDict(blocks)
 
         def seed(n: int) -> Optional[int]:
+            # round first: 0.07 * 100 is 7.000000000000001 in floats
             return None if seed_width is None else max(
-                1, math.ceil(seed_width * n))
+                1, math.ceil(round(seed_width * n, 9)))
 
         self.channel_gates = nn.ModuleDict(
             (_key(p), Gate(n, init, seed(n)))

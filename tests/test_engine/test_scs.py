@@ -106,6 +106,12 @@ def test_seed_width_starts_a_seed_network():
         full.gates.gates()['block.conv1'].logits.copy_(logits)
     ratio = float(grow.flops_ratio(hard=True))
     assert ratio == float(full.flops_ratio(hard=True)) and 0 < ratio < 1
+    # exact where the fraction hits a whole number (0.375 * 8 = 3), and on
+    # the float products that miss it (0.07 * 100 = 7.000000000000001)
+    assert _toy_scs(seed_width=0.375).gates.gates()['block.conv1'].hard(
+    ).sum() == 3
+    assert GateSet({'a': ('a', 100)}, {}, seed_width=0.07).gates()['a'].hard(
+    ).sum() == 7
     # at least one channel of every layer, whatever the fraction
     assert _toy_scs(seed_width=0.01).gates.gates()['block.conv1'].hard(
     ).tolist() == [1.0] + [0.0] * 7
