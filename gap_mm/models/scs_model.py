@@ -47,11 +47,16 @@ class SCSModel(BaseModel):
         seed_width (float, optional): Growing mode from a seed network: a
             fraction in (0, 1) of every gated layer's channels that starts
             on (the first ``ceil(seed_width * channels)``, logit
-            ``|init_logit|``), the others starting off (``-|init_logit|``);
+            ``|init_logit|``), the others starting off (``seed_off_logit``);
             the blocks start on. A dense warm-up (``SCSHook(begin=...)``)
-            then trains the seed network, and the gates grow channels back
-            while the structure computes less than the FLOPs target.
-            Defaults to None (every gate at ``init_logit``).
+            then trains the seed network, and with
+            ``SCSHook(lambda_controller='signed')`` the FLOPs term grows
+            channels back while the structure computes less than the
+            target. Defaults to None (every gate at ``init_logit``).
+        seed_off_logit (float, optional): With ``seed_width``, the logit the
+            channels outside the seed start at, < 0: near 0 they can grow
+            while ``beta`` is still low, and the seed's channels stay on at
+            ``|init_logit|``. Defaults to ``-|init_logit|``.
         lambda_init (float): The FLOPs weight to start from, >= 0
             (:class:`~gap_mm.engine.hooks.SCSHook` steers it towards its
             FLOPs target). Defaults to 0.01: on the demo detector 1.0 is
@@ -68,6 +73,7 @@ class SCSModel(BaseModel):
                  only: Sequence[str] = (),
                  init_logit: float = 1.0,
                  seed_width: Optional[float] = None,
+                 seed_off_logit: Optional[float] = None,
                  lambda_init: float = 0.01,
                  init_cfg: Optional[dict] = None) -> None:
         from gap_mm.analysis.flops import check_input_shape, module_flops
@@ -91,6 +97,15 @@ class SCSModel(BaseModel):
                 f'SCSModel seed_width must be in (0, 1) (the fraction of '
                 f'each gated layer\'s channels that starts on) or None, got '
                 f'{seed_width!r}')
+        if seed_off_logit is not None and (
+                seed_width is None or isinstance(seed_off_logit, bool)
+                or not isinstance(seed_off_logit, (int, float))
+                or not seed_off_logit < 0):
+            raise GaPConfigError(
+                f'SCSModel seed_off_logit must be a number < 0 and goes with '
+                f'seed_width (the start of the channels outside the seed), '
+                f'got seed_off_logit={seed_off_logit!r} with seed_width='
+                f'{seed_width!r}')
         if seed_width is not None and not init_logit:
             raise GaPConfigError(
                 'SCSModel seed_width needs init_logit != 0: the seed '
@@ -106,7 +121,8 @@ class SCSModel(BaseModel):
             exclude=tuple(exclude),
             init=init_logit,
             only=tuple(only),
-            seed_width=seed_width)
+            seed_width=seed_width,
+            seed_off=seed_off_logit)
         #: Full FLOPs by module name (mmengine.analysis), ungated.
         self.flops = module_flops(arch, shape)
         self.gates.attach(arch)

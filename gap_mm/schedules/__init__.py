@@ -11,11 +11,12 @@ from .drop_grow import DropGrowSchedule
 from .gmp import CubicSparsitySchedule
 from .greg import GRegSchedule
 from .parallel import ParallelGaPSchedule
-from .scs import SCSSchedule, next_lambda
+from .scs import LAMBDA_CONTROLLERS, SCSSchedule, next_lambda
 from .static import StaticSchedule
 
 __all__ = [
-    'BaseGaPSchedule', 'BaseSchedule', 'CubicSparsitySchedule',
+    'LAMBDA_CONTROLLERS', 'BaseGaPSchedule', 'BaseSchedule',
+    'CubicSparsitySchedule',
     'CyclicGaPSchedule', 'DropGrowSchedule', 'GRegSchedule',
     'ParallelGaPSchedule', 'SCHEDULES', 'SCSSchedule', 'ScheduleError',
     'Segment', 'StaticSchedule', 'build_schedule', 'next_lambda'

@@ -95,18 +95,39 @@ class SCSSchedule(BaseSchedule):
                 f'every {self.lambda_interval})')
 
 
-def next_lambda(lam: float, flops_ratio: float, target: float,
-                rate: float) -> float:
+#: How :func:`next_lambda` moves ``lambda``.
+LAMBDA_CONTROLLERS = ('multiplicative', 'signed')
+
+
+def next_lambda(lam: float,
+                flops_ratio: float,
+                target: float,
+                rate: float,
+                controller: str = 'multiplicative') -> float:
     """One step of the FLOPs-target controller: ``lambda`` grows while the
     hard structure computes more than ``target`` of the full FLOPs and
-    shrinks while it computes less,
-    ``lambda * exp(rate * (ratio - target) / target)``, so the final
-    structure lands on the target from either side (growing mode too).
+    shrinks while it computes less.
+
+    * ``'multiplicative'``: ``lambda * exp(rate * (ratio - target) /
+      target)``. ``lambda`` stays > 0, so the FLOPs term can only prune:
+      below the target it relaxes towards 0 and leaves the gates to the
+      task's gradient (pruning mode).
+    * ``'signed'``: ``lambda + rate * (ratio - target) / target``, an
+      integral controller whose ``lambda`` turns negative below the target:
+      the FLOPs term then rewards FLOPs and grows gates back (growing mode,
+      from a seed network); ``rate`` is an absolute step here.
 
     Args:
-        lam (float): The current weight, > 0.
+        lam (float): The current weight (> 0 for ``'multiplicative'``).
         flops_ratio (float): FLOPs of the hard structure over the full.
         target (float): The user's target in (0, 1].
         rate (float): Step size, > 0.
+        controller (str): One of :data:`LAMBDA_CONTROLLERS`.
     """
-    return float(lam * math.exp(rate * (flops_ratio - target) / target))
+    error = (flops_ratio - target) / target
+    if controller == 'signed':
+        return float(lam + rate * error)
+    if controller == 'multiplicative':
+        return float(lam * math.exp(rate * error))
+    raise ValueError(f'controller must be one of {LAMBDA_CONTROLLERS}, got '
+                     f'{controller!r}')

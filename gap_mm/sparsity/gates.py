@@ -54,18 +54,21 @@ class Gate(nn.Module):
         size (int): Number of gates.
         init (float): Initial logit of every gate. Defaults to 1.0 (on).
         num_on (int, optional): Start the first ``num_on`` gates at
-            ``|init|`` (on) and the others at ``-|init|`` (off): a seed
-            width to grow from. Defaults to None (every gate at ``init``).
+            ``|init|`` (on) and the others at ``off`` : a seed width to grow
+            from. Defaults to None (every gate at ``init``).
+        off (float, optional): With ``num_on``, the logit of the others,
+            < 0. Defaults to ``-|init|``.
     """
 
     def __init__(self,
                  size: int,
                  init: float = 1.0,
-                 num_on: Optional[int] = None) -> None:
+                 num_on: Optional[int] = None,
+                 off: Optional[float] = None) -> None:
         super().__init__()
         logits = torch.full((size, ), float(init))
         if num_on is not None:
-            logits.fill_(-abs(float(init)))
+            logits.fill_(-abs(float(init)) if off is None else float(off))
             logits[:num_on] = abs(float(init))
         self.logits = nn.Parameter(logits)
         self.register_buffer('sample', torch.ones(size), persistent=False)
@@ -105,16 +108,19 @@ class GateSet(nn.Module):
         init (float): Initial logit. Defaults to 1.0.
         seed_width (float, optional): Growing from a seed: in every gated
             layer the first ``ceil(seed_width * channels)`` channel gates
-            start on (logit ``|init|``), the others off (``-|init|``); the
+            start on (logit ``|init|``), the others off (``seed_off``); the
             block gates start on. Defaults to None (every gate at
             ``init``).
+        seed_off (float, optional): With ``seed_width``, the logit of the
+            channels outside the seed, < 0. Defaults to ``-|init|``.
     """
 
     def __init__(self,
                  channels: Mapping[str, Tuple[str, int]],
                  blocks: Mapping[str, str],
                  init: float = 1.0,
-                 seed_width: Optional[float] = None) -> None:
+                 seed_width: Optional[float] = None,
+                 seed_off: Optional[float] = None) -> None:
         super().__init__()
         self.channel_sites = OrderedDict(channels)
         self.block_sites = OrderedDict(blocks)
@@ -125,7 +131,7 @@ class GateSet(nn.Module):
                 1, math.ceil(round(seed_width * n, 9)))
 
         self.channel_gates = nn.ModuleDict(
-            (_key(p), Gate(n, init, seed(n)))
+            (_key(p), Gate(n, init, seed(n), seed_off))
             for p, (_, n) in channels.items())
         self.block_gates = nn.ModuleDict(
             (_key(b), Gate(1, abs(init) if seed_width is not None else init))
@@ -145,7 +151,8 @@ class GateSet(nn.Module):
                    exclude: Tuple[str, ...] = (),
                    init: float = 1.0,
                    only: Tuple[str, ...] = (),
-                   seed_width: Optional[float] = None) -> 'GateSet':
+                   seed_width: Optional[float] = None,
+                   seed_off: Optional[float] = None) -> 'GateSet':
         """Gates for every channel group (``channels``) and skippable
         residual block (``blocks``) of ``model``, except the producers and
         blocks whose names start with one of ``exclude``; with ``only``,
@@ -199,7 +206,7 @@ class GateSet(nn.Module):
                 f'{type(model).__name__} has no channel group or skippable '
                 f'residual block to gate (gap_mm.sparsity.channels lists '
                 f'what can be gated)')
-        return cls(sites, block_sites, init, seed_width)
+        return cls(sites, block_sites, init, seed_width, seed_off)
 
     # ------------------------------------------------------------ hooks
     def attach(self, model: nn.Module) -> None:

@@ -100,6 +100,9 @@ def test_seed_width_starts_a_seed_network():
     logits = grow.gates.gates()['block.conv1'].logits.detach()
     assert logits.tolist() == [2.0] * 3 + [-2.0] * 5
     assert grow.gates.gates()['block'].logits.item() == 2.0
+    near = _toy_scs(seed_width=0.3, seed_off_logit=-0.1)
+    assert near.gates.gates()['block.conv1'].logits.detach().tolist() == \
+        pytest.approx([1.0] * 3 + [-0.1] * 5)
     # its hard FLOPs are those of the same structure set by hand
     full = _toy_scs()
     with torch.no_grad():
@@ -126,6 +129,13 @@ def test_seed_width_errors():
             _toy_scs(seed_width=bad)
     with pytest.raises(GaPConfigError, match='seed_width needs init_logit'):
         _toy_scs(seed_width=0.5, init_logit=0.0)
+    for width, off in ((0.5, 0.1), (0.5, 0), (None, -0.1), (0.5, True)):
+        with pytest.raises(
+                GaPConfigError,
+                match=r'seed_off_logit must be a number < 0 and goes with '
+                rf'seed_width .* got seed_off_logit={off!r} with seed_width='
+                rf'{width!r}'):
+            _toy_scs(seed_width=width, seed_off_logit=off)
 
 
 def test_gates_in_training_and_in_evaluation():
@@ -228,6 +238,16 @@ def test_schedule_and_lambda_controller():
     assert not s.is_frozen(9) and s.is_frozen(10)
     assert next_lambda(1.0, 0.8, 0.5, 0.1) == pytest.approx(math.exp(0.06))
     assert next_lambda(1.0, 0.4, 0.5, 0.1) < 1.0  # below target: relax
+    # signed: an absolute step that crosses 0 below the target
+    assert next_lambda(0.01, 0.4, 0.5, 0.1, 'signed') == pytest.approx(-0.01)
+    assert next_lambda(0.0, 0.8, 0.5, 0.1, 'signed') == pytest.approx(0.06)
+    with pytest.raises(ValueError, match="one of .*'signed'.*got 'pid'"):
+        next_lambda(1.0, 0.4, 0.5, 0.1, 'pid')
+    with pytest.raises(
+            GaPConfigError,
+            match=r"lambda_controller must be one of \('multiplicative', "
+            r"'signed'\), got 'additive'"):
+        SCSHook(lambda_controller='additive')
     for kwargs, match in (
         (dict(freeze=5, begin=5), 'begin < freeze'),
         (dict(freeze=5, beta_init=0), 'beta_init must be a number > 0'),
@@ -349,6 +369,46 @@ class TestSCSOnARunner(GaPRunnerCase):
                                    by_step[7]['logits'][name])
             assert torch.equal(by_step[8]['logits'][name],
                                by_step[11]['logits'][name])
+
+    def test_signed_controller_grows_from_a_seed(self):
+        # growing mode: a 2-of-8 seed width (channels only, hard FLOPs below
+        # the 0.9 target), lambda from 0: the signed controller turns it
+        # negative at once and the FLOPs term rewards the off channels,
+        # where the multiplicative one (lambda > 0) penalises them
+        runs = {}
+        for controller, lam0 in (('signed', 0.0), ('multiplicative', 0.5)):
+            cfg = copy.deepcopy(self.cfg)
+            cfg.model.update(
+                seed_width=0.25, lambda_init=lam0, gate_blocks=False)
+            cfg.custom_hooks[0] = dict(
+                self.HOOK,
+                flops_target=0.9,
+                lambda_controller=controller,
+                lambda_rate=0.5,
+                gate_lr=1.0)
+            runs[controller] = self._records(self._train(cfg, controller))
+        sch = SCSSchedule(freeze=8, beta_final=64.0, lambda_interval=2)
+        lam = 0.0
+        for rec in runs['signed']:
+            if sch.is_lambda_step(rec['step']):
+                lam = next_lambda(lam, rec['flops'], 0.9, 0.5, 'signed')
+            assert rec['lam'] == pytest.approx(lam), rec['step']
+        assert runs['signed'][0]['flops'] < 0.9
+        assert all(r['lam'] < 0 for r in runs['signed'])
+        off = torch.arange(8) >= 2  # the seed is the first ceil(0.25 * 8)
+        grown = runs['signed'][7]['logits']['block.conv1'][off]
+        pruned = runs['multiplicative'][7]['logits']['block.conv1'][off]
+        assert grown.mean() > -1.0  # they started at -1
+        assert (grown > pruned).all()
+
+    def test_multiplicative_controller_needs_a_positive_start(self):
+        cfg = copy.deepcopy(self.cfg)
+        cfg.model.update(lambda_init=0.0)
+        with pytest.raises(
+                GaPConfigError,
+                match=r"lambda_init is 0.0: give lambda_init > 0 .*"
+                r"lambda_controller='signed'"):
+            self._train(cfg, 'zero')
 
     def test_warm_up_holds_the_gates_on_without_penalty(self):
         cfg = copy.deepcopy(self.cfg)

@@ -10,7 +10,7 @@ from mmengine.registry import HOOKS
 
 from gap_mm.engine.optimizers import StepStage
 from gap_mm.errors import GaPConfigError
-from gap_mm.schedules.scs import SCSSchedule, next_lambda
+from gap_mm.schedules.scs import LAMBDA_CONTROLLERS, SCSSchedule, next_lambda
 
 
 class _GateSGD(StepStage):
@@ -88,6 +88,14 @@ class SCSHook(Hook):
             Defaults to 0.5.
         lambda_rate (float): Step size of the ``lambda`` controller, > 0.
             Defaults to 0.1.
+        lambda_controller (str): ``'multiplicative'`` (``lambda`` stays
+            > 0: the FLOPs term only prunes, for pruning mode) or
+            ``'signed'`` (``lambda += lambda_rate * (flops - target) /
+            target``, negative below the target: the term grows gates back,
+            for growing mode from ``SCSModel(seed_width=...)``; there
+            ``lambda_rate`` is an absolute step, about ``lambda_init / 10``).
+            See :func:`~gap_mm.schedules.scs.next_lambda`. Defaults to
+            ``'multiplicative'``.
         beta_init (float): Defaults to 1.
         beta_final (float): Defaults to 200.
         lambda_interval (int): Defaults to 10.
@@ -105,6 +113,7 @@ class SCSHook(Hook):
                  begin: Union[int, float] = 0,
                  flops_target: Optional[float] = 0.5,
                  lambda_rate: float = 0.1,
+                 lambda_controller: str = 'multiplicative',
                  beta_init: float = 1.0,
                  beta_final: float = 200.0,
                  lambda_interval: int = 10,
@@ -123,6 +132,10 @@ class SCSHook(Hook):
                                         (int, float)) or not lambda_rate > 0:
             raise GaPConfigError(
                 f'SCSHook lambda_rate must be > 0, got {lambda_rate!r}')
+        if lambda_controller not in LAMBDA_CONTROLLERS:
+            raise GaPConfigError(
+                f'SCSHook lambda_controller must be one of '
+                f'{LAMBDA_CONTROLLERS}, got {lambda_controller!r}')
         if gate_lr is not None and (
                 isinstance(gate_lr, bool) or not isinstance(
                     gate_lr, (int, float)) or not math.isfinite(gate_lr)
@@ -143,6 +156,7 @@ class SCSHook(Hook):
         self.begin = begin
         self.flops_target = flops_target
         self.lambda_rate = float(lambda_rate)
+        self.lambda_controller = lambda_controller
         self.gate_lr = None if gate_lr is None else float(gate_lr)
         self.seed = int(seed)
         self.schedule_cfg = dict(
@@ -169,13 +183,14 @@ class SCSHook(Hook):
         train_loop = getattr(runner, '_train_loop', None)
         if train_loop is None or isinstance(train_loop, dict):
             return  # testing: the gates are 1[s > 0]
-        if self.flops_target is not None and not float(model.scs_lambda) > 0:
+        if self.flops_target is not None and self.lambda_controller == \
+                'multiplicative' and not float(model.scs_lambda) > 0:
             raise GaPConfigError(
                 f'SCSHook steers lambda multiplicatively towards flops_target='
                 f'{self.flops_target}, so it must start > 0, but the model\'s '
                 f'lambda_init is {float(model.scs_lambda)}: give lambda_init '
-                f'> 0 (0.01 on the demo), or flops_target=None for a fixed '
-                f'lambda')
+                f'> 0 (0.01 on the demo), lambda_controller=\'signed\', or '
+                f'flops_target=None for a fixed lambda')
         max_iters = runner.max_iters
         freeze, begin = self.freeze, self.begin
         if isinstance(freeze, float):
@@ -190,8 +205,9 @@ class SCSHook(Hook):
         print_log(
             f'SCSHook: {len(model.gates.channel_sites)} gated layers, '
             f'{len(model.gates.block_sites)} gated blocks, '
-            f'{self.schedule!r}, FLOPs target {self.flops_target}, gate '
-            f'logits trained by {trainer}',
+            f'{self.schedule!r}, FLOPs target {self.flops_target} '
+            f'({self.lambda_controller} lambda), gate logits trained by '
+            f'{trainer}',
             logger='current')
 
     def before_train(self, runner) -> None:
@@ -238,7 +254,7 @@ class SCSHook(Hook):
             model.scs_lambda.fill_(
                 next_lambda(
                     float(model.scs_lambda), ratio, self.flops_target,
-                    self.lambda_rate))
+                    self.lambda_rate, self.lambda_controller))
         # what this step computed: the draws while gating, else the hard
         # structure (the training FLOPs a restructured network would spend)
         step_flops = float(model.flops_ratio(
