@@ -424,11 +424,24 @@ def scs() -> List[Cell]:
         'custom_hooks.0.begin': 0}))
     # a uniformly thinner dense model at about the same FLOPs
     cells += [thinner_cell(22, 0.5, 0.51), thinner_cell(16, 0.3, 0.29)]
-    # growing mode: a 25% seed width (warmed up as it is), grown to target
+    # growing mode: a 25% seed width (warmed up as it is), grown to target;
+    # first with the multiplicative lambda (which can only prune), then
+    # with the signed one, the outside channels near 0 and silenced when
+    # gating begins
     cells.append(
         scs_cell(
             0.5, variant='growing from a 25% seed width', **{
                 'model.seed_width': 0.25}))
+    cells.append(
+        scs_cell(
+            0.5,
+            variant='growing from a 25% seed width, signed lambda', **{
+                'model.seed_width': 0.25,
+                'model.seed_off_logit': -0.1,
+                'model.lambda_init': 0.0,
+                'custom_hooks.0.lambda_controller': 'signed',
+                'custom_hooks.0.lambda_rate': 0.01,
+            }))
     # the tiny part segmentation (about 2 minutes a cell)
     for seed in (0, 1):
         cells.append(pn2_cell('dense', PN2_DENSE, seed=seed))

@@ -127,6 +127,8 @@ class SCSModel(BaseModel):
         self.flops = module_flops(arch, shape)
         self.gates.attach(arch)
         self.flops_input_shape: Tuple[int, ...] = shape
+        #: Growing mode: the seed's share of every gated layer, or None.
+        self.seed_width: Optional[float] = seed_width
         self.register_buffer('scs_lambda', torch.tensor(float(lambda_init)))
 
     def flops_ratio(self,

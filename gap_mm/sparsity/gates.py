@@ -261,6 +261,33 @@ class GateSet(nn.Module):
             p = gate.probs(self.beta).detach().cpu()
             gate.sample.copy_(torch.bernoulli(p, generator=gen))
 
+    @torch.no_grad()
+    def silence_off_channels_(self, model: nn.Module) -> int:
+        """Zero what every channel whose gate is off puts out: the affine
+        weight and bias of the norm layer its gate follows (the producer's
+        weight and bias where the norm has none or there is no norm), so
+        its output is exactly 0 whatever the gate's draw. Growing mode
+        calls it when gating begins: a channel off through the warm-up got
+        no gradient (its gate was 0), so without this a draw that switches
+        it on would add the features of untrained weights; silenced, a
+        grown channel starts from 0 and learns its norm's scale from the
+        task's gradient. Returns the number of channels silenced."""
+        modules = dict(model.named_modules())
+        count = 0
+        for producer, (where, _) in self.channel_sites.items():
+            off = self.channel_gates[_key(producer)].hard() == 0
+            if not bool(off.any()):
+                continue
+            target = modules[where]
+            if getattr(target, 'weight', None) is None:
+                target = modules[producer]  # a norm without affine
+            for name in ('weight', 'bias'):
+                param = getattr(target, name, None)
+                if param is not None:
+                    param[off.to(param.device)] = 0
+            count += int(off.sum())
+        return count
+
     def freeze(self) -> None:
         """Fix the structure: gates ``1[s > 0]`` from now on, logits no
         longer trained."""

@@ -120,6 +120,27 @@ def test_seed_width_starts_a_seed_network():
     ).tolist() == [1.0] + [0.0] * 7
 
 
+def test_silencing_the_channels_outside_the_seed():
+    model = _toy_scs(seed_width=0.25)
+    bn1 = model.architecture.block.bn1
+    with torch.no_grad():
+        bn1.weight.uniform_(0.5, 1.5)
+        bn1.bias.uniform_(0.1, 1.0)
+    weight, bias = bn1.weight.detach().clone(), bn1.bias.detach().clone()
+    assert model.gates.silence_off_channels_(model.architecture) == 6
+    assert torch.equal(bn1.weight[:2], weight[:2])  # the seed: untouched
+    assert torch.equal(bn1.bias[:2], bias[:2])
+    assert (bn1.weight[2:] == 0).all() and (bn1.bias[2:] == 0).all()
+    # whatever the draws, the silenced channels put out exactly 0
+    seen = {}
+    bn1.register_forward_hook(lambda m, a, out: seen.update(out=out))
+    model.train()
+    for gate in model.gates.gates().values():
+        gate.sample.fill_(1.0)
+    model.architecture._forward(torch.randn(4, 2, 2, 2))
+    assert (seen['out'][:, 2:] == 0).all() and (seen['out'][:, :2] != 0).any()
+
+
 def test_seed_width_errors():
     for bad in (0, 1, 1.5, True, '0.5'):
         with pytest.raises(
@@ -288,6 +309,13 @@ class SCSLogHook(Hook):
 
     def __init__(self):
         self.records = []
+        self.bn1_before = {}  # the gated norm's affine before each step
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        bn1 = getattr(runner.model, 'module',
+                      runner.model).architecture.block.bn1
+        self.bn1_before[runner.iter] = (bn1.weight.detach().clone(),
+                                        bn1.bias.detach().clone())
 
     def after_train_iter(self,
                          runner,
@@ -400,6 +428,21 @@ class TestSCSOnARunner(GaPRunnerCase):
         pruned = runs['multiplicative'][7]['logits']['block.conv1'][off]
         assert grown.mean() > -1.0  # they started at -1
         assert (grown > pruned).all()
+
+    def test_growing_mode_silences_the_channels_outside_the_seed(self):
+        cfg = copy.deepcopy(self.cfg)
+        cfg.model.update(seed_width=0.25)
+        cfg.custom_hooks[0] = dict(self.HOOK, begin=3)
+        runner = self._train(cfg, 'silenced')
+        log = next(h for h in runner.hooks if isinstance(h, SCSLogHook))
+        # after the warm-up (their gates 0, so no gradient, only AdamW's
+        # decay) the channels outside the seed are still far from 0; when
+        # gating begins, before its first step, they are exactly 0
+        weight, bias = log.bn1_before[2]
+        assert (weight[2:].abs() > 0.5).all()
+        weight, bias = log.bn1_before[3]
+        assert (weight[2:] == 0).all() and (bias[2:] == 0).all()
+        assert (weight[:2] != 0).all()  # the seed keeps its scale
 
     def test_multiplicative_controller_needs_a_positive_start(self):
         cfg = copy.deepcopy(self.cfg)

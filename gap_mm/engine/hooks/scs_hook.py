@@ -64,6 +64,12 @@ class SCSHook(Hook):
     on in pruning mode), nothing is drawn and there is no penalty, so the
     detector learns before any gate is judged.
 
+    Growing mode (``SCSModel(seed_width=...)``): when gating begins, the
+    channels outside the seed are silenced
+    (:meth:`~gap_mm.sparsity.gates.GateSet.silence_off_channels_`), so a
+    channel a draw switches on starts from 0 rather than from the untrained
+    weights the warm-up left it.
+
     The gate logits are trained by plain SGD at ``gate_lr`` inside the
     optimizer wrapper's step (a :class:`~gap_mm.engine.optimizers.
     StepStage`; ``optim_wrapper=dict(type='GaPOptimWrapper', ...)``), not
@@ -228,6 +234,15 @@ class SCSHook(Hook):
         step, gates = runner.iter, self.model.gates
         gates.set_beta(self.schedule.beta(step))
         gates.warmup = step < self.schedule.begin
+        if step == self.schedule.begin and getattr(self.model, 'seed_width',
+                                                   None) is not None:
+            # growing mode: channels outside the seed start from 0
+            count = gates.silence_off_channels_(self.model.architecture)
+            print_log(
+                f'SCS at iteration {step}: gating begins from the seed, '
+                f'{count} channels outside it silenced (their norm\'s '
+                f'weight and bias set to 0) so that grown ones start from 0',
+                logger='current')
         if gates.warmup:
             gates.stochastic = False
         elif self.schedule.is_frozen(step):
