@@ -102,18 +102,22 @@ def _exchange(views, op, copy_back: bool = True) -> int:
     values, and gets them back scattered into zeros; ``index`` None takes
     the whole tensor. With
     ``copy_back=False`` (the source of a broadcast, whose values do not
-    change) nothing is written back. Returns the bytes of the payload."""
+    change) nothing is written back. Returns the bytes of the payload.
+
+    The buffer lives on the backend's device (CUDA for NCCL): optimizer
+    state may sit elsewhere (Adam's ``step`` stays on the CPU unless
+    ``capturable``), and NCCL sends CUDA tensors only."""
     by_dtype: Dict[torch.dtype, list] = OrderedDict()
     for tensor, index in views:
         by_dtype.setdefault(tensor.dtype, []).append((tensor, index))
+    device = mm_dist.get_comm_device()
     sent = 0
     with torch.no_grad():
         for group in by_dtype.values():
-            flat = torch.cat([
-                t.detach().reshape(-1) if index is None else
-                t.detach().reshape(-1).index_select(0, index)
-                for t, index in group
-            ])
+            flat = torch.cat([(t.detach().reshape(-1) if index is None else
+                               t.detach().reshape(-1).index_select(
+                                   0, index)).to(device)
+                              for t, index in group])
             op(flat)
             sent += flat.numel() * flat.element_size()
             if not copy_back:
@@ -121,7 +125,7 @@ def _exchange(views, op, copy_back: bool = True) -> int:
             offset = 0
             for t, index in group:
                 n = t.numel() if index is None else index.numel()
-                chunk = flat[offset:offset + n]
+                chunk = flat[offset:offset + n].to(t.device)
                 if index is None:
                     t.data.copy_(chunk.view_as(t))
                 else:
@@ -394,10 +398,11 @@ class CombineExchange:
         failed = torch.tensor([len(missing)], dtype=torch.int64)
         mm_dist.all_reduce(failed, op='max')
         if int(failed):
+            named = (f': {missing[:5]}{" ..." if len(missing) > 5 else ""}'
+                     if missing else f' (rank {src}\'s error names them)')
             raise RuntimeError(
                 f'the combine sends partitions pruned, but rank {src} holds '
-                f'{int(failed)} of their weights dense'
-                f'{": " + str(missing[:5]) if missing else ""}; prune them '
+                f'{int(failed)} of their weights dense{named}; prune them '
                 f'on their group before the combine')
         if torch_dist.get_rank() == src:
             keep = torch.cat([
