@@ -425,13 +425,15 @@ def scs() -> List[Cell]:
     # a uniformly thinner dense model at about the same FLOPs
     cells += [thinner_cell(22, 0.5, 0.51), thinner_cell(16, 0.3, 0.29)]
     # growing mode: a 25% seed width (warmed up as it is), grown to target;
-    # first with the multiplicative lambda (which can only prune), then
-    # with the signed one, the outside channels near 0 and silenced when
-    # gating begins
+    # first as it was built (multiplicative lambda, which can only prune,
+    # and no silencing: its cell ran at commit e5e9abd, before the option
+    # existed), then with the signed lambda, the outside channels near 0
+    # and silenced when gating begins
     cells.append(
         scs_cell(
             0.5, variant='growing from a 25% seed width', **{
-                'model.seed_width': 0.25}))
+                'model.seed_width': 0.25,
+                'custom_hooks.0.silence_seed': False}))
     cells.append(
         scs_cell(
             0.5,

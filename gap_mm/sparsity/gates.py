@@ -122,6 +122,15 @@ class GateSet(nn.Module):
                  seed_width: Optional[float] = None,
                  seed_off: Optional[float] = None) -> None:
         super().__init__()
+        if seed_width is not None and not (0 < seed_width < 1 and init):
+            raise GaPConfigError(
+                f'a seed width needs 0 < seed_width < 1 and init != 0, got '
+                f'seed_width={seed_width!r}, init={init!r}')
+        if seed_off is not None and not (seed_width is not None
+                                         and seed_off < 0):
+            raise GaPConfigError(
+                f'seed_off must be < 0 and goes with seed_width, got '
+                f'seed_off={seed_off!r}, seed_width={seed_width!r}')
         self.channel_sites = OrderedDict(channels)
         self.block_sites = OrderedDict(blocks)
 
@@ -262,31 +271,42 @@ class GateSet(nn.Module):
             gate.sample.copy_(torch.bernoulli(p, generator=gen))
 
     @torch.no_grad()
-    def silence_off_channels_(self, model: nn.Module) -> int:
+    def silence_off_channels_(
+        self, model: nn.Module
+    ) -> Dict[str, Tuple[torch.Tensor, List[nn.Parameter]]]:
         """Zero what every channel whose gate is off puts out: the affine
-        weight and bias of the norm layer its gate follows (the producer's
-        weight and bias where the norm has none or there is no norm), so
-        its output is exactly 0 whatever the gate's draw. Growing mode
-        calls it when gating begins: a channel off through the warm-up got
-        no gradient (its gate was 0), so without this a draw that switches
-        it on would add the features of untrained weights; silenced, a
-        grown channel starts from 0 and learns its norm's scale from the
-        task's gradient. Returns the number of channels silenced."""
+        weight and bias of the norm layer its gate follows, or the
+        producer's weight and bias where there is no norm, so its output is
+        exactly 0 whatever the gate's draw. Growing mode calls it when
+        gating begins: a channel off through the warm-up got no gradient
+        (its gate was 0), so without this a draw that switches it on would
+        add the features of untrained weights; silenced, a grown channel
+        starts from 0 and learns its norm's scale from the task's gradient.
+        A norm without affine parameters cannot be silenced (its output is
+        not 0 for a zero input in evaluation) and is left as it is.
+
+        Returns:
+            dict: Producer -> ``(off, params)``: the bool mask of its
+            silenced channels and the parameters zeroed there (the
+            optimizer state at those positions must be zeroed too).
+        """
         modules = dict(model.named_modules())
-        count = 0
+        changed = OrderedDict()
         for producer, (where, _) in self.channel_sites.items():
             off = self.channel_gates[_key(producer)].hard() == 0
             if not bool(off.any()):
                 continue
             target = modules[where]
-            if getattr(target, 'weight', None) is None:
-                target = modules[producer]  # a norm without affine
-            for name in ('weight', 'bias'):
-                param = getattr(target, name, None)
-                if param is not None:
-                    param[off.to(param.device)] = 0
-            count += int(off.sum())
-        return count
+            if where != producer and getattr(target, 'weight', None) is None:
+                continue  # a norm without affine parameters
+            params = [
+                p for p in (getattr(target, 'weight', None),
+                            getattr(target, 'bias', None)) if p is not None
+            ]
+            for param in params:
+                param[off.to(param.device)] = 0
+            changed[producer] = (off, params)
+        return changed
 
     def freeze(self) -> None:
         """Fix the structure: gates ``1[s > 0]`` from now on, logits no

@@ -127,7 +127,11 @@ def test_silencing_the_channels_outside_the_seed():
         bn1.weight.uniform_(0.5, 1.5)
         bn1.bias.uniform_(0.1, 1.0)
     weight, bias = bn1.weight.detach().clone(), bn1.bias.detach().clone()
-    assert model.gates.silence_off_channels_(model.architecture) == 6
+    changed = model.gates.silence_off_channels_(model.architecture)
+    assert list(changed) == ['block.conv1']
+    off, params = changed['block.conv1']
+    assert off.tolist() == [False] * 2 + [True] * 6
+    assert params == [bn1.weight, bn1.bias]
     assert torch.equal(bn1.weight[:2], weight[:2])  # the seed: untouched
     assert torch.equal(bn1.bias[:2], bias[:2])
     assert (bn1.weight[2:] == 0).all() and (bn1.bias[2:] == 0).all()
@@ -150,6 +154,8 @@ def test_seed_width_errors():
             _toy_scs(seed_width=bad)
     with pytest.raises(GaPConfigError, match='seed_width needs init_logit'):
         _toy_scs(seed_width=0.5, init_logit=0.0)
+    with pytest.raises(GaPConfigError, match='a seed width needs'):
+        GateSet({'a': ('a', 4)}, {}, init=0.0, seed_width=0.5)
     for width, off in ((0.5, 0.1), (0.5, 0), (None, -0.1), (0.5, True)):
         with pytest.raises(
                 GaPConfigError,
@@ -314,8 +320,13 @@ class SCSLogHook(Hook):
     def before_train_iter(self, runner, batch_idx, data_batch=None):
         bn1 = getattr(runner.model, 'module',
                       runner.model).architecture.block.bn1
-        self.bn1_before[runner.iter] = (bn1.weight.detach().clone(),
-                                        bn1.bias.detach().clone())
+        state = runner.optim_wrapper.optimizer.state.get(bn1.weight, {})
+        self.bn1_before[runner.iter] = (
+            bn1.weight.detach().clone(), bn1.bias.detach().clone(), {
+                k: v.clone()
+                for k, v in state.items()
+                if isinstance(v, torch.Tensor) and v.dim()
+            })
 
     def after_train_iter(self,
                          runner,
@@ -438,11 +449,48 @@ class TestSCSOnARunner(GaPRunnerCase):
         # after the warm-up (their gates 0, so no gradient, only AdamW's
         # decay) the channels outside the seed are still far from 0; when
         # gating begins, before its first step, they are exactly 0
-        weight, bias = log.bn1_before[2]
+        weight, bias, _ = log.bn1_before[2]
         assert (weight[2:].abs() > 0.5).all()
-        weight, bias = log.bn1_before[3]
+        weight, bias, _ = log.bn1_before[3]
         assert (weight[2:] == 0).all() and (bias[2:] == 0).all()
         assert (weight[:2] != 0).all()  # the seed keeps its scale
+
+    def test_silencing_zeroes_the_optimizer_state_too(self):
+        # SGD's momentum holds the warm-up's weight decay of the channels
+        # outside the seed; left there, the first step would move them
+        cfg = copy.deepcopy(self.cfg)
+        cfg.model.update(seed_width=0.25)
+        cfg.custom_hooks[0] = dict(self.HOOK, begin=3)
+        cfg.optim_wrapper.optimizer = dict(
+            type='SGD', lr=0.05, momentum=0.9, weight_decay=0.1)
+        log = next(h for h in self._train(cfg, 'sgd_silenced').hooks
+                   if isinstance(h, SCSLogHook))
+        momentum = log.bn1_before[2][2]['momentum_buffer']
+        assert (momentum[2:] != 0).all()
+        momentum = log.bn1_before[3][2]['momentum_buffer']
+        assert (momentum[2:] == 0).all() and (momentum[:2] != 0).all()
+
+    def test_growing_resume_across_the_silencing_is_bitwise_identical(self):
+        # checkpoints every 2 iterations, gating (and the silencing) at 3:
+        # killed after 3, resumed from iter_2, the silencing runs again
+        cfg = copy.deepcopy(self.cfg)
+        cfg.model.update(seed_width=0.25, lambda_init=0.0)
+        cfg.custom_hooks[0] = dict(
+            self.HOOK, begin=3, lambda_controller='signed', lambda_rate=0.5)
+        straight = self._train(copy.deepcopy(cfg), 'grow_straight')
+        killed = copy.deepcopy(cfg)
+        killed.custom_hooks.append(
+            dict(type='KillAfterIterHook', iteration=3))
+        with pytest.raises(KilledForTest):
+            self._train(killed, 'grow_first')
+        cfg.resume = True
+        cfg.load_from = osp.join(self.temp_dir.name, 'grow_first',
+                                 'iter_2.pth')
+        resumed = self._train(cfg, 'grow_resumed')
+        sa, sb = straight.model.state_dict(), resumed.model.state_dict()
+        assert set(sa) == set(sb)
+        for key in sa:
+            assert torch.equal(sa[key], sb[key]), key
 
     def test_multiplicative_controller_needs_a_positive_start(self):
         cfg = copy.deepcopy(self.cfg)

@@ -1,4 +1,5 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
+import logging
 import math
 from typing import Optional, Union
 
@@ -99,9 +100,13 @@ class SCSHook(Hook):
             ``'signed'`` (``lambda += lambda_rate * (flops - target) /
             target``, negative below the target: the term grows gates back,
             for growing mode from ``SCSModel(seed_width=...)``; there
-            ``lambda_rate`` is an absolute step, about ``lambda_init / 10``).
-            See :func:`~gap_mm.schedules.scs.next_lambda`. Defaults to
+            ``lambda_rate`` is an absolute step, about the pruning mode's
+            ``lambda_init``: 0.01 on the demo). See
+            :func:`~gap_mm.schedules.scs.next_lambda`. Defaults to
             ``'multiplicative'``.
+        silence_seed (bool): Growing mode: zero the channels outside the
+            seed (and their optimizer state) when gating begins. Defaults
+            to True; False only to reproduce the first growing runs.
         beta_init (float): Defaults to 1.
         beta_final (float): Defaults to 200.
         lambda_interval (int): Defaults to 10.
@@ -120,6 +125,7 @@ class SCSHook(Hook):
                  flops_target: Optional[float] = 0.5,
                  lambda_rate: float = 0.1,
                  lambda_controller: str = 'multiplicative',
+                 silence_seed: bool = True,
                  beta_init: float = 1.0,
                  beta_final: float = 200.0,
                  lambda_interval: int = 10,
@@ -163,6 +169,7 @@ class SCSHook(Hook):
         self.flops_target = flops_target
         self.lambda_rate = float(lambda_rate)
         self.lambda_controller = lambda_controller
+        self.silence_seed = bool(silence_seed)
         self.gate_lr = None if gate_lr is None else float(gate_lr)
         self.seed = int(seed)
         self.schedule_cfg = dict(
@@ -197,6 +204,14 @@ class SCSHook(Hook):
                 f'lambda_init is {float(model.scs_lambda)}: give lambda_init '
                 f'> 0 (0.01 on the demo), lambda_controller=\'signed\', or '
                 f'flops_target=None for a fixed lambda')
+        if getattr(model, 'seed_width', None) is not None and \
+                self.lambda_controller == 'multiplicative':
+            print_log(
+                'SCSHook: the model grows from a seed (seed_width) but lambda '
+                'is multiplicative, so the FLOPs term can only prune: use '
+                "lambda_controller='signed' to grow towards the target",
+                logger='current',
+                level=logging.WARNING)
         max_iters = runner.max_iters
         freeze, begin = self.freeze, self.begin
         if isinstance(freeze, float):
@@ -234,15 +249,9 @@ class SCSHook(Hook):
         step, gates = runner.iter, self.model.gates
         gates.set_beta(self.schedule.beta(step))
         gates.warmup = step < self.schedule.begin
-        if step == self.schedule.begin and getattr(self.model, 'seed_width',
-                                                   None) is not None:
-            # growing mode: channels outside the seed start from 0
-            count = gates.silence_off_channels_(self.model.architecture)
-            print_log(
-                f'SCS at iteration {step}: gating begins from the seed, '
-                f'{count} channels outside it silenced (their norm\'s '
-                f'weight and bias set to 0) so that grown ones start from 0',
-                logger='current')
+        if step == self.schedule.begin and self.silence_seed and getattr(
+                self.model, 'seed_width', None) is not None:
+            self._silence(runner)
         if gates.warmup:
             gates.stochastic = False
         elif self.schedule.is_frozen(step):
@@ -256,6 +265,28 @@ class SCSHook(Hook):
         else:
             gates.stochastic = True
             gates.resample(self.seed, step)
+
+    def _silence(self, runner) -> None:
+        """Growing mode, as gating begins: the channels outside the seed
+        start from 0, their optimizer state too (SGD's momentum holds the
+        weight decay of the warm-up, which would move them off 0)."""
+        changed = self.model.gates.silence_off_channels_(
+            self.model.architecture)
+        optimizer = runner.optim_wrapper.optimizer
+        with torch.no_grad():
+            for off, params in changed.values():
+                for param in params:
+                    for value in optimizer.state.get(param, {}).values():
+                        if isinstance(value, torch.Tensor) and \
+                                value.shape == param.shape:
+                            value[off.to(value.device)] = 0
+        channels = sum(int(off.sum()) for off, _ in changed.values())
+        print_log(
+            f'SCS at iteration {runner.iter}: gating begins from the seed; '
+            f'{channels} channels outside it silenced (their norm\'s weight '
+            f'and bias and their optimizer state set to 0) so that grown '
+            f'ones start from 0',
+            logger='current')
 
     def after_train_iter(self,
                          runner,
