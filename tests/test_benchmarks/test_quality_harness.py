@@ -249,7 +249,9 @@ def test_scs_cells_are_columns_of_their_flops_target():
         'det-scs-flops30-s1', 'det-scs-flops50-adamwgateslambda1-s0',
         'det-scs-flops50-adamwgateslambda1warmup25-s0',
         'det-scs-flops50-adamwgateslambda0.01warmup25-s0',
-        'det-scs-flops50-nowarmup-s0'
+        'det-scs-flops50-nowarmup-s0',
+        'det-scs-flops50-growingfroma25seedwidth-s0',
+        'det-scs-flops50-growingfroma25seedwidthsignedlambda-s0'
     ]
     # the first settings: AdamW on the logits, lambda 1, no warm-up
     first = scs[4].options
@@ -265,6 +267,14 @@ def test_scs_cells_are_columns_of_their_flops_target():
     assert scs[5].options['custom_hooks.0.begin'] == 0.25
     assert scs[6].options['model.lambda_init'] == 0.01
     assert scs[7].options['custom_hooks.0.begin'] == 0
+    # growing mode: first as built (no silencing), then signed and silenced
+    assert scs[8].options['model.seed_width'] == 0.25
+    assert scs[8].options['custom_hooks.0.silence_seed'] is False
+    signed = scs[9].options
+    assert signed['model.seed_width'] == 0.25
+    assert signed['custom_hooks.0.lambda_controller'] == 'signed'
+    assert signed['model.lambda_init'] == 0.0
+    assert 'custom_hooks.0.silence_seed' not in signed  # default True
     assert all(c.slim and not c.report for c in scs)
     # the uniformly thinner dense model beside each target
     thin = [c for c in cells if c.method == 'dense, thinner']
