@@ -12,6 +12,7 @@ from mmengine.registry import HOOKS
 from gap_mm.engine.optimizers import StepStage
 from gap_mm.errors import GaPConfigError
 from gap_mm.schedules.scs import LAMBDA_CONTROLLERS, SCSSchedule, next_lambda
+from gap_mm.sparsity import zero_optimizer_state_
 
 
 class _GateSGD(StepStage):
@@ -272,14 +273,13 @@ class SCSHook(Hook):
         weight decay of the warm-up, which would move them off 0)."""
         changed = self.model.gates.silence_off_channels_(
             self.model.architecture)
-        optimizer = runner.optim_wrapper.optimizer
-        with torch.no_grad():
-            for off, params in changed.values():
-                for param in params:
-                    for value in optimizer.state.get(param, {}).values():
-                        if isinstance(value, torch.Tensor) and \
-                                value.shape == param.shape:
-                            value[off.to(value.device)] = 0
+        params, masks = {}, {}
+        for producer, (off, group) in changed.items():
+            for i, param in enumerate(group):
+                params[f'{producer}[{i}]'] = param
+                masks[f'{producer}[{i}]'] = off.view(
+                    -1, *(1, ) * (param.dim() - 1)).expand_as(param)
+        zero_optimizer_state_(runner.optim_wrapper.optimizer, params, masks)
         channels = sum(int(off.sum()) for off, _ in changed.values())
         print_log(
             f'SCS at iteration {runner.iter}: gating begins from the seed; '
