@@ -389,7 +389,7 @@ class CombineExchange:
         them on this rank's sparsifier; return them as bool tensors."""
         numels = [self.tensors[n].numel() for n in names]
         total = sum(numels)
-        device = self.tensors[names[0]].device  # NCCL sends device tensors
+        device = mm_dist.get_comm_device()  # NCCL sends CUDA tensors only
         # the source alone can see the precondition; every rank must learn
         # that it failed, or the others would wait in the broadcast forever
         missing = [] if torch_dist.get_rank() != src else [
