@@ -19,7 +19,7 @@ from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 
 from gap_mm.errors import GaPConfigError
-from gap_mm.sparsity.gates import GateSet, gated_flops
+from gap_mm.sparsity.gates import GateSet, check_seed, gated_flops
 
 
 @MODELS.register_module()
@@ -89,27 +89,9 @@ class SCSModel(BaseModel):
                 f'{lambda_init!r}')
         shape = check_input_shape(flops_input_shape,
                                   'SCSModel flops_input_shape')
-        if seed_width is not None and (
-                isinstance(seed_width, bool)
-                or not isinstance(seed_width, (int, float))
-                or not 0 < seed_width < 1):
-            raise GaPConfigError(
-                f'SCSModel seed_width must be in (0, 1) (the fraction of '
-                f'each gated layer\'s channels that starts on) or None, got '
-                f'{seed_width!r}')
-        if seed_off_logit is not None and (
-                seed_width is None or isinstance(seed_off_logit, bool)
-                or not isinstance(seed_off_logit, (int, float))
-                or not seed_off_logit < 0):
-            raise GaPConfigError(
-                f'SCSModel seed_off_logit must be a number < 0 and goes with '
-                f'seed_width (the start of the channels outside the seed), '
-                f'got seed_off_logit={seed_off_logit!r} with seed_width='
-                f'{seed_width!r}')
-        if seed_width is not None and not init_logit:
-            raise GaPConfigError(
-                'SCSModel seed_width needs init_logit != 0: the seed '
-                'channels start at |init_logit|, the others at -|init_logit|')
+        # before the detector is built: fail fast, in this model's names
+        check_seed(seed_width, seed_off_logit, init_logit,
+                   ('seed_width', 'seed_off_logit', 'init_logit'), 'SCSModel ')
         arch = MODELS.build(architecture)
         super().__init__(init_cfg=init_cfg)
         self.architecture = arch

@@ -92,6 +92,42 @@ class Gate(nn.Module):
         return f'size={self.logits.numel()}'
 
 
+def check_seed(seed_width,
+               seed_off,
+               init,
+               names: Tuple[str, str, str] = ('seed_width', 'seed_off',
+                                              'init'),
+               owner: str = '') -> None:
+    """Check a growing mode's start: ``seed_width`` None or in (0, 1),
+    with ``init`` != 0 (the seed's logit is ``|init|``); ``seed_off`` None
+    or a number < 0, and only with ``seed_width``. The messages call the
+    three by ``names`` (the caller's option names), after ``owner``.
+
+    Raises:
+        GaPConfigError: Naming the bad value and what is valid.
+    """
+    width, off, start = names
+
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    if seed_width is not None and not (number(seed_width)
+                                       and 0 < seed_width < 1):
+        raise GaPConfigError(
+            f'{owner}{width} must be in (0, 1) (the fraction of each gated '
+            f'layer\'s channels that starts on) or None, got {seed_width!r}')
+    if seed_off is not None and (seed_width is None or not number(seed_off)
+                                 or not seed_off < 0):
+        raise GaPConfigError(
+            f'{owner}{off} must be a number < 0 and goes with {width} (the '
+            f'start of the channels outside the seed), got {off}='
+            f'{seed_off!r} with {width}={seed_width!r}')
+    if seed_width is not None and not init:
+        raise GaPConfigError(
+            f'{owner}{width} needs {start} != 0: the seed channels start at '
+            f'|{start}|, the others at -|{start}|')
+
+
 class GateSet(nn.Module):
     """The channel and block gates of a model, applied by forward hooks.
 
@@ -122,15 +158,7 @@ class GateSet(nn.Module):
                  seed_width: Optional[float] = None,
                  seed_off: Optional[float] = None) -> None:
         super().__init__()
-        if seed_width is not None and not (0 < seed_width < 1 and init):
-            raise GaPConfigError(
-                f'a seed width needs 0 < seed_width < 1 and init != 0, got '
-                f'seed_width={seed_width!r}, init={init!r}')
-        if seed_off is not None and not (seed_width is not None
-                                         and seed_off < 0):
-            raise GaPConfigError(
-                f'seed_off must be < 0 and goes with seed_width, got '
-                f'seed_off={seed_off!r}, seed_width={seed_width!r}')
+        check_seed(seed_width, seed_off, init)
         self.channel_sites = OrderedDict(channels)
         self.block_sites = OrderedDict(blocks)
 

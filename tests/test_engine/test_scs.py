@@ -154,7 +154,7 @@ def test_seed_width_errors():
             _toy_scs(seed_width=bad)
     with pytest.raises(GaPConfigError, match='seed_width needs init_logit'):
         _toy_scs(seed_width=0.5, init_logit=0.0)
-    with pytest.raises(GaPConfigError, match='a seed width needs'):
+    with pytest.raises(GaPConfigError, match='seed_width needs init != 0'):
         GateSet({'a': ('a', 4)}, {}, init=0.0, seed_width=0.5)
     for width, off in ((0.5, 0.1), (0.5, 0), (None, -0.1), (0.5, True)):
         with pytest.raises(
