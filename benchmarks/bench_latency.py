@@ -8,10 +8,18 @@ run, interleaved (A B A B ...), at batch 1 and batch 8, with 2 threads;
 prints median [min, max] per call and the speed-up, with both models'
 FLOPs (``mmengine.analysis``) and parameters.
 
+With ``--breakdown`` it then times each model's parts at batch 1 (its
+leaf modules, by their first two name components: ``backbone.conv1``,
+``backbone.layer1``, ``neck.fpn_convs``, ``bbox_head.retina_cls``, ...)
+beside their FLOPs, to show where latency that FLOPs do not explain goes;
+``between leaves`` is the rest of a call (residual sums, Python). The
+per-leaf timing adds overhead of its own, so the parts add up to more than
+the plain call; read their shares, not their sum.
+
 Usage::
 
     python benchmarks/bench_latency.py CONFIG SLIM_DIR \
-        [--input-shape 3 160 160] [--rounds 20] [--threads 2]
+        [--input-shape 3 160 160] [--rounds 20] [--threads 2] [--breakdown]
 
 ``SLIM_DIR`` is the converter's output directory (``slim.pth`` and the
 ``*_slim.py`` config). The original is built from ``CONFIG`` with its
@@ -22,6 +30,8 @@ import glob
 import os.path as osp
 import statistics
 import time
+from collections import OrderedDict
+from typing import Dict, Mapping
 
 import torch
 from mmengine.config import Config
@@ -40,6 +50,87 @@ def _time(fn, inputs) -> float:
     return time.perf_counter() - start
 
 
+def part_of(name: str) -> str:
+    """The part a leaf module counts in: its first two name components."""
+    return '.'.join(name.split('.')[:2])
+
+
+def breakdown(model, inputs, rounds: int) -> Dict[str, float]:
+    """Median seconds per call spent in each part's leaf modules, and
+    under ``'between leaves'`` the median call minus their sum; with
+    ``'total'``, the median call itself (timed with the hooks on)."""
+    spent: Dict[str, float] = OrderedDict()
+    start: Dict[str, float] = {}
+    handles = []
+
+    def before(name):
+
+        def hook(module, args):
+            start[name] = time.perf_counter()
+
+        return hook
+
+    def after(name):
+
+        def hook(module, args, output):
+            part = part_of(name)
+            spent[part] = spent.get(part, 0.0) + (
+                time.perf_counter() - start[name])
+
+        return hook
+
+    for name, module in model.named_modules():
+        if name and not any(True for _ in module.children()):
+            handles.append(module.register_forward_pre_hook(before(name)))
+            handles.append(module.register_forward_hook(after(name)))
+    per_round = []
+    try:
+        for _ in range(3):
+            _time(model._forward, inputs)
+        for _ in range(rounds):
+            spent.clear()
+            total = _time(model._forward, inputs)
+            per_round.append((total, dict(spent)))
+    finally:
+        for handle in handles:
+            handle.remove()
+    parts = list(per_round[-1][1])
+    out: Dict[str, float] = OrderedDict(
+        (p, statistics.median(r[1].get(p, 0.0) for r in per_round))
+        for p in parts)
+    out['between leaves'] = statistics.median(t - sum(s.values())
+                                              for t, s in per_round)
+    out['total'] = statistics.median(t for t, _ in per_round)
+    return out
+
+
+def print_breakdown(models: Mapping, flops: Mapping, inputs,
+                    rounds: int) -> None:
+    """The per-part table of every model, side by side."""
+    names = list(models)
+    times = {k: breakdown(m, inputs, rounds) for k, m in models.items()}
+    parts = list(
+        OrderedDict.fromkeys(p for k in names for p in times[k]
+                             if p not in ('between leaves', 'total')))
+    parts += ['between leaves', 'total']
+    head = ' | '.join(f'{k} ms | {k} share | {k} MFLOPs' for k in names)
+    print(f'\nbatch {inputs.shape[0]}, per part (median of {rounds}, '
+          f'leaf modules timed by hooks)')
+    print(f'| part | {head} |')
+    print('|---|' + '---:|' * (3 * len(names)))
+    for part in parts:
+        cells = []
+        for k in names:
+            t, total = times[k].get(part), times[k]['total']
+            f = flops[k].get(part) if part != 'total' else flops[k]['']
+            cells += [
+                '-' if t is None else f'{1e3 * t:.2f}',
+                '-' if t is None else f'{100 * t / total:.1f}%',
+                '-' if f is None else f'{f / 1e6:.1f}'
+            ]
+        print(f'| {part} | ' + ' | '.join(cells) + ' |')
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config')
@@ -48,6 +139,10 @@ def main():
         '--input-shape', type=int, nargs=3, default=(3, 160, 160))
     parser.add_argument('--rounds', type=int, default=20)
     parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument(
+        '--breakdown',
+        action='store_true',
+        help='then time every part of both models at batch 1')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     slim_cfgs = glob.glob(osp.join(args.slim_dir, '*_slim.py'))
@@ -64,10 +159,11 @@ def main():
         load_checkpoint(osp.join(args.slim_dir, 'slim.pth')))
     slim.load_state_dict(state, strict=True)
     models = dict(original=full.eval(), slimmed=slim.eval())
-    flops = {
-        k: module_flops(m, args.input_shape)['']
+    by_module = {
+        k: module_flops(m, args.input_shape)
         for k, m in models.items()
     }
+    flops = {k: f[''] for k, f in by_module.items()}
     params = {k: count_params(m) for k, m in models.items()}
     print(f'{args.threads} threads, input {list(args.input_shape)}, '
           f'{args.rounds} rounds, interleaved; torch {torch.__version__}')
@@ -90,6 +186,21 @@ def main():
             print(f'| {k} | {flops[k] / 1e9:.4f} | {params[k]:,} | {batch} '
                   f'| {1e3 * med:.1f} [{1e3 * min(t):.1f}, '
                   f'{1e3 * max(t):.1f}] | {base / med:.2f}x |')
+    if args.breakdown:
+        part_flops = {}
+        for k, by_name in by_module.items():
+            leaves = {
+                n
+                for n, m in models[k].named_modules()
+                if n and not any(True for _ in m.children())
+            }
+            part_flops[k] = {'': by_name['']}
+            for n in leaves:
+                part = part_of(n)
+                part_flops[k][part] = part_flops[k].get(part, 0) + \
+                    by_name.get(n, 0)
+        print_breakdown(models, part_flops, torch.rand(1, *args.input_shape),
+                        args.rounds)
 
 
 if __name__ == '__main__':
