@@ -15,6 +15,7 @@ counted here: the figure is a lower bound of what slimming saves.
 mmengine counts a multiply-add as one FLOP (as mmdet's ``get_flops.py``
 reports).
 """
+import argparse
 from typing import Dict, Mapping, Sequence, Tuple
 
 import torch
@@ -43,6 +44,20 @@ def check_input_shape(shape, what: str = 'the input shape') -> Tuple[int, ...]:
             f'{what} must be C H W (an image) or N C (a point cloud) of '
             f'positive ints, got {shape!r}')
     return dims
+
+
+class InputShapeAction(argparse.Action):
+    """``argparse`` action of a tool's input-shape option (``type=int,
+    nargs='+'``): checks the dims with :func:`check_input_shape` as they
+    are parsed and ends the tool with the usual usage error naming the
+    option and the value."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        try:
+            check_input_shape(values, option_string or self.dest)
+        except GaPConfigError as err:
+            parser.error(str(err))
+        setattr(namespace, self.dest, list(values))
 
 
 class _TensorForward(nn.Module):
@@ -197,7 +212,8 @@ def zero_filter_flops(flops: Mapping[str, int],
         if module in flops and weight.numel():
             density = float((weight != 0).sum()) / weight.numel()
             by_layer[name] = [
-                flops[module], int(round(flops[module] * density))
+                flops[module],
+                int(round(flops[module] * density))
             ]
             sparse_saved += flops[module] * (1 - density)
         zero = int((weight.reshape(out, -1) == 0).all(dim=1).sum())

@@ -1,10 +1,14 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
 """FLOPs with mmengine.analysis, and what all-zero filters save."""
+import argparse
+
 import pytest
 import torch
 from torch import nn
 
-from gap_mm.analysis import ReportError, module_flops, zero_filter_flops
+from gap_mm.analysis import (InputShapeAction, ReportError, check_input_shape,
+                             module_flops, zero_filter_flops)
+from gap_mm.errors import GaPConfigError
 
 
 class TwoConvs(nn.Module):
@@ -84,3 +88,31 @@ def test_unstructured_zeros_count_as_the_flops_of_the_non_zero_weights():
     assert 'MFLOPs (non-zero)' in table.splitlines()[0]
     assert f"{flops['conv1'] / 1e6:.2f} ({flops['conv1'] * 3 / 4e6:.2f})" \
         in table
+
+
+@pytest.mark.parametrize('shape', [(3, 160, 160), (512, 6), [1, 1]])
+def test_an_image_or_a_point_cloud_shape_is_accepted(shape):
+    assert check_input_shape(shape) == tuple(shape)
+
+
+@pytest.mark.parametrize('shape', [(3, ), (3, 0, 160), (1, 2, 3, 4),
+                                   (3, 1.5, 160), (True, 2), 7, None])
+def test_any_other_shape_is_refused_by_name(shape):
+    with pytest.raises(GaPConfigError, match=r'--flops-shape must be C H W '
+                       r'\(an image\) or N C \(a point cloud\)'):
+        check_input_shape(shape, '--flops-shape')
+
+
+def test_the_argparse_action_checks_as_it_parses(capsys):
+    parser = argparse.ArgumentParser(prog='tool')
+    parser.add_argument(
+        '--input-shape', type=int, nargs='+', action=InputShapeAction)
+    assert parser.parse_args(['--input-shape', '3', '8', '8']).input_shape \
+        == [3, 8, 8]
+    assert parser.parse_args([]).input_shape is None
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(['--input-shape', '3', '8', '8', '1'])
+    assert exc.value.code == 2
+    assert ('tool: error: --input-shape must be C H W (an image) or N C (a '
+            'point cloud) of positive ints, got [3, 8, 8, 1]'
+            ) in capsys.readouterr().err

@@ -24,7 +24,7 @@ from typing import List, Optional
 
 from mmengine.config import Config, DictAction
 
-from gap_mm.analysis import (ReportError, build_model, check_input_shape,
+from gap_mm.analysis import (InputShapeAction, ReportError, build_model,
                              format_report, load_checkpoint, match_state_dict,
                              module_flops, plot_sparsity, report_from_files,
                              write_csv, zero_filter_flops)
@@ -53,6 +53,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--flops-shape',
         nargs='+',
         type=int,
+        action=InputShapeAction,
         metavar='DIM',
         help='C H W of an image (or N C of a point cloud): also count the '
         'FLOPs (mmengine.analysis) for one input of this shape, and what '
@@ -65,11 +66,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='override settings of the config, e.g. '
         'custom_hooks.0.exclude="[^backbone\\.conv1\\.]"')
     args = parser.parse_args(argv)
-    if args.flops_shape is not None:
-        try:
-            check_input_shape(args.flops_shape, '--flops-shape')
-        except GaPConfigError as err:
-            parser.error(str(err))
     return args
 
 

@@ -39,7 +39,7 @@ import torch
 from mmengine.config import Config, DictAction
 
 from gap_mm.analysis import ReportError, build_model
-from gap_mm.analysis.flops import (check_input_shape, module_flops,
+from gap_mm.analysis.flops import (InputShapeAction, module_flops,
                                    network_forward)
 from gap_mm.analysis.sparsity_report import match_state_dict
 from gap_mm.checkpoint import load_checkpoint, split_checkpoint
@@ -63,6 +63,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--input-shape',
         type=int,
         nargs='+',
+        action=InputShapeAction,
         metavar='DIM',
         help='C H W of an image (or N C of a point cloud): count FLOPs '
         '(mmengine.analysis) and compare the outputs before and after for '
@@ -75,11 +76,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         action=DictAction,
         help='override settings of the config, as in tools/train.py')
     args = parser.parse_args(argv)
-    if args.input_shape is not None:
-        try:
-            check_input_shape(args.input_shape, '--input-shape')
-        except GaPConfigError as err:
-            parser.error(str(err))
     return args
 
 
