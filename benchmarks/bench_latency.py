@@ -1,5 +1,6 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
-"""CPU latency of a slimmed detector beside the model it came from.
+"""CPU latency of a slimmed detector beside the model it came from (or of
+any second config beside the first).
 
 Times the network (``model._forward`` on an image tensor: backbone, neck
 and head, without pre- or post-processing) of the original config and of
@@ -20,10 +21,14 @@ Usage::
 
     python benchmarks/bench_latency.py CONFIG SLIM_DIR \
         [--input-shape 3 160 160] [--rounds 20] [--threads 2] [--breakdown]
+    python benchmarks/bench_latency.py CONFIG OTHER_CONFIG.py \
+        [--cfg-options KEY=VALUE ...] [...]
 
 ``SLIM_DIR`` is the converter's output directory (``slim.pth`` and the
 ``*_slim.py`` config). The original is built from ``CONFIG`` with its
-initial weights: latency does not depend on the values.
+initial weights: latency does not depend on the values. In the second form
+the second model is built from ``OTHER_CONFIG.py`` with its initial
+weights, ``--cfg-options`` applied to it alone (a thinner twin, say).
 """
 import argparse
 import glob
@@ -34,7 +39,7 @@ from collections import OrderedDict
 from typing import Dict, Mapping
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 
 import gap_mm  # noqa: F401
 from gap_mm.analysis import build_model
@@ -134,7 +139,8 @@ def print_breakdown(models: Mapping, flops: Mapping, inputs,
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config')
-    parser.add_argument('slim_dir')
+    parser.add_argument(
+        'other', help='a slim_model.py output directory, or a config .py')
     parser.add_argument(
         '--input-shape', type=int, nargs=3, default=(3, 160, 160))
     parser.add_argument('--rounds', type=int, default=20)
@@ -143,22 +149,42 @@ def main():
         '--breakdown',
         action='store_true',
         help='then time every part of both models at batch 1')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='overrides of OTHER_CONFIG.py (the second form only)')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    slim_cfgs = glob.glob(osp.join(args.slim_dir, '*_slim.py'))
-    if len(slim_cfgs) != 1:
-        raise SystemExit(f'error: {args.slim_dir} must hold one *_slim.py '
-                         f'config (found {slim_cfgs})')
-    cfg = Config.fromfile(args.config)
-    full = build_model(cfg)
-    if hasattr(full, 'architecture'):  # an SCSModel: time the detector
-        full.gates.detach()
-        full = full.architecture
-    slim = build_model(Config.fromfile(slim_cfgs[0]))
-    state, _ = split_checkpoint(
-        load_checkpoint(osp.join(args.slim_dir, 'slim.pth')))
-    slim.load_state_dict(state, strict=True)
-    models = dict(original=full.eval(), slimmed=slim.eval())
+    if args.other.endswith('.py'):
+        if not osp.isfile(args.other):
+            raise SystemExit(f'error: {args.other} does not exist')
+        other_cfg = Config.fromfile(args.other)
+        if args.cfg_options:
+            other_cfg.merge_from_dict(args.cfg_options)
+        second, label = build_model(other_cfg), 'compared'
+    else:
+        if args.cfg_options:
+            raise SystemExit('error: --cfg-options applies to a second '
+                             'config, not to a slimmed model')
+        slim_cfgs = glob.glob(osp.join(args.other, '*_slim.py'))
+        if len(slim_cfgs) != 1:
+            raise SystemExit(f'error: {args.other} must hold one *_slim.py '
+                             f'config (found {slim_cfgs}), or be a config '
+                             f'.py')
+        second, label = build_model(Config.fromfile(slim_cfgs[0])), 'slimmed'
+        state, _ = split_checkpoint(
+            load_checkpoint(osp.join(args.other, 'slim.pth')))
+        second.load_state_dict(state, strict=True)
+
+    def network(model):
+        if hasattr(model, 'architecture'):  # an SCSModel: time the detector
+            model.gates.detach()
+            return model.architecture
+        return model
+
+    full = network(build_model(Config.fromfile(args.config)))
+    models = {'original': full.eval(), label: network(second).eval()}
     by_module = {
         k: module_flops(m, args.input_shape)
         for k, m in models.items()
