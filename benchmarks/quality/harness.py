@@ -85,6 +85,10 @@ class Cell:
             set of ``report_config`` (``sparsity_report.py``); False for
             methods without weight masks (SCS, whose sparsity is its
             FLOPs). Defaults to True.
+        report_options (dict): ``--cfg-options`` of that report, for a
+            cell that trained with another prunable set than
+            ``report_config``'s (the layers an N:M pattern cannot prune,
+            excluded). Defaults to none.
     """
     task: str
     method: str
@@ -100,6 +104,7 @@ class Cell:
     procs: int = 1
     slim: bool = False
     report: bool = True
+    report_options: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -377,6 +382,11 @@ def run_cell(cell: Cell,
         if cell.task in TASK_FLOPS_SHAPE:
             report_cmd += [
                 '--flops-shape', *map(str, TASK_FLOPS_SHAPE[cell.task])
+            ]
+        if cell.report_options:
+            report_cmd += [
+                '--cfg-options', *(format_option(k, v)
+                                   for k, v in cell.report_options.items())
             ]
         _run(report_cmd, log_path, env)
         with open(report_json) as f:

@@ -251,7 +251,9 @@ def test_scs_cells_are_columns_of_their_flops_target():
         'det-scs-flops50-adamwgateslambda0.01warmup25-s0',
         'det-scs-flops50-nowarmup-s0',
         'det-scs-flops50-growingfroma25seedwidth-s0',
-        'det-scs-flops50-growingfroma25seedwidthsignedlambda-s0'
+        'det-scs-flops50-growingfroma25seedwidthsignedlambda-s0',
+        'det-scs-flops30-b2-fromdense2000it-s0',
+        'det-scs-flops50-b2-fromdense2000it-s0'
     ]
     # the first settings: AdamW on the logits, lambda 1, no warm-up
     first = scs[4].options
@@ -276,6 +278,20 @@ def test_scs_cells_are_columns_of_their_flops_target():
     assert signed['model.lambda_init'] == 0.0
     assert 'custom_hooks.0.silence_seed' not in signed  # default True
     assert all(c.slim and not c.report for c in scs)
+    # pruning a trained model: the dense twin's own cell trains first and
+    # SCS starts from its checkpoint, beside dense at twice the budget
+    ids = [c.id for c in cells]
+    start = ids.index('det-dense-scsstart-s0')
+    assert start < ids.index('det-scs-flops30-b2-fromdense2000it-s0')
+    assert 'det-dense-b2-s0' in ids
+    for cell in scs[10:]:
+        assert cell.budget == 2
+        assert cell.options['model.architecture.init_cfg.type'] == \
+            'Pretrained'
+        assert cell.options['model.architecture.init_cfg.checkpoint'] == \
+            'work_dirs/quality/scs/det-dense-scsstart-s0/iter_2000.pth'
+        assert cell.options['custom_hooks.0.begin'] == 0
+        assert cell.options['custom_hooks.0.freeze'] == 0.6
     # the uniformly thinner dense model beside each target
     thin = [c for c in cells if c.method == 'dense, thinner']
     assert [c.sparsity for c in thin] == ['FLOPs 50%', 'FLOPs 30%']
@@ -310,3 +326,43 @@ def test_mean_scalar_averages_the_logged_windows(tmp_path):
     assert harness.mean_scalar(str(tmp_path), 'scs_step_flops') == \
         pytest.approx(0.7)
     assert harness.mean_scalar(str(tmp_path), 'absent') is None
+
+
+def test_partseg_2of4_cells_leave_out_what_2of4_cannot_prune():
+    """Every layer the tiny PointNet++'s 2:4 cells prune has an input width
+    that divides by 4 (the engine refuses the others by name), and the
+    sparsity report measures over the same layers."""
+    pytest.importorskip('mmdet3d')
+    from mmengine.config import Config
+
+    import gap_mm  # noqa: F401
+    from gap_mm.analysis import build_model, prunable_numels
+    cells = [c for c in grids.full() if c.sparsity == '2:4'
+             and c.task == 'partseg']
+    assert len(cells) == 6
+    cfg = Config.fromfile(osp.join(ROOT, grids.PN2_GAP))
+    model = build_model(cfg)
+    params = dict(model.named_parameters())
+    hook = dict(cfg.custom_hooks[0])
+    indivisible = [
+        n for n in prunable_numels(model, hook) if params[n].shape[1] % 4
+    ]
+    assert indivisible == [
+        'sa_modules.1.mlps.0.layer0.conv.weight',
+        'sa_modules.2.mlps.0.layer0.conv.weight',
+        'fp_modules.2.mlps.layer0.conv.weight'
+    ]
+    for cell in cells:
+        exclude = cell.options['custom_hooks.0.exclude']
+        assert cell.report_options == {'custom_hooks.0.exclude': exclude}
+        hook['exclude'] = exclude
+        kept = prunable_numels(model, hook)
+        assert kept and all(params[n].shape[1] % 4 == 0 for n in kept)
+        assert set(kept) == set(prunable_numels(
+            model, dict(cfg.custom_hooks[0]))) - set(indivisible)
+        # ``--cfg-options`` carries the patterns unchanged
+        text = harness.format_option('custom_hooks.0.exclude', exclude)
+        assert text == 'custom_hooks.0.exclude=[' + ','.join(exclude) + ']'
+    assert all('custom_hooks.0.exclude' not in c.options
+               for c in grids.full()
+               if c.task == 'partseg' and c.sparsity != '2:4')
