@@ -212,8 +212,7 @@ def zero_filter_flops(flops: Mapping[str, int],
         if module in flops and weight.numel():
             density = float((weight != 0).sum()) / weight.numel()
             by_layer[name] = [
-                flops[module],
-                int(round(flops[module] * density))
+                flops[module], int(round(flops[module] * density))
             ]
             sparse_saved += flops[module] * (1 - density)
         zero = int((weight.reshape(out, -1) == 0).all(dim=1).sum())
