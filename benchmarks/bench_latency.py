@@ -60,6 +60,23 @@ def part_of(name: str) -> str:
     return '.'.join(name.split('.')[:2])
 
 
+def leaf_modules(model):
+    """``(name, module)`` of every module without children, the root
+    excluded."""
+    return ((n, m) for n, m in model.named_modules()
+            if n and not any(True for _ in m.children()))
+
+
+def part_flops(model, by_module: Mapping[str, int]) -> Dict[str, int]:
+    """FLOPs per part (:func:`part_of` of its leaf modules), and the whole
+    model's under ``''``."""
+    out = {'': by_module['']}
+    for name, _ in leaf_modules(model):
+        part = part_of(name)
+        out[part] = out.get(part, 0) + by_module.get(name, 0)
+    return out
+
+
 def breakdown(model, inputs, rounds: int) -> Dict[str, float]:
     """Median seconds per call spent in each part's leaf modules, and
     under ``'between leaves'`` the median call minus their sum; with
@@ -84,10 +101,9 @@ def breakdown(model, inputs, rounds: int) -> Dict[str, float]:
 
         return hook
 
-    for name, module in model.named_modules():
-        if name and not any(True for _ in module.children()):
-            handles.append(module.register_forward_pre_hook(before(name)))
-            handles.append(module.register_forward_hook(after(name)))
+    for name, module in leaf_modules(model):
+        handles.append(module.register_forward_pre_hook(before(name)))
+        handles.append(module.register_forward_hook(after(name)))
     per_round = []
     try:
         for _ in range(3):
@@ -213,20 +229,12 @@ def main():
                   f'| {1e3 * med:.1f} [{1e3 * min(t):.1f}, '
                   f'{1e3 * max(t):.1f}] | {base / med:.2f}x |')
     if args.breakdown:
-        part_flops = {}
-        for k, by_name in by_module.items():
-            leaves = {
-                n
-                for n, m in models[k].named_modules()
-                if n and not any(True for _ in m.children())
-            }
-            part_flops[k] = {'': by_name['']}
-            for n in leaves:
-                part = part_of(n)
-                part_flops[k][part] = part_flops[k].get(part, 0) + \
-                    by_name.get(n, 0)
-        print_breakdown(models, part_flops, torch.rand(1, *args.input_shape),
-                        args.rounds)
+        flops_by_part = {
+            k: part_flops(models[k], f)
+            for k, f in by_module.items()
+        }
+        print_breakdown(models, flops_by_part,
+                        torch.rand(1, *args.input_shape), args.rounds)
 
 
 if __name__ == '__main__':
