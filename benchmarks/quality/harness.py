@@ -151,7 +151,8 @@ def format_option(key: str, value: Any) -> str:
 
 # ----------------------------------------------------------------- running
 class CellFailed(RuntimeError):
-    """A tool exited with an error while running a cell."""
+    """A tool exited with an error while running a cell, or a cell cannot
+    start."""
 
 
 def _run(cmd: List[str], log_path: str, env: Mapping[str, str]) -> float:
@@ -314,6 +315,25 @@ def machine() -> str:
             f'OMP_NUM_THREADS={os.environ.get("OMP_NUM_THREADS", "2")}')
 
 
+def _check_start_checkpoints(cell: Cell) -> None:
+    """Fail before training when a cell starts from a local checkpoint
+    (``load_from``, an ``init_cfg.checkpoint``) that is not on disk: work
+    dirs are not kept with the results, so a grid continued on another
+    machine has the start cell's record but not its checkpoint."""
+    for key, value in cell.all_options().items():
+        if not (key == 'load_from' or key.endswith('init_cfg.checkpoint')):
+            continue
+        if not isinstance(value, str) or '://' in value:
+            continue
+        path = value if osp.isabs(value) else osp.join(REPO, value)
+        if not osp.isfile(path):
+            raise CellFailed(
+                f'cell {cell.id} starts from {key}={value}, which is not on '
+                'disk; train the cell that writes it again (delete its '
+                'record under <results>/<grid>/cells/ and re-run the grid) '
+                'or copy the checkpoint there')
+
+
 def run_cell(cell: Cell,
              out_dir: str,
              work_root: str,
@@ -334,6 +354,7 @@ def run_cell(cell: Cell,
         twin['grid'] = grid
         _write_record(twin, record_path)
         return twin
+    _check_start_checkpoints(cell)
     metric_key, _, extra_keys = TASK_METRICS[cell.task]
     work_dir = osp.join(work_root, cell.id)
     os.makedirs(work_dir, exist_ok=True)

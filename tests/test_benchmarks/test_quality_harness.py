@@ -164,6 +164,22 @@ def test_failing_cell_names_the_tool_and_its_log(toy_grid, tmp_path):
     assert os.path.isfile(osp.join(out, 'table.md'))
 
 
+def test_cell_whose_start_checkpoint_is_missing_fails_before_training(
+        toy_grid):
+    cells, out, work = toy_grid
+    start = harness.Cell(
+        task='toy',
+        method='dense',
+        config=cells[0].config,
+        options={'load_from': 'work_dirs/quality/toy/gone/iter_1.pth'})
+    with pytest.raises(
+            harness.CellFailed,
+            match=r'toy-dense-s0 starts from load_from=work_dirs/quality/'
+            r'toy/gone/iter_1\.pth, which is not on disk'):
+        harness.run_grid([start], out, work, grid='toy', log=lambda m: 0)
+    assert not osp.exists(osp.join(work, start.id))  # nothing was trained
+
+
 def test_duplicate_cells_and_bad_options_are_refused(toy_grid):
     cells, out, work = toy_grid
     with pytest.raises(ValueError, match='duplicate cells'):
@@ -253,7 +269,11 @@ def test_scs_cells_are_columns_of_their_flops_target():
         'det-scs-flops50-growingfroma25seedwidth-s0',
         'det-scs-flops50-growingfroma25seedwidthsignedlambda-s0',
         'det-scs-flops30-b2-fromdense2000it-s0',
-        'det-scs-flops50-b2-fromdense2000it-s0'
+        'det-scs-flops50-b2-fromdense2000it-s0',
+        'det-scs-flops40-b2-fromdense2000it-s0',
+        'det-scs-flops30-b2-fromdense2000it-s1',
+        'det-scs-flops40-b2-fromdense2000it-s1',
+        'det-scs-flops50-b2-fromdense2000it-s1'
     ]
     # the first settings: AdamW on the logits, lambda 1, no warm-up
     first = scs[4].options
@@ -281,15 +301,19 @@ def test_scs_cells_are_columns_of_their_flops_target():
     # pruning a trained model: the dense twin's own cell trains first and
     # SCS starts from its checkpoint, beside dense at twice the budget
     ids = [c.id for c in cells]
-    start = ids.index('det-dense-scsstart-s0')
-    assert start < ids.index('det-scs-flops30-b2-fromdense2000it-s0')
-    assert 'det-dense-b2-s0' in ids
+    for seed in (0, 1):
+        start = ids.index(f'det-dense-scsstart-s{seed}')
+        assert start < ids.index(
+            f'det-scs-flops30-b2-fromdense2000it-s{seed}')
+        assert f'det-dense-b2-s{seed}' in ids
+    assert len(ids) == len(set(ids))
     for cell in scs[10:]:
         assert cell.budget == 2
         assert cell.options['model.architecture.init_cfg.type'] == \
             'Pretrained'
         assert cell.options['model.architecture.init_cfg.checkpoint'] == \
-            'work_dirs/quality/scs/det-dense-scsstart-s0/iter_2000.pth'
+            'work_dirs/quality/scs/det-dense-scsstart-s' \
+            f'{cell.seed}/iter_2000.pth'
         assert cell.options['custom_hooks.0.begin'] == 0
         assert cell.options['custom_hooks.0.freeze'] == 0.6
     # the uniformly thinner dense model beside each target
