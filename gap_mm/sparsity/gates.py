@@ -268,7 +268,10 @@ class GateSet(nn.Module):
     def _hook(self, gate: Gate):
 
         def multiply(module, args, output):
-            g = gate.value(self.beta, self.stochastic and module.training)
+            # the gate set's own mode (its owner model's), not the hooked
+            # module's: mmdet's norm_eval keeps frozen norms in eval mode
+            # while the detector trains
+            g = gate.value(self.beta, self.stochastic and self.training)
             shape = (1, -1) + (1, ) * (output.dim() - 2)
             return output * g.to(output.dtype).view(shape)
 

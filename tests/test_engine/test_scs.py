@@ -203,6 +203,29 @@ def test_gates_in_training_and_in_evaluation():
     assert torch.equal(model.architecture.block(h), h)
 
 
+def test_gates_follow_the_model_not_a_frozen_norm():
+    # mmdet's norm_eval=True (every COCO config) keeps the backbone's
+    # norms in eval mode while the detector trains; the gates after them
+    # must still draw and get the task's gradient
+    model = _toy_scs()
+    model.train()
+    for module in model.architecture.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.eval()
+    model.gates.resample(0, 0)
+    gates = model.gates.gates()
+    x = torch.randn(4, 2, 2, 2)
+    model.architecture._forward(x).sum().backward()
+    for name, gate in gates.items():
+        assert gate.logits.grad is not None and \
+            gate.logits.grad.abs().sum() > 0, name
+    model.eval()  # and the model's own eval mode still means 1[s > 0]
+    model.zero_grad()
+    model.architecture._forward(x).sum().backward()
+    assert all(g.logits.grad is None or not g.logits.grad.any()
+               for g in gates.values())
+
+
 def test_gated_flops_match_a_direct_count():
     init_default_scope('mmdet')
     cfg = Config.fromfile(
