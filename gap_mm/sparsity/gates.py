@@ -304,39 +304,45 @@ class GateSet(nn.Module):
     @torch.no_grad()
     def silence_off_channels_(
         self, model: nn.Module
-    ) -> Dict[str, Tuple[torch.Tensor, List[nn.Parameter]]]:
-        """Zero what every channel whose gate is off puts out: the affine
-        weight and bias of the norm layer its gate follows, or the
-        producer's weight and bias where there is no norm, so its output is
-        exactly 0 whatever the gate's draw. Growing mode calls it when
-        gating begins: a channel off through the warm-up got no gradient
-        (its gate was 0), so without this a draw that switches it on would
-        add the features of untrained weights; silenced, a grown channel
-        starts from 0 and learns its norm's scale from the task's gradient.
-        A norm without affine parameters cannot be silenced (its output is
-        not 0 for a zero input in evaluation) and is left as it is.
+    ) -> Dict[str, Tuple[nn.Parameter, torch.Tensor]]:
+        """Make every channel whose gate is off count for nothing while it
+        stays trainable: zero the input slice of that channel in each of
+        its consumers' weights. Growing mode calls it when gating begins: a
+        channel off through the warm-up got no gradient (its gate was 0),
+        so without this a draw that switches it on would add the features
+        of untrained weights to the next layer. Silenced this way the
+        network computes the same function whatever the draws of those
+        gates, and a drawn-on channel still puts out its (non-zero)
+        features, so the consumers' slices get a gradient at once and the
+        channel, its norm and its logit learn from the task from the next
+        step, like a weight regrown at 0. (Zeroing the channel's own output
+        instead, its norm's scale and shift, would leave it at exactly 0
+        before the ReLU, whose gradient there is 0: the channel could never
+        learn.)
 
         Returns:
-            dict: Producer -> ``(off, params)``: the bool mask of its
-            silenced channels and the parameters zeroed there (the
-            optimizer state at those positions must be zeroed too).
+            dict: Consumer weight name -> ``(weight, mask)``: the parameter
+            and the bool mask (its shape) of the positions zeroed; the
+            optimizer state there must be zeroed too.
         """
         modules = dict(model.named_modules())
-        changed = OrderedDict()
-        for producer, (where, _) in self.channel_sites.items():
+        groups = {g.producer: g for g in find_channel_groups(model)[0]}
+        changed: Dict[str, Tuple[nn.Parameter, torch.Tensor]] = OrderedDict()
+        for producer in self.channel_sites:
             off = self.channel_gates[_key(producer)].hard() == 0
             if not bool(off.any()):
                 continue
-            target = modules[where]
-            if where != producer and getattr(target, 'weight', None) is None:
-                continue  # a norm without affine parameters
-            params = [
-                p for p in (getattr(target, 'weight', None),
-                            getattr(target, 'bias', None)) if p is not None
-            ]
-            for param in params:
-                param[off.to(param.device)] = 0
-            changed[producer] = (off, params)
+            for consumer in groups[producer].consumers:
+                weight = modules[consumer].weight
+                if weight.shape[1] != off.numel():
+                    raise GaPConfigError(
+                        f'cannot silence the channels of {producer}: its '
+                        f'consumer {consumer} reads {weight.shape[1]} input '
+                        f'channels, not its {off.numel()}')
+                mask = off.to(weight.device).view(
+                    1, -1, *(1, ) * (weight.dim() - 2)).expand_as(weight)
+                weight.masked_fill_(mask, 0)
+                changed[_join(consumer, 'weight')] = (weight, mask)
         return changed
 
     def freeze(self) -> None:

@@ -122,27 +122,44 @@ def test_seed_width_starts_a_seed_network():
 
 def test_silencing_the_channels_outside_the_seed():
     model = _toy_scs(seed_width=0.25)
-    bn1 = model.architecture.block.bn1
-    with torch.no_grad():
-        bn1.weight.uniform_(0.5, 1.5)
-        bn1.bias.uniform_(0.1, 1.0)
-    weight, bias = bn1.weight.detach().clone(), bn1.bias.detach().clone()
-    changed = model.gates.silence_off_channels_(model.architecture)
-    assert list(changed) == ['block.conv1']
-    off, params = changed['block.conv1']
-    assert off.tolist() == [False] * 2 + [True] * 6
-    assert params == [bn1.weight, bn1.bias]
-    assert torch.equal(bn1.weight[:2], weight[:2])  # the seed: untouched
-    assert torch.equal(bn1.bias[:2], bias[:2])
-    assert (bn1.weight[2:] == 0).all() and (bn1.bias[2:] == 0).all()
-    # whatever the draws, the silenced channels put out exactly 0
-    seen = {}
-    bn1.register_forward_hook(lambda m, a, out: seen.update(out=out))
+    arch = model.architecture
+    conv2 = arch.block.conv2
+    weight = conv2.weight.detach().clone()
+    bn1 = (arch.block.bn1.weight.detach().clone(),
+           arch.block.bn1.bias.detach().clone())
+    x = torch.randn(4, 2, 2, 2)
     model.train()
-    for gate in model.gates.gates().values():
+    gates = model.gates.gates()
+    for gate in gates.values():
         gate.sample.fill_(1.0)
-    model.architecture._forward(torch.randn(4, 2, 2, 2))
-    assert (seen['out'][:, 2:] == 0).all() and (seen['out'][:, :2] != 0).any()
+    changed = model.gates.silence_off_channels_(arch)
+    # the consumer's input slices of the 6 channels outside the seed
+    assert list(changed) == ['block.conv2.weight']
+    param, mask = changed['block.conv2.weight']
+    assert param is conv2.weight and mask.shape == conv2.weight.shape
+    assert mask[:, 2:].all() and not mask[:, :2].any()
+    assert (conv2.weight[:, 2:] == 0).all()
+    assert torch.equal(conv2.weight[:, :2], weight[:, :2])
+    # the channels themselves are untouched: they still compute
+    assert torch.equal(arch.block.bn1.weight, bn1[0])
+    assert torch.equal(arch.block.bn1.bias, bn1[1])
+    # the function no longer depends on their draws ...
+    on = arch._forward(x)
+    gates['block.conv1'].sample[2:] = 0
+    assert torch.equal(arch._forward(x), on)
+    # ... and drawn on, they learn: the consumer's slices, then the
+    # channels' own norm and logits (nothing reaches them through a slice
+    # that is still 0)
+    gates['block.conv1'].sample.fill_(1.0)
+    arch._forward(x).sum().backward()
+    assert (conv2.weight.grad[:, 2:].abs().sum((0, 2, 3)) > 0).all()
+    assert gates['block.conv1'].logits.grad[2:].abs().max() == 0
+    with torch.no_grad():
+        conv2.weight -= 0.1 * conv2.weight.grad
+    model.zero_grad()
+    arch._forward(x).sum().backward()
+    assert (gates['block.conv1'].logits.grad[2:] != 0).all()
+    assert (arch.block.bn1.weight.grad[2:] != 0).all()
 
 
 def test_seed_width_errors():
@@ -338,18 +355,19 @@ class SCSLogHook(Hook):
 
     def __init__(self):
         self.records = []
-        self.bn1_before = {}  # the gated norm's affine before each step
+        # the gated channels' consumer (its weight, its optimizer state)
+        # before each step
+        self.conv2_before = {}
 
     def before_train_iter(self, runner, batch_idx, data_batch=None):
-        bn1 = getattr(runner.model, 'module',
-                      runner.model).architecture.block.bn1
-        state = runner.optim_wrapper.optimizer.state.get(bn1.weight, {})
-        self.bn1_before[runner.iter] = (
-            bn1.weight.detach().clone(), bn1.bias.detach().clone(), {
-                k: v.clone()
-                for k, v in state.items()
-                if isinstance(v, torch.Tensor) and v.dim()
-            })
+        conv2 = getattr(runner.model, 'module',
+                        runner.model).architecture.block.conv2
+        state = runner.optim_wrapper.optimizer.state.get(conv2.weight, {})
+        self.conv2_before[runner.iter] = (conv2.weight.detach().clone(), {
+            k: v.clone()
+            for k, v in state.items()
+            if isinstance(v, torch.Tensor) and v.dim()
+        })
 
     def after_train_iter(self,
                          runner,
@@ -470,13 +488,16 @@ class TestSCSOnARunner(GaPRunnerCase):
         runner = self._train(cfg, 'silenced')
         log = next(h for h in runner.hooks if isinstance(h, SCSLogHook))
         # after the warm-up (their gates 0, so no gradient, only AdamW's
-        # decay) the channels outside the seed are still far from 0; when
-        # gating begins, before its first step, they are exactly 0
-        weight, bias, _ = log.bn1_before[2]
-        assert (weight[2:].abs() > 0.5).all()
-        weight, bias, _ = log.bn1_before[3]
-        assert (weight[2:] == 0).all() and (bias[2:] == 0).all()
-        assert (weight[:2] != 0).all()  # the seed keeps its scale
+        # decay) what conv2 reads from the channels outside the seed is far
+        # from 0; when gating begins, before its first step, it is exactly
+        # 0, and the channels' draws on from then learn it back
+        weight, _ = log.conv2_before[2]
+        assert (weight[:, 2:].abs().sum((0, 2, 3)) > 0.1).all()
+        weight, _ = log.conv2_before[3]
+        assert (weight[:, 2:] == 0).all()
+        assert (weight[:, :2] != 0).any()  # the seed's slices are kept
+        weight, _ = log.conv2_before[4]
+        assert (weight[:, 2:] != 0).any()
 
     def test_silencing_zeroes_the_optimizer_state_too(self):
         # SGD's momentum holds the warm-up's weight decay of the channels
@@ -488,10 +509,10 @@ class TestSCSOnARunner(GaPRunnerCase):
             type='SGD', lr=0.05, momentum=0.9, weight_decay=0.1)
         log = next(h for h in self._train(cfg, 'sgd_silenced').hooks
                    if isinstance(h, SCSLogHook))
-        momentum = log.bn1_before[2][2]['momentum_buffer']
-        assert (momentum[2:] != 0).all()
-        momentum = log.bn1_before[3][2]['momentum_buffer']
-        assert (momentum[2:] == 0).all() and (momentum[:2] != 0).all()
+        momentum = log.conv2_before[2][1]['momentum_buffer']
+        assert (momentum[:, 2:] != 0).all()
+        momentum = log.conv2_before[3][1]['momentum_buffer']
+        assert (momentum[:, 2:] == 0).all() and (momentum[:, :2] != 0).all()
 
     def test_growing_resume_across_the_silencing_is_bitwise_identical(self):
         # checkpoints every 2 iterations, gating (and the silencing) at 3:

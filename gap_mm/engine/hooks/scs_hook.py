@@ -68,9 +68,11 @@ class SCSHook(Hook):
 
     Growing mode (``SCSModel(seed_width=...)``): when gating begins, the
     channels outside the seed are silenced
-    (:meth:`~gap_mm.sparsity.gates.GateSet.silence_off_channels_`), so a
-    channel a draw switches on starts from 0 rather than from the untrained
-    weights the warm-up left it.
+    (:meth:`~gap_mm.sparsity.gates.GateSet.silence_off_channels_`: the next
+    layer's weights that read them set to 0), so a channel a draw switches
+    on joins the network at 0, as a regrown weight does, rather than adding
+    the features of the untrained weights the warm-up left it, and learns
+    from the task from there.
 
     The gate logits are trained by plain SGD at ``gate_lr`` inside the
     optimizer wrapper's step (a :class:`~gap_mm.engine.optimizers.
@@ -105,9 +107,10 @@ class SCSHook(Hook):
             ``lambda_init``: 0.01 on the demo). See
             :func:`~gap_mm.schedules.scs.next_lambda`. Defaults to
             ``'multiplicative'``.
-        silence_seed (bool): Growing mode: zero the channels outside the
-            seed (and their optimizer state) when gating begins. Defaults
-            to True; False only to reproduce the first growing runs.
+        silence_seed (bool): Growing mode: zero what the next layers read
+            from the channels outside the seed (and its optimizer state)
+            when gating begins. Defaults to True; False only to reproduce
+            the first growing runs.
         beta_init (float): Defaults to 1.
         beta_final (float): Defaults to 200.
         lambda_interval (int): Defaults to 10.
@@ -268,24 +271,21 @@ class SCSHook(Hook):
             gates.resample(self.seed, step)
 
     def _silence(self, runner) -> None:
-        """Growing mode, as gating begins: the channels outside the seed
-        start from 0, their optimizer state too (SGD's momentum holds the
-        weight decay of the warm-up, which would move them off 0)."""
+        """Growing mode, as gating begins: the consumers' weights that read
+        the channels outside the seed start from 0, their optimizer state
+        too (SGD's momentum holds the warm-up's weight decay, which would
+        move them off 0)."""
         changed = self.model.gates.silence_off_channels_(
             self.model.architecture)
-        params, masks = {}, {}
-        for producer, (off, group) in changed.items():
-            for i, param in enumerate(group):
-                params[f'{producer}[{i}]'] = param
-                masks[f'{producer}[{i}]'] = off.view(
-                    -1, *(1, ) * (param.dim() - 1)).expand_as(param)
+        params = {name: param for name, (param, _) in changed.items()}
+        masks = {name: mask for name, (_, mask) in changed.items()}
         zero_optimizer_state_(runner.optim_wrapper.optimizer, params, masks)
-        channels = sum(int(off.sum()) for off, _ in changed.values())
+        weights = sum(int(mask.sum()) for mask in masks.values())
         print_log(
             f'SCS at iteration {runner.iter}: gating begins from the seed; '
-            f'{channels} channels outside it silenced (their norm\'s weight '
-            f'and bias and their optimizer state set to 0) so that grown '
-            f'ones start from 0',
+            f'the {weights} weights of {len(changed)} layers that read the '
+            f'channels outside it (and their optimizer state) set to 0, so '
+            f'that a grown channel joins the network at 0',
             logger='current')
 
     def after_train_iter(self,
