@@ -332,8 +332,11 @@ def test_bad_values():
         SCSHook(flops_target=1.5)
     with pytest.raises(GaPConfigError, match='lambda_rate must be > 0'):
         SCSHook(lambda_rate=0)
-    with pytest.raises(GaPConfigError, match=r'freeze=1.5: a float'):
-        SCSHook(freeze=1.5)
+    for bad in (1.5, 1.0, 0.0):
+        with pytest.raises(
+                GaPConfigError,
+                match=rf'freeze={bad}: a float .* must be in \(0, 1\)'):
+            SCSHook(freeze=bad)
     with pytest.raises(GaPConfigError, match='lambda_init must be a number'):
         _toy_scs(lambda_init=-1)
     for bad in ((2, 2, 2, 2), (2, 0, 2), (2, 2.5), (True, 3), 160):
@@ -730,7 +733,9 @@ def _scs_worker(rank, port, work_dir):
                 dict(TestSCSOnARunner.HOOK, freeze=7),
                 dict(type='SCSLogHook')
             ],
-            randomness=dict(seed=0),
+            # a different global seed per rank: the draws must not come
+            # from the global generator
+            randomness=dict(seed=0, diff_rank_seed=True),
             experiment_name=f'scs_rank{rank}'))
     assert setup_cpu_distributed(cfg, 'pytorch')
     runner = Runner.from_cfg(cfg)

@@ -89,7 +89,7 @@ class SCSHook(Hook):
 
     Args:
         freeze (int | float): Iteration from which the structure is fixed
-            (a float in (0, 1]: a fraction of the run). Defaults to 0.8.
+            (a float in (0, 1): a fraction of the run). Defaults to 0.8.
         begin (int | float): Iteration at which gating starts, before
             ``freeze`` (a float in [0, 1): a fraction of the run).
             Defaults to 0.
@@ -160,10 +160,12 @@ class SCSHook(Hook):
                 f'SCSHook gate_lr must be a number > 0 (the SGD step of the '
                 f'gate logits) or None (the weights\' optimizer trains '
                 f'them), got {gate_lr!r}')
-        if isinstance(freeze, float) and not 0 < freeze <= 1:
+        if isinstance(freeze, float) and not 0 < freeze < 1:
             raise GaPConfigError(
                 f'SCSHook freeze={freeze}: a float is a fraction of the run '
-                f'and must be in (0, 1]; give an int for an iteration')
+                f'and must be in (0, 1) (the structure is frozen before the '
+                f'run ends, and trained as it is after); give an int for an '
+                f'iteration')
         if isinstance(begin, float) and not 0 <= begin < 1:
             raise GaPConfigError(
                 f'SCSHook begin={begin}: a float is a fraction of the run '
