@@ -2,8 +2,9 @@
 """Slimming: remove the channels a structured method switched off, so the
 exported network is physically smaller and computes less.
 
-One module for every structured method (filter-wise GReg now, SCS's
-channel gates later). Pure torch: it reads the module structure and edits
+One module for every structured method (filter-wise GReg's zero filters;
+SCS's gates are first baked into zero filters by
+:func:`bake_gates`). Pure torch: it reads the module structure and edits
 parameters, and knows nothing of the Runner.
 
 It removes channels of the channel groups of
@@ -265,7 +266,10 @@ def bake_gates(architecture: nn.Module, gates) -> List[str]:
     weights of ``architecture`` and remove the gates' hooks: an off
     channel's filter and its norm scale and shift (or bias) become 0, so
     the channel is exactly 0 after the ReLU and :func:`plan_slimming`
-    removes it; an off block is replaced by ``nn.Identity``.
+    removes it; an off block is replaced by ``nn.Identity``. A norm
+    without affine parameters gets its running mean set to 0 there
+    instead (a zero input then normalizes to 0 in evaluation, as the gate
+    made it).
 
     Returns:
         list[str]: The removed blocks.
@@ -285,6 +289,10 @@ def bake_gates(architecture: nn.Module, gates) -> List[str]:
             module.bias[off] = 0
         for _, param in followers.get(producer + '.weight', ()):
             param[off] = 0
+        norm = modules[gates.channel_sites[producer][0]]
+        if norm is not module and getattr(norm, 'weight', None) is None \
+                and getattr(norm, 'running_mean', None) is not None:
+            norm.running_mean[off] = 0
     removed = [b for b in gates.block_sites if not bool(hard[b].any())]
     remove_blocks(architecture, removed)
     return removed

@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.model import BaseModel
 from mmengine.registry import MODELS, init_default_scope
 from torch import nn
 
@@ -316,6 +317,57 @@ def test_an_scs_checkpoint_exports_its_hard_structure(tmp_path):
     assert built.bbox_head.cls_convs[0].conv.out_channels == 32
     assert isinstance(built.backbone.layer3[1], nn.Identity)
     _outputs_close(ref, built.eval()._forward(x))
+
+
+class _PlainNormNet(BaseModel):
+    """A stem and an mmdet BasicBlock whose norms have no affine
+    parameters, then a linear layer."""
+
+    def __init__(self):
+        super().__init__()
+        from mmdet.models.backbones.resnet import BasicBlock
+        self.stem = nn.Sequential(
+            nn.Conv2d(2, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8),
+            nn.ReLU())
+        self.block = BasicBlock(
+            8, 8, norm_cfg=dict(type='BN', affine=False))
+        self.fc = nn.Linear(32, 1)
+
+    def _forward(self, x):
+        return self.fc(self.block(self.stem(x)).flatten(1))
+
+    def forward(self, x, data_samples=None, mode='tensor'):
+        return self._forward(x)
+
+
+def test_baking_gates_after_a_norm_without_affine_parameters():
+    """The gate zeroed the channel after the norm; the baked model must
+    too, though the norm has no shift to zero: its running mean is."""
+    from gap_mm.export.slim import bake_gates
+    MODELS.register_module(name='_PlainNormNet', module=_PlainNormNet,
+                           force=True)
+    model = MODELS.build(
+        dict(type='SCSModel', architecture=dict(type='_PlainNormNet'),
+             flops_input_shape=(2, 2, 2)))
+    net = model.architecture
+    with torch.no_grad():
+        bn1 = net.block.bn1
+        assert bn1.weight is None
+        # a negative mean: an all-zero input would normalize to > 0
+        bn1.running_mean.uniform_(-2, -1)
+        bn1.running_var.uniform_(0.5, 2)
+        model.gates.gates()['block.conv1'].logits[::2] = -1.0
+    model.eval()
+    x = torch.randn(3, 2, 2, 2)
+    with torch.no_grad():
+        ref = net(x)
+    bake_gates(net, model.gates)
+    assert (bn1.running_mean[::2] == 0).all()
+    assert (bn1.running_mean[1::2] < -0.5).all()
+    apply_slimming(net, plan_slimming(net))
+    assert net.block.conv1.out_channels == 4
+    with torch.no_grad():
+        _outputs_close(ref, net(x))
 
 
 def test_a_two_stage_scs_model_slims_to_its_gates():
