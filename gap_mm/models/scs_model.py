@@ -42,8 +42,9 @@ class SCSModel(BaseModel):
         only (Sequence[str]): Name prefixes of the only layers and blocks
             to gate (e.g. ``['backbone.']``); a prefix under which nothing
             can be gated is an error that says why. Defaults to () (all).
-        init_logit (float): Initial gate logit: > 0 starts with every gate
-            on (pruning mode), < 0 every gate off. Defaults to 1.0.
+        init_logit (float): Initial gate logit, not 0: > 0 starts with
+            every gate on (pruning mode), < 0 every gate off. Defaults to
+            1.0.
         seed_width (float, optional): Growing mode from a seed network: a
             fraction in (0, 1) of every gated layer's channels that starts
             on (the first ``ceil(seed_width * channels)``, logit
@@ -87,6 +88,13 @@ class SCSModel(BaseModel):
             raise GaPConfigError(
                 f'SCSModel lambda_init must be a number >= 0, got '
                 f'{lambda_init!r}')
+        if isinstance(init_logit, bool) or not isinstance(
+                init_logit, (int, float)) or init_logit == 0:
+            raise GaPConfigError(
+                f'SCSModel init_logit must be a number != 0 (> 0: every '
+                f'gate starts on, pruning mode; < 0: off), got '
+                f'{init_logit!r}; at 0 every gate would be drawn at p = 1/2 '
+                f'yet off in evaluation (1[s > 0])')
         shape = check_input_shape(flops_input_shape,
                                   'SCSModel flops_input_shape')
         # before the detector is built: fail fast, in this model's names

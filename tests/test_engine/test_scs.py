@@ -80,7 +80,7 @@ def test_gate_sites_of_a_block():
 
 
 def test_samples_depend_on_seed_and_step_only():
-    a, b = _toy_scs(init_logit=0.0), _toy_scs(init_logit=0.0)
+    a, b = _toy_scs(init_logit=0.01), _toy_scs(init_logit=0.01)
     for gates in (a.gates, b.gates):
         gates.resample(seed=3, step=7)
     sa = [g.sample.clone() for g in a.gates.gates().values()]
@@ -90,7 +90,7 @@ def test_samples_depend_on_seed_and_step_only():
     assert not all(
         torch.equal(x, g.sample) for x, g in zip(sa,
                                                  a.gates.gates().values()))
-    # p = 1/2 at logit 0: both values occur among 8 channels
+    # p ~ 1/2 at logit 0.01: both values occur among 8 channels
     assert 0 < float(sa[0].sum()) < 8
 
 
@@ -169,8 +169,12 @@ def test_seed_width_errors():
                 match=r'seed_width must be in \(0, 1\) .* got ' +
                 re.escape(repr(bad))):
             _toy_scs(seed_width=bad)
-    with pytest.raises(GaPConfigError, match='seed_width needs init_logit'):
-        _toy_scs(seed_width=0.5, init_logit=0.0)
+    for bad in (0, 0.0, True, '1'):
+        with pytest.raises(
+                GaPConfigError,
+                match=r'init_logit must be a number != 0 .* got ' +
+                re.escape(repr(bad))):
+            _toy_scs(seed_width=0.5, init_logit=bad)
     with pytest.raises(GaPConfigError, match='seed_width needs init != 0'):
         GateSet({'a': ('a', 4)}, {}, init=0.0, seed_width=0.5)
     for width, off in ((0.5, 0.1), (0.5, 0), (None, -0.1), (0.5, True)):
@@ -714,7 +718,7 @@ def _scs_worker(rank, port, work_dir):
                 type='SCSModel',
                 architecture=dict(type='SCSToyNet'),
                 flops_input_shape=(2, 2, 2),
-                init_logit=0.0),
+                init_logit=0.01),
             # after the freeze the logits get no gradient
             model_wrapper_cfg=dict(
                 type='MMDistributedDataParallel', find_unused_parameters=True),
@@ -774,7 +778,7 @@ def test_two_ranks_draw_the_same_gates(tmp_path):
     assert len(r0['samples']) == 10
     for a, b in zip(r0['samples'], r1['samples']):
         assert all(torch.equal(x, y) for x, y in zip(a, b))
-    # logit 0: p = 1/2 at first, so the draws are not all alike
+    # logit 0.01: p ~ 1/2 at first, so the draws are not all alike
     assert len({tuple(s[0].tolist()) for s in r0['samples'][:7]}) > 1
     assert r0['lam'] == r1['lam']
     for key, value in r0['params'].items():
