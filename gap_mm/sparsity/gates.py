@@ -405,7 +405,9 @@ def _why_not_gated(model: nn.Module, prefix: str,
 
 def _branch_end(module: nn.Module) -> Optional[str]:
     """The attribute of a residual block's last norm layer, when the block
-    has no downsample (so it can be skipped); else None."""
+    has no downsample and no plugin after its last conv (so it can be
+    skipped: a plugin such as a context block would turn a gated-off
+    branch into a non-zero one); else None."""
     names = _class_names(module)
     if 'BasicBlock' in names:
         idx = 2
@@ -413,7 +415,8 @@ def _branch_end(module: nn.Module) -> Optional[str]:
         idx = 3
     else:
         return None
-    if getattr(module, 'downsample', None) is not None:
+    if getattr(module, 'downsample', None) is not None or getattr(
+            module, 'after_conv3_plugin_names', None):
         return None
     attr = getattr(module, f'norm{idx}_name', None) or f'bn{idx}'
     return attr if isinstance(getattr(module, attr, None), nn.Module) \

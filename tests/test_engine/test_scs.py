@@ -785,6 +785,19 @@ def test_two_ranks_draw_the_same_gates(tmp_path):
         assert torch.equal(value, r1['params'][key]), key
 
 
+def test_a_block_with_a_plugin_after_its_last_conv_is_not_skipped():
+    # a context block after conv3 adds a term to the branch even when the
+    # branch is 0: the block gate would not remove it, so no block gate
+    from mmdet.models.backbones.resnet import Bottleneck
+    plugin = [dict(cfg=dict(type='ContextBlock', ratio=1. / 4),
+                   position='after_conv3')]
+    net = nn.Sequential(Bottleneck(16, 4), Bottleneck(16, 4, plugins=plugin))
+    gates = GateSet.from_model(net)
+    assert list(gates.block_sites) == ['0']
+    # its channels are left alone too (channels.py: a block with plugins)
+    assert list(gates.channel_sites) == ['0.conv1', '0.conv2']
+
+
 def test_only_gates_the_named_layers_and_refuses_tied_ones():
     init_default_scope('mmdet')
     cfg = Config.fromfile(
