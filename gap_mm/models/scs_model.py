@@ -12,6 +12,7 @@ E[FLOPs] / FLOPs`` of :func:`~gap_mm.sparsity.gates.gated_flops`.
 ``lambda`` and the freeze. Prediction is the detector's own, with the gates
 at ``1[s > 0]``.
 """
+import math
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -89,10 +90,11 @@ class SCSModel(BaseModel):
                 f'SCSModel lambda_init must be a number >= 0, got '
                 f'{lambda_init!r}')
         if isinstance(init_logit, bool) or not isinstance(
-                init_logit, (int, float)) or init_logit == 0:
+                init_logit, (int, float)) or init_logit == 0 or \
+                not math.isfinite(init_logit):
             raise GaPConfigError(
-                f'SCSModel init_logit must be a number != 0 (> 0: every '
-                f'gate starts on, pruning mode; < 0: off), got '
+                f'SCSModel init_logit must be a finite number != 0 (> 0: '
+                f'every gate starts on, pruning mode; < 0: off), got '
                 f'{init_logit!r}; at 0 every gate would be drawn at p = 1/2 '
                 f'yet off in evaluation (1[s > 0])')
         shape = check_input_shape(flops_input_shape,

@@ -169,12 +169,13 @@ def test_seed_width_errors():
                 match=r'seed_width must be in \(0, 1\) .* got ' +
                 re.escape(repr(bad))):
             _toy_scs(seed_width=bad)
-    for bad in (0, 0.0, True, '1'):
-        with pytest.raises(
-                GaPConfigError,
-                match=r'init_logit must be a number != 0 .* got ' +
-                re.escape(repr(bad))):
-            _toy_scs(seed_width=0.5, init_logit=bad)
+    for width in (0.5, None):  # growing and pruning mode
+        for bad in (0, 0.0, True, '1', float('nan'), float('inf')):
+            with pytest.raises(
+                    GaPConfigError,
+                    match=r'init_logit must be a finite number != 0 .* got '
+                    + re.escape(repr(bad))):
+                _toy_scs(seed_width=width, init_logit=bad)
     with pytest.raises(GaPConfigError, match='seed_width needs init != 0'):
         GateSet({'a': ('a', 4)}, {}, init=0.0, seed_width=0.5)
     for width, off in ((0.5, 0.1), (0.5, 0), (None, -0.1), (0.5, True)):
