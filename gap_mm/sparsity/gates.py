@@ -342,8 +342,54 @@ class GateSet(nn.Module):
                 mask = off.to(weight.device).view(
                     1, -1, *(1, ) * (weight.dim() - 2)).expand_as(weight)
                 weight.masked_fill_(mask, 0)
-                changed[_join(consumer, 'weight')] = (weight, mask)
+                name = _join(consumer, 'weight')
+                if name in changed:  # a layer reading two gated producers
+                    mask = mask | changed[name][1]
+                changed[name] = (weight, mask)
         return changed
+
+    def frozen_consumers(self, model: nn.Module) -> List[str]:
+        """The layers that read a gated channel but whose weight is not
+        trained (``requires_grad=False``, such as mmdet's ``frozen_stages``):
+        :meth:`silence_off_channels_` would zero their slices for good."""
+        modules = dict(model.named_modules())
+        groups = {g.producer: g for g in find_channel_groups(model)[0]}
+        return sorted({
+            consumer
+            for producer in self.channel_sites
+            for consumer in groups[producer].consumers
+            if not modules[consumer].weight.requires_grad
+        })
+
+    def off_channel_slices(
+            self,
+            model: nn.Module) -> Dict[str, Tuple[nn.Parameter, torch.Tensor]]:
+        """The parameters of the channels whose gate is off: their rows of
+        the producer's weight and bias, and their entries of the norm's
+        weight and bias. Growing mode restarts their optimizer state when
+        gating begins, since they had no gradient through the warm-up.
+
+        Returns:
+            dict: Parameter name -> ``(parameter, mask)``, the mask True at
+            the off channels' positions (the parameter's shape).
+        """
+        modules = dict(model.named_modules())
+        groups = {g.producer: g for g in find_channel_groups(model)[0]}
+        slices: Dict[str, Tuple[nn.Parameter, torch.Tensor]] = OrderedDict()
+        for producer in self.channel_sites:
+            off = self.channel_gates[_key(producer)].hard() == 0
+            if not bool(off.any()):
+                continue
+            for owner in (producer, groups[producer].norm):
+                module = modules.get(owner) if owner else None
+                for attr in ('weight', 'bias'):
+                    param = getattr(module, attr, None)
+                    if not isinstance(param, nn.Parameter):
+                        continue
+                    mask = off.to(param.device).view(
+                        -1, *(1, ) * (param.dim() - 1)).expand_as(param)
+                    slices[_join(owner, attr)] = (param, mask)
+        return slices
 
     def freeze(self) -> None:
         """Fix the structure: gates ``1[s > 0]`` from now on, logits no

@@ -60,6 +60,15 @@ class SCSToyNet(BaseModel):
         return out
 
 
+class SCSToyNetFrozenConv2(SCSToyNet):
+    """The toy net with the gated channels' consumer frozen, as mmdet's
+    ``frozen_stages`` freezes a stage."""
+
+    def __init__(self):
+        super().__init__()
+        self.block.conv2.weight.requires_grad_(False)
+
+
 def _toy_scs(**kwargs):
     MODELS.register_module(module=SCSToyNet, force=True)
     cfg = dict(
@@ -364,18 +373,31 @@ class SCSLogHook(Hook):
     def __init__(self):
         self.records = []
         # the gated channels' consumer (its weight, its optimizer state)
-        # before each step
+        # before each step, and the optimizer state of the channels' own
+        # parameters
         self.conv2_before = {}
+        self.own_state_before = {}
 
     def before_train_iter(self, runner, batch_idx, data_batch=None):
-        conv2 = getattr(runner.model, 'module',
-                        runner.model).architecture.block.conv2
-        state = runner.optim_wrapper.optimizer.state.get(conv2.weight, {})
-        self.conv2_before[runner.iter] = (conv2.weight.detach().clone(), {
-            k: v.clone()
-            for k, v in state.items()
-            if isinstance(v, torch.Tensor) and v.dim()
-        })
+        block = getattr(runner.model, 'module',
+                        runner.model).architecture.block
+        optimizer = runner.optim_wrapper.optimizer
+
+        def state(param):
+            return {
+                k: v.clone()
+                for k, v in optimizer.state.get(param, {}).items()
+                if isinstance(v, torch.Tensor) and v.dim()
+            }
+
+        self.conv2_before[runner.iter] = (block.conv2.weight.detach().clone(),
+                                          state(block.conv2.weight))
+        self.own_state_before[runner.iter] = {
+            name: state(param)
+            for name, param in (('conv1.weight', block.conv1.weight),
+                                ('bn1.weight', block.bn1.weight),
+                                ('bn1.bias', block.bn1.bias))
+        }
 
     def after_train_iter(self,
                          runner,
@@ -521,6 +543,51 @@ class TestSCSOnARunner(GaPRunnerCase):
         assert (momentum[:, 2:] != 0).all()
         momentum = log.conv2_before[3][1]['momentum_buffer']
         assert (momentum[:, 2:] == 0).all() and (momentum[:, :2] != 0).all()
+
+    def test_silencing_restarts_adam_state_like_a_regrown_weights(self):
+        # through the warm-up the channels outside the seed had no gradient
+        # (gate 0), so Adam's moments there are exactly 0 under a step count
+        # of 3: restarted at 0 they would move at several times the learning
+        # rate. When gating begins their first moments are 0 and their
+        # second moments the mean of their tensor's other positions, in the
+        # consumer's input slices and in the channels' own weights and norm
+        cfg = copy.deepcopy(self.cfg)
+        cfg.model.update(seed_width=0.25)
+        cfg.custom_hooks[0] = dict(self.HOOK, begin=3)
+        log = next(h for h in self._train(cfg, 'adam_silenced').hooks
+                   if isinstance(h, SCSLogHook))
+        consumer = {2: log.conv2_before[2][1], 3: log.conv2_before[3][1]}
+        cases = [('conv2.weight', (slice(None), slice(2, None)),
+                  (slice(None), slice(None, 2)), consumer)]
+        for name in ('conv1.weight', 'bn1.weight', 'bn1.bias'):
+            cases.append((name, slice(2, None), slice(None, 2), {
+                t: log.own_state_before[t][name]
+                for t in (2, 3)
+            }))
+        for name, off, seed, states in cases:
+            assert (states[2]['exp_avg_sq'][off] == 0).all(), name
+            assert (states[2]['exp_avg_sq'][seed] > 0).any(), name
+            after = states[3]
+            assert (after['exp_avg'][off] == 0).all(), name
+            restarted = after['exp_avg_sq'][off]
+            assert (restarted == restarted.flatten()[0]).all(), name
+            assert float(restarted.flatten()[0]) == pytest.approx(
+                float(after['exp_avg_sq'][seed].mean()), rel=1e-5), name
+
+    def test_growing_refuses_a_frozen_consumer(self):
+        # silenced slices of a frozen layer would stay 0 for good
+        MODELS.register_module(module=SCSToyNetFrozenConv2, force=True)
+        cfg = copy.deepcopy(self.cfg)
+        cfg.model.update(
+            seed_width=0.25, architecture=dict(type='SCSToyNetFrozenConv2'))
+        with pytest.raises(
+                GaPConfigError,
+                match=r"1 of those layers are frozen .*\['block\.conv2'\]"
+                r'.*frozen_stages=-1'):
+            self._train(cfg, 'frozen_consumer')
+        # pruning mode silences nothing, so it trains
+        cfg.model.update(seed_width=None)
+        self._train(cfg, 'frozen_consumer_pruning')
 
     def test_growing_resume_across_the_silencing_is_bitwise_identical(self):
         # checkpoints every 2 iterations, gating (and the silencing) at 3:

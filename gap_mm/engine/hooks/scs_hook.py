@@ -1,6 +1,7 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
 import logging
 import math
+from collections import OrderedDict
 from typing import Optional, Union
 
 import torch
@@ -12,7 +13,7 @@ from mmengine.registry import HOOKS
 from gap_mm.engine.optimizers import StepStage
 from gap_mm.errors import GaPConfigError
 from gap_mm.schedules.scs import LAMBDA_CONTROLLERS, SCSSchedule, next_lambda
-from gap_mm.sparsity import zero_optimizer_state_
+from gap_mm.sparsity import init_regrown_state_
 
 
 class _GateSGD(StepStage):
@@ -72,7 +73,12 @@ class SCSHook(Hook):
     layer's weights that read them set to 0), so a channel a draw switches
     on joins the network at 0, as a regrown weight does, rather than adding
     the features of the untrained weights the warm-up left it, and learns
-    from the task from there.
+    from the task from there. The optimizer state of those weights and of
+    the channels' own weights and norm restarts as a regrown weight's
+    (:func:`~gap_mm.sparsity.init_regrown_state_`: Adam's second moments at
+    the mean of the rest of the tensor, not at 0, which under the warm-up's
+    step count moved every grown position at several times the learning
+    rate and made the demo detector diverge).
 
     The gate logits are trained by plain SGD at ``gate_lr`` inside the
     optimizer wrapper's step (a :class:`~gap_mm.engine.optimizers.
@@ -108,8 +114,9 @@ class SCSHook(Hook):
             :func:`~gap_mm.schedules.scs.next_lambda`. Defaults to
             ``'multiplicative'``.
         silence_seed (bool): Growing mode: zero what the next layers read
-            from the channels outside the seed (and its optimizer state)
-            when gating begins. Defaults to True; False only to reproduce
+            from the channels outside the seed when gating begins, and
+            restart the optimizer state there and of those channels' own
+            parameters. Defaults to True; False only to reproduce
             the first growing runs.
         beta_init (float): Defaults to 1.
         beta_final (float): Defaults to 200.
@@ -218,6 +225,18 @@ class SCSHook(Hook):
                 "lambda_controller='signed' to grow towards the target",
                 logger='current',
                 level=logging.WARNING)
+        if getattr(model, 'seed_width', None) is not None and \
+                self.silence_seed:
+            frozen = model.gates.frozen_consumers(model.architecture)
+            if frozen:
+                raise GaPConfigError(
+                    f'SCSHook grows from a seed and silences the channels '
+                    f'outside it by zeroing what the next layers read, but '
+                    f'{len(frozen)} of those layers are frozen '
+                    f'(requires_grad=False), so their zeros would never '
+                    f'learn back: {frozen}. Train them (frozen_stages=-1 in '
+                    f'the backbone), or keep their producers ungated with '
+                    f'SCSModel(exclude=[...])')
         max_iters = runner.max_iters
         freeze, begin = self.freeze, self.begin
         if isinstance(freeze, float):
@@ -274,20 +293,34 @@ class SCSHook(Hook):
 
     def _silence(self, runner) -> None:
         """Growing mode, as gating begins: the consumers' weights that read
-        the channels outside the seed start from 0, their optimizer state
-        too (SGD's momentum holds the warm-up's weight decay, which would
-        move them off 0)."""
-        changed = self.model.gates.silence_off_channels_(
-            self.model.architecture)
-        params = {name: param for name, (param, _) in changed.items()}
-        masks = {name: mask for name, (_, mask) in changed.items()}
-        zero_optimizer_state_(runner.optim_wrapper.optimizer, params, masks)
-        weights = sum(int(mask.sum()) for mask in masks.values())
+        the channels outside the seed start from 0, and the optimizer state
+        of those weights and of the channels' own parameters restarts as a
+        regrown weight's does (first moments and SGD's momentum 0, which
+        holds the warm-up's weight decay; Adam's second moments the mean of
+        the tensor's other positions: these positions had no gradient
+        through the warm-up, and a second moment of 0 under a step count of
+        hundreds would move every one of them at several times the learning
+        rate at once)."""
+        model = self.model.architecture
+        gates = self.model.gates
+        channels = gates.off_channel_slices(model)
+        zeroed = gates.silence_off_channels_(model)
+        restarted = OrderedDict(channels)
+        for name, (param, mask) in zeroed.items():
+            if name in restarted:
+                mask = mask | restarted[name][1]
+            restarted[name] = (param, mask)
+        init_regrown_state_(runner.optim_wrapper.optimizer,
+                            {n: p for n, (p, _) in restarted.items()},
+                            {n: m for n, (_, m) in restarted.items()},
+                            second_moment='mean')
+        weights = sum(int(mask.sum()) for _, mask in zeroed.values())
         print_log(
             f'SCS at iteration {runner.iter}: gating begins from the seed; '
-            f'the {weights} weights of {len(changed)} layers that read the '
-            f'channels outside it (and their optimizer state) set to 0, so '
-            f'that a grown channel joins the network at 0',
+            f'the {weights} weights of {len(zeroed)} layers that read the '
+            f'channels outside it set to 0, so that a grown channel joins '
+            f'the network at 0, and the optimizer state of those weights and '
+            f'of the channels\' own parameters restarted',
             logger='current')
 
     def after_train_iter(self,
