@@ -530,9 +530,14 @@ def run_grid(cells: Sequence[Cell],
              python: str = sys.executable,
              grid: str = '',
              log=lambda msg: print(msg, file=sys.stderr, flush=True),
-             keep_going: bool = False) -> List[Dict[str, Any]]:
+             keep_going: bool = False,
+             report_cells: Optional[Sequence[Cell]] = None
+             ) -> List[Dict[str, Any]]:
     """Run every cell not yet done, in order, printing progress and the
-    estimated time left; then write the outputs. Returns the records."""
+    estimated time left; then write the outputs from the finished cells of
+    ``report_cells`` (default ``cells``: pass the whole grid when ``cells``
+    is a subset, so that running a few cells does not shrink the grid's
+    table to them). Returns the records written."""
     ids = [c.id for c in cells]
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:
@@ -567,8 +572,11 @@ def run_grid(cells: Sequence[Cell],
             f'{record["value"]:.4f}, sparsity ' +
             (f'{100 * sparsity:.2f}%' if sparsity is not None else 'n/a') +
             f' ({_hms(time.time() - start)})')
-    records = load_records(out_dir, cells)
-    write_outputs(records, out_dir)
+    records = load_records(out_dir,
+                           cells if report_cells is None else report_cells)
+    if not write_outputs(records, out_dir):
+        log(f'[grid {grid}] no plot: no finished cell at the default budget '
+            f'and no budget study')
     if failures:
         raise CellFailed(f'{len(failures)} cells failed: {failures}')
     return records
@@ -718,7 +726,7 @@ def format_table(records: Sequence[Mapping[str, Any]]) -> str:
     return '\n'.join(lines)
 
 
-def write_outputs(records: Sequence[Mapping[str, Any]], out_dir: str) -> None:
+def write_outputs(records: Sequence[Mapping[str, Any]], out_dir: str) -> bool:
     """``results.json`` (every cell, without loss curves), ``results.csv``,
     ``table.md`` and ``plot.png`` in ``out_dir``."""
     os.makedirs(out_dir, exist_ok=True)
@@ -737,8 +745,7 @@ def write_outputs(records: Sequence[Mapping[str, Any]], out_dir: str) -> None:
             writer.writerow(rec)
     with open(osp.join(out_dir, 'table.md'), 'w') as f:
         f.write(format_table(records))
-    if records:
-        plot(records, osp.join(out_dir, 'plot.png'))
+    return bool(records) and plot(records, osp.join(out_dir, 'plot.png'))
 
 
 def _x(column: str) -> float:
@@ -817,10 +824,11 @@ def _plot_budget(ax, mine, title, ylabel) -> None:
     ax.legend(fontsize=7)
 
 
-def plot(records: Sequence[Mapping[str, Any]], path: str) -> None:
+def plot(records: Sequence[Mapping[str, Any]], path: str) -> bool:
     """The metric against sparsity (one panel per study and task, at the
     default budget) and, where a study varies the budget, against the
-    budget."""
+    budget. Returns False, writing nothing, when no record makes a panel
+    (every one at a single budget other than 1)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -837,6 +845,8 @@ def plot(records: Sequence[Mapping[str, Any]], path: str) -> None:
         if len({g['budget'] for g in mine}) > 1:
             panels.append(
                 (_plot_budget, mine, f'{study}: {task}, budget', ylabel))
+    if not panels:
+        return False
     fig, axes = plt.subplots(
         1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
     for ax, (draw, mine, title, ylabel) in zip(axes[0], panels):
@@ -844,3 +854,4 @@ def plot(records: Sequence[Mapping[str, Any]], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True

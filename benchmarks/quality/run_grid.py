@@ -101,7 +101,10 @@ def main() -> None:
         default=osp.join(harness.REPO, 'work_dirs', 'quality'),
         help='work dirs go to WORK_ROOT/<grid>/<cell>/')
     parser.add_argument(
-        '--only', help='run only the cells whose id matches this regex')
+        '--only',
+        help='run only the cells whose id matches this regex (the table, '
+        'CSV, JSON and plot still cover every finished cell of the grid; '
+        'with --report-only, only the matching ones)')
     parser.add_argument(
         '--list', action='store_true', help='list the cells and exit')
     parser.add_argument(
@@ -125,7 +128,7 @@ def main() -> None:
         help='interpreter for the tools (default: this one)')
     args = parser.parse_args()
 
-    cells = GRIDS[args.grid]()
+    cells = grid_cells = GRIDS[args.grid]()
     if args.only:
         try:
             regex = re.compile(args.only)
@@ -144,7 +147,9 @@ def main() -> None:
         return
     if args.report_only:
         records = harness.load_records(out_dir, cells)
-        harness.write_outputs(records, out_dir)
+        if not harness.write_outputs(records, out_dir):
+            print(f'[grid {args.grid}] no plot: no finished cell at the '
+                  'default budget and no budget study', file=sys.stderr)
         print(harness.format_table(records))
         for readme in args.update_readme:
             update_readme(
@@ -160,14 +165,16 @@ def main() -> None:
             osp.join(args.work_root, args.grid),
             python=args.python,
             grid=args.grid,
-            keep_going=args.keep_going)
+            keep_going=args.keep_going,
+            report_cells=grid_cells)
     except harness.CellFailed as err:
         sys.exit(f'error: {err}')
     print(harness.format_table(records))
     for readme in args.update_readme:
         update_readme(
             readme, args.grid,
-            readme_block(args.grid, records, len(cells), out_dir, readme))
+            readme_block(args.grid, records, len(grid_cells), out_dir,
+                         readme))
     print(
         f'[grid {args.grid}] wrote {out_dir}/table.md, results.json, '
         f'results.csv and plot.png',

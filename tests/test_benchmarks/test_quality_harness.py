@@ -91,6 +91,32 @@ def test_two_cell_grid_runs_skips_and_tabulates(toy_grid):
                                          f'{c.id}.json')) == stamp[c.id]
         assert open(osp.join(work, c.id, 'harness.log')).read() == logs[c.id]
 
+    # running a subset (run_grid.py --only) reports the whole grid
+    subset = harness.run_grid(
+        cells[:1], out, work, grid='toy', log=lambda m: 0, report_cells=cells)
+    assert [r['id'] for r in subset] == [r['id'] for r in records]
+    assert '| C-GaP (uniform) |' in open(osp.join(out, 'table.md')).read()
+
+
+def test_no_plot_when_no_record_makes_a_panel(tmp_path):
+    # cells at one budget other than 1 (a --report-only of a budget pair)
+    # have neither a sparsity panel nor a budget one: nothing is drawn
+    base = dict(
+        study='s', task='det', distribution=None, seed=0, budget=3,
+        measured_sparsity=None, train_seconds=1.0)
+    records = [
+        dict(base, method='dense', sparsity=None, value=0.7),
+        dict(base, method='SCS', sparsity='FLOPs 40%', value=0.66),
+    ]
+    assert harness.write_outputs(records, str(tmp_path)) is False
+    assert not (tmp_path / 'plot.png').exists()
+    assert '| SCS x3 budget |  | 0.660 n=1 (-4.0) |' in \
+        (tmp_path / 'table.md').read_text()
+    records.append(dict(base, method='dense', sparsity=None, budget=1,
+                        value=0.6))
+    assert harness.write_outputs(records, str(tmp_path)) is True
+    assert (tmp_path / 'plot.png').stat().st_size > 1000
+
 
 def test_a_cell_another_grid_finished_is_reused(toy_grid):
     """The same config and options finished by a sibling grid are copied,
