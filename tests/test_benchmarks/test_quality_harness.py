@@ -300,7 +300,8 @@ def test_scs_cells_are_columns_of_their_flops_target():
         'det-scs-flops30-b2-fromdense2000it-s1',
         'det-scs-flops40-b2-fromdense2000it-s1',
         'det-scs-flops50-b2-fromdense2000it-s1',
-        'det-scs-flops40-b3-fromdense2000it-s0'
+        'det-scs-flops40-b3-fromdense2000it-s0',
+        'det-scs-flops40-b3-fromdense2000itsignedlambda-s0'
     ]
     # the first settings: AdamW on the logits, lambda 1, no warm-up
     first = scs[4].options
@@ -335,7 +336,7 @@ def test_scs_cells_are_columns_of_their_flops_target():
         assert f'det-dense-b2-s{seed}' in ids
     assert len(ids) == len(set(ids))
     for cell in scs[10:]:
-        assert cell.budget == (3 if cell is scs[-1] else 2)
+        assert cell.budget == (3 if '-b3-' in cell.id else 2)
         assert cell.options['model.architecture.init_cfg.type'] == \
             'Pretrained'
         assert cell.options['model.architecture.init_cfg.checkpoint'] == \
@@ -345,12 +346,19 @@ def test_scs_cells_are_columns_of_their_flops_target():
         assert cell.options['custom_hooks.0.freeze'] == 0.6
     # budget x3: the SCS stage trains twice the start's iterations, the LR
     # decay scaled with it, beside dense trained three times as long
-    assert 'train_cfg.max_iters' not in scs[-2].options
-    assert scs[-1].options['train_cfg.max_iters'] == 4000
-    assert scs[-1].options['param_scheduler.1.begin'] == 3200
+    assert 'train_cfg.max_iters' not in scs[-3].options
+    for cell in scs[-2:]:
+        assert cell.options['train_cfg.max_iters'] == 4000
+        assert cell.options['param_scheduler.1.begin'] == 3200
     dense3 = cells[ids.index('det-dense-b3-s0')]
     assert dense3.options['train_cfg.max_iters'] == 6000
-    assert ids.index('det-dense-b3-s0') < ids.index(scs[-1].id)
+    assert ids.index('det-dense-b3-s0') < ids.index(scs[-2].id)
+    # the same run with the signed controller, and only that changed
+    signed = dict(scs[-1].options)
+    assert signed.pop('custom_hooks.0.lambda_controller') == 'signed'
+    assert signed.pop('custom_hooks.0.lambda_rate') == 0.005
+    assert signed == scs[-2].options
+    assert scs[-1].variant == 'from dense 2000 it, signed lambda'
     with pytest.raises(ValueError, match='budget must be 2 or more'):
         grids.scs_from_dense(0, budget=1)
     # the uniformly thinner dense model beside each target
