@@ -574,9 +574,7 @@ def run_grid(cells: Sequence[Cell],
             f' ({_hms(time.time() - start)})')
     records = load_records(out_dir,
                            cells if report_cells is None else report_cells)
-    if not write_outputs(records, out_dir):
-        log(f'[grid {grid}] no plot: no finished cell at the default budget '
-            f'and no budget study')
+    write_outputs(records, out_dir, log)
     if failures:
         raise CellFailed(f'{len(failures)} cells failed: {failures}')
     return records
@@ -726,9 +724,13 @@ def format_table(records: Sequence[Mapping[str, Any]]) -> str:
     return '\n'.join(lines)
 
 
-def write_outputs(records: Sequence[Mapping[str, Any]], out_dir: str) -> bool:
+def write_outputs(records: Sequence[Mapping[str, Any]],
+                  out_dir: str,
+                  log=lambda msg: print(msg, file=sys.stderr, flush=True)
+                  ) -> bool:
     """``results.json`` (every cell, without loss curves), ``results.csv``,
-    ``table.md`` and ``plot.png`` in ``out_dir``."""
+    ``table.md`` and ``plot.png`` in ``out_dir``. Returns whether the plot
+    was written; when there is nothing to plot, says so through ``log``."""
     os.makedirs(out_dir, exist_ok=True)
     slim = [{k: v for k, v in r.items() if k != 'losses'} for r in records]
     with open(osp.join(out_dir, 'results.json'), 'w') as f:
@@ -745,7 +747,11 @@ def write_outputs(records: Sequence[Mapping[str, Any]], out_dir: str) -> bool:
             writer.writerow(rec)
     with open(osp.join(out_dir, 'table.md'), 'w') as f:
         f.write(format_table(records))
-    return bool(records) and plot(records, osp.join(out_dir, 'plot.png'))
+    if records and plot(records, osp.join(out_dir, 'plot.png')):
+        return True
+    log(f'no plot in {out_dir}: no finished cell at the default budget '
+        f'and no budget study')
+    return False
 
 
 def _x(column: str) -> float:

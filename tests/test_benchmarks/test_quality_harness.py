@@ -108,13 +108,19 @@ def test_no_plot_when_no_record_makes_a_panel(tmp_path):
         dict(base, method='dense', sparsity=None, value=0.7),
         dict(base, method='SCS', sparsity='FLOPs 40%', value=0.66),
     ]
-    assert harness.write_outputs(records, str(tmp_path)) is False
+    messages = []
+    assert harness.write_outputs(records, str(tmp_path),
+                                 messages.append) is False
     assert not (tmp_path / 'plot.png').exists()
+    assert messages == [f'no plot in {tmp_path}: no finished cell at the '
+                        'default budget and no budget study']
     assert '| SCS x3 budget |  | 0.660 n=1 (-4.0) |' in \
         (tmp_path / 'table.md').read_text()
     records.append(dict(base, method='dense', sparsity=None, budget=1,
                         value=0.6))
-    assert harness.write_outputs(records, str(tmp_path)) is True
+    assert harness.write_outputs(records, str(tmp_path),
+                                 messages.append) is True
+    assert len(messages) == 1
     assert (tmp_path / 'plot.png').stat().st_size > 1000
 
 
