@@ -505,7 +505,16 @@ def scs() -> List[Cell]:
                 **{
                     'custom_hooks.0.lambda_controller': 'signed',
                     'custom_hooks.0.lambda_rate': 0.005
-                })[2:])
+                })[2:] +
+            # what the restart alone gives: the start trained 2000 more
+            # iterations dense with the same restarted recipe; then the
+            # structure frozen at 30% of the SCS stage instead of 60%, so
+            # that the final structure trains 1400 iterations, not 800
+            [dense_from_dense(0)] +
+            scs_from_dense(
+                0, (0.4, ),
+                variant='freeze 30%',
+                **{'custom_hooks.0.freeze': 0.3})[2:])
 
 
 def scs_from_dense(seed: int = 0,
@@ -530,8 +539,7 @@ def scs_from_dense(seed: int = 0,
         raise ValueError(f'budget must be 2 or more (the start is 1 of it), '
                          f'got {budget}')
     start = det_cell('dense', DET_DENSE, seed=seed, variant='SCS start')
-    ckpt = osp.join('work_dirs', 'quality', 'scs', start.id,
-                    f'iter_{DET_ITERS}.pth')
+    ckpt = _start_checkpoint(seed)
     cells = [start, det_cell('dense', DET_DENSE, seed=seed, budget=budget)]
     for target in targets:
         cell = scs_cell(
@@ -550,6 +558,33 @@ def scs_from_dense(seed: int = 0,
         cell.budget = budget
         cells.append(cell)
     return cells
+
+
+def _start_checkpoint(seed: int) -> str:
+    """Where the SCS start of ``seed`` (its own cell) leaves its
+    checkpoint."""
+    start = det_cell('dense', DET_DENSE, seed=seed, variant='SCS start')
+    return osp.join('work_dirs', 'quality', 'scs', start.id,
+                    f'iter_{DET_ITERS}.pth')
+
+
+def dense_from_dense(seed: int = 0, budget: int = 2) -> Cell:
+    """The control of :func:`scs_from_dense`: the same start, restarted
+    with the same recipe and trained as long, without gates. Beside the
+    dense twin at the same budget it measures what the restart itself
+    costs or gives; beside SCS, what the pruning costs."""
+    cell = det_cell(
+        'dense',
+        DET_DENSE,
+        seed=seed,
+        variant=f'from dense {DET_ITERS} it',
+        budget=budget - 1,
+        **{
+            'model.init_cfg.type': 'Pretrained',
+            'model.init_cfg.checkpoint': _start_checkpoint(seed),
+        })
+    cell.budget = budget
+    return cell
 
 
 GRIDS: Dict[str, Callable[[], List[Cell]]] = {
