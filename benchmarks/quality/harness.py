@@ -730,7 +730,9 @@ def write_outputs(records: Sequence[Mapping[str, Any]],
                   ) -> bool:
     """``results.json`` (every cell, without loss curves), ``results.csv``,
     ``table.md`` and ``plot.png`` in ``out_dir``. Returns whether the plot
-    was written; when there is nothing to plot, says so through ``log``."""
+    was written; when there is nothing to plot, says so through ``log``
+    and removes an older ``plot.png``, which would show other cells than
+    the table."""
     os.makedirs(out_dir, exist_ok=True)
     slim = [{k: v for k, v in r.items() if k != 'losses'} for r in records]
     with open(osp.join(out_dir, 'results.json'), 'w') as f:
@@ -747,10 +749,15 @@ def write_outputs(records: Sequence[Mapping[str, Any]],
             writer.writerow(rec)
     with open(osp.join(out_dir, 'table.md'), 'w') as f:
         f.write(format_table(records))
-    if records and plot(records, osp.join(out_dir, 'plot.png')):
+    path = osp.join(out_dir, 'plot.png')
+    if records and plot(records, path):
         return True
+    stale = osp.isfile(path)
+    if stale:
+        os.remove(path)
     log(f'no plot in {out_dir}: no finished cell at the default budget '
-        f'and no budget study')
+        f'and no budget study' + ('; removed the older plot.png' if stale
+                                  else ''))
     return False
 
 

@@ -61,16 +61,20 @@ def readme_block(grid: str, records, total: int, out_dir: str,
     dates = sorted({r['date'] for r in records})
     commits = sorted({r['commit'] for r in records})
     machines = sorted({r['machine'] for r in records})
-    plot = osp.relpath(osp.join(out_dir, 'plot.png'), osp.dirname(readme))
+    plot = osp.join(out_dir, 'plot.png')
     lines = [
         harness.format_table(records).rstrip(), '',
         f'*{len(records)} of {total} cells of `python '
         f'benchmarks/quality/run_grid.py {grid}`, '
         f'{", ".join(dates) or "-"}, commit {", ".join(commits) or "-"}, '
         f'{"; ".join(machines) or "-"}. Every cell is a JSON file in '
-        f'`{osp.relpath(out_dir, osp.dirname(readme))}/cells/`.*', '',
-        f'![{grid} grid]({plot})'
+        f'`{osp.relpath(out_dir, osp.dirname(readme))}/cells/`.*'
     ]
+    if osp.isfile(plot):
+        lines += [
+            '', f'![{grid} grid]'
+            f'({osp.relpath(plot, osp.dirname(readme))})'
+        ]
     return '\n'.join(lines)
 
 
@@ -173,9 +177,11 @@ def main() -> None:
             readme, args.grid,
             readme_block(args.grid, records, len(grid_cells), out_dir,
                          readme))
+    plot = ' and plot.png' if osp.isfile(osp.join(out_dir,
+                                                  'plot.png')) else ''
     print(
         f'[grid {args.grid}] wrote {out_dir}/table.md, results.json, '
-        f'results.csv and plot.png',
+        f'results.csv{plot}',
         file=sys.stderr)
 
 

@@ -14,6 +14,7 @@ TOY_DIR = osp.join(ROOT, 'tests', 'test_tools', 'toy_cfg')
 sys.path.insert(0, osp.join(ROOT, 'benchmarks', 'quality'))
 import grids  # noqa: E402
 import harness  # noqa: E402
+import run_grid  # noqa: E402
 
 TOY_GAP = '''
 _base_ = {base!r}
@@ -114,6 +115,15 @@ def test_no_plot_when_no_record_makes_a_panel(tmp_path):
     assert not (tmp_path / 'plot.png').exists()
     assert messages == [f'no plot in {tmp_path}: no finished cell at the '
                         'default budget and no budget study']
+    # nor does the README block link one
+    assert not block_links_plot(tmp_path, records)
+    # a plot left from earlier cells would not match the table: removed
+    (tmp_path / 'plot.png').write_bytes(b'old')
+    assert harness.write_outputs(records, str(tmp_path),
+                                 messages.append) is False
+    assert not (tmp_path / 'plot.png').exists()
+    assert messages[-1].endswith('; removed the older plot.png')
+    del messages[-1]
     assert '| SCS x3 budget |  | 0.660 n=1 (-4.0) |' in \
         (tmp_path / 'table.md').read_text()
     records.append(dict(base, method='dense', sparsity=None, budget=1,
@@ -122,6 +132,18 @@ def test_no_plot_when_no_record_makes_a_panel(tmp_path):
                                  messages.append) is True
     assert len(messages) == 1
     assert (tmp_path / 'plot.png').stat().st_size > 1000
+    assert block_links_plot(tmp_path, records)
+
+
+def block_links_plot(tmp_path, records) -> bool:
+    block = run_grid.readme_block(
+        'g', [dict(r, date='d', commit='c', machine='m') for r in records], 3,
+        str(tmp_path), str(tmp_path / 'README.md'))
+    assert block.split('\n')[-1 if 'plot.png' not in block else -3] == (
+        f'*{len(records)} of 3 cells of `python benchmarks/quality/'
+        'run_grid.py g`, d, commit c, m. Every cell is a JSON file in '
+        '`./cells/`.*')
+    return block.endswith('\n\n![g grid](plot.png)')
 
 
 def test_a_cell_another_grid_finished_is_reused(toy_grid):
@@ -223,7 +245,6 @@ def test_duplicate_cells_and_bad_options_are_refused(toy_grid):
 
 
 def test_readme_block_is_replaced_between_its_markers(tmp_path):
-    import run_grid
     readme = tmp_path / 'README.md'
     readme.write_text('intro\n<!-- quality:toy:begin -->\nold\n'
                       '<!-- quality:toy:end -->\noutro\n')
@@ -307,8 +328,14 @@ def test_scs_cells_are_columns_of_their_flops_target():
         'det-scs-flops40-b2-fromdense2000it-s1',
         'det-scs-flops50-b2-fromdense2000it-s1',
         'det-scs-flops40-b3-fromdense2000it-s0',
-        'det-scs-flops40-b3-fromdense2000itsignedlambda-s0'
+        'det-scs-flops40-b3-fromdense2000itsignedlambda-s0',
+        'det-scs-flops40-b2-fromdense2000itfreeze30-s0',
+        'det-scs-flops40-b2-fromdense2000itfreeze40lambdafrom0.2-s0',
+        'det-scs-flops40-b2-fromdense2000itfreeze40lambdafrom0.05-s0',
+        'det-scs-flops40-b2-fromdense2000itfreeze40lambdafrom0.1-s0',
+        'det-scs-flops40-b2-fromdense2000itfreeze40lambdafrom0.1-s1'
     ]
+    by_id = {c.id: c for c in cells}
     # the first settings: AdamW on the logits, lambda 1, no warm-up
     first = scs[4].options
     assert first['custom_hooks.0.gate_lr'] is None
@@ -349,22 +376,46 @@ def test_scs_cells_are_columns_of_their_flops_target():
             'work_dirs/quality/scs/det-dense-scsstart-s' \
             f'{cell.seed}/iter_2000.pth'
         assert cell.options['custom_hooks.0.begin'] == 0
-        assert cell.options['custom_hooks.0.freeze'] == 0.6
+        assert cell.options['custom_hooks.0.freeze'] == (
+            0.6 if 'freeze' not in cell.id else
+            0.3 if 'freeze30' in cell.id else 0.4)
     # budget x3: the SCS stage trains twice the start's iterations, the LR
     # decay scaled with it, beside dense trained three times as long
-    assert 'train_cfg.max_iters' not in scs[-3].options
-    for cell in scs[-2:]:
+    b2 = by_id['det-scs-flops40-b2-fromdense2000it-s0']
+    b3 = by_id['det-scs-flops40-b3-fromdense2000it-s0']
+    b3_signed = by_id['det-scs-flops40-b3-fromdense2000itsignedlambda-s0']
+    assert 'train_cfg.max_iters' not in b2.options
+    for cell in (b3, b3_signed):
         assert cell.options['train_cfg.max_iters'] == 4000
         assert cell.options['param_scheduler.1.begin'] == 3200
-    dense3 = cells[ids.index('det-dense-b3-s0')]
+    dense3 = by_id['det-dense-b3-s0']
     assert dense3.options['train_cfg.max_iters'] == 6000
-    assert ids.index('det-dense-b3-s0') < ids.index(scs[-2].id)
+    assert ids.index('det-dense-b3-s0') < ids.index(b3.id)
     # the same run with the signed controller, and only that changed
-    signed = dict(scs[-1].options)
+    signed = dict(b3_signed.options)
     assert signed.pop('custom_hooks.0.lambda_controller') == 'signed'
     assert signed.pop('custom_hooks.0.lambda_rate') == 0.005
-    assert signed == scs[-2].options
-    assert scs[-1].variant == 'from dense 2000 it, signed lambda'
+    assert signed == b3.options
+    assert b3_signed.variant == 'from dense 2000 it, signed lambda'
+    # the restarted control: the same start and the same 2000 iterations as
+    # the SCS stage, dense, beside dense x2
+    for seed in (0, 1):
+        control = by_id[f'det-dense-b2-fromdense2000it-s{seed}']
+        assert control.budget == 2 and control.method == 'dense'
+        assert control.options['model.init_cfg.checkpoint'] == \
+            f'work_dirs/quality/scs/det-dense-scsstart-s{seed}/iter_2000.pth'
+        assert 'train_cfg.max_iters' not in control.options
+        assert ids.index(f'det-dense-scsstart-s{seed}') < ids.index(
+            control.id)
+    # the shorter gating: the freeze and lambda's start, and only those
+    fast = dict(
+        by_id['det-scs-flops40-b2-fromdense2000itfreeze40lambdafrom0.1-s0']
+        .options)
+    assert fast.pop('custom_hooks.0.freeze') == 0.4
+    assert fast.pop('model.lambda_init') == 0.1
+    base = dict(b2.options)
+    assert base.pop('custom_hooks.0.freeze') == 0.6
+    assert fast == base
     with pytest.raises(ValueError, match='budget must be 2 or more'):
         grids.scs_from_dense(0, budget=1)
     # the uniformly thinner dense model beside each target
