@@ -520,25 +520,23 @@ def scs() -> List[Cell]:
             # with the freeze at 40%: from 0.2 (where the freeze-60% run
             # ended) the structure fell to 0.38 in 100 iterations and
             # froze at 0.27, so then 0.05 and 0.1
-            [
-                cell for lam in (0.2, 0.05, 0.1)
-                for cell in scs_from_dense(
-                    0, (0.4, ),
-                    variant=f'freeze 40%, lambda from {lam:g}',
-                    **{
-                        'custom_hooks.0.freeze': 0.4,
-                        'model.lambda_init': lam
-                    })[2:]
-            ] +
+            [short_gating(0, lam) for lam in (0.2, 0.05, 0.1)] +
             # the second seed of the restarted control and of lambda from
             # 0.1 (0.34 of the FLOPs, 1.69x / 1.51x on seed 0)
-            [dense_from_dense(1)] + scs_from_dense(
-                1, (0.4, ),
-                variant='freeze 40%, lambda from 0.1',
-                **{
-                    'custom_hooks.0.freeze': 0.4,
-                    'model.lambda_init': 0.1
-                })[2:])
+            [dense_from_dense(1), short_gating(1, 0.1)])
+
+
+def short_gating(seed: int, lambda_init: float) -> Cell:
+    """SCS from the trained dense twin at target 0.4, budget x2, with the
+    structure frozen at 40% of the SCS stage and ``lambda`` starting at
+    ``lambda_init``."""
+    return scs_from_dense(
+        seed, (0.4, ),
+        variant=f'freeze 40%, lambda from {lambda_init:g}',
+        **{
+            'custom_hooks.0.freeze': 0.4,
+            'model.lambda_init': lambda_init
+        })[2]
 
 
 def scs_from_dense(seed: int = 0,
@@ -559,10 +557,8 @@ def scs_from_dense(seed: int = 0,
     ``--cfg-options``) mark and change the SCS cells. Returns the start
     cell, the dense twin at the same budget, then a cell per FLOPs
     target."""
-    if budget < 2:
-        raise ValueError(f'budget must be 2 or more (the start is 1 of it), '
-                         f'got {budget}')
-    start = det_cell('dense', DET_DENSE, seed=seed, variant='SCS start')
+    _check_budget(budget)
+    start = _start_cell(seed)
     ckpt = _start_checkpoint(seed)
     cells = [start, det_cell('dense', DET_DENSE, seed=seed, budget=budget)]
     for target in targets:
@@ -584,12 +580,22 @@ def scs_from_dense(seed: int = 0,
     return cells
 
 
+def _start_cell(seed: int) -> Cell:
+    """The dense twin whose checkpoint the from-dense cells start from."""
+    return det_cell('dense', DET_DENSE, seed=seed, variant='SCS start')
+
+
 def _start_checkpoint(seed: int) -> str:
     """Where the SCS start of ``seed`` (its own cell) leaves its
     checkpoint."""
-    start = det_cell('dense', DET_DENSE, seed=seed, variant='SCS start')
-    return osp.join('work_dirs', 'quality', 'scs', start.id,
+    return osp.join('work_dirs', 'quality', 'scs', _start_cell(seed).id,
                     f'iter_{DET_ITERS}.pth')
+
+
+def _check_budget(budget: int) -> None:
+    if budget < 2:
+        raise ValueError(f'budget must be 2 or more (the start is 1 of it), '
+                         f'got {budget}')
 
 
 def dense_from_dense(seed: int = 0, budget: int = 2) -> Cell:
@@ -597,6 +603,7 @@ def dense_from_dense(seed: int = 0, budget: int = 2) -> Cell:
     with the same recipe and trained as long, without gates. Beside the
     dense twin at the same budget it measures what the restart itself
     costs or gives; beside SCS, what the pruning costs."""
+    _check_budget(budget)
     cell = det_cell(
         'dense',
         DET_DENSE,

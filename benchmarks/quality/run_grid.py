@@ -54,6 +54,12 @@ def ensure_data(tasks, python: str) -> None:
             subprocess.run([python, *cmd], cwd=harness.REPO, check=True)
 
 
+def _plot_path(out_dir: str):
+    """The grid's plot, or None when the last report wrote none."""
+    path = osp.join(out_dir, 'plot.png')
+    return path if osp.isfile(path) else None
+
+
 def readme_block(grid: str, records, total: int, out_dir: str,
                  readme: str) -> str:
     """The README's block for a grid: its table, where it comes from, and
@@ -61,7 +67,7 @@ def readme_block(grid: str, records, total: int, out_dir: str,
     dates = sorted({r['date'] for r in records})
     commits = sorted({r['commit'] for r in records})
     machines = sorted({r['machine'] for r in records})
-    plot = osp.join(out_dir, 'plot.png')
+    plot = _plot_path(out_dir)
     lines = [
         harness.format_table(records).rstrip(), '',
         f'*{len(records)} of {total} cells of `python '
@@ -70,7 +76,7 @@ def readme_block(grid: str, records, total: int, out_dir: str,
         f'{"; ".join(machines) or "-"}. Every cell is a JSON file in '
         f'`{osp.relpath(out_dir, osp.dirname(readme))}/cells/`.*'
     ]
-    if osp.isfile(plot):
+    if plot:
         lines += [
             '', f'![{grid} grid]'
             f'({osp.relpath(plot, osp.dirname(readme))})'
@@ -177,8 +183,7 @@ def main() -> None:
             readme, args.grid,
             readme_block(args.grid, records, len(grid_cells), out_dir,
                          readme))
-    plot = ' and plot.png' if osp.isfile(osp.join(out_dir,
-                                                  'plot.png')) else ''
+    plot = ' and plot.png' if _plot_path(out_dir) else ''
     print(
         f'[grid {args.grid}] wrote {out_dir}/table.md, results.json, '
         f'results.csv{plot}',

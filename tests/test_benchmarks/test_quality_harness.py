@@ -402,22 +402,33 @@ def test_scs_cells_are_columns_of_their_flops_target():
     for seed in (0, 1):
         control = by_id[f'det-dense-b2-fromdense2000it-s{seed}']
         assert control.budget == 2 and control.method == 'dense'
+        # the dense twin's own cell but for its start, and nothing else
+        options = dict(control.options)
+        assert options.pop('model.init_cfg.type') == 'Pretrained'
+        options.pop('model.init_cfg.checkpoint')
+        assert options == grids.det_cell(
+            'dense', grids.DET_DENSE, seed=seed).options
         assert control.options['model.init_cfg.checkpoint'] == \
             f'work_dirs/quality/scs/det-dense-scsstart-s{seed}/iter_2000.pth'
         assert 'train_cfg.max_iters' not in control.options
         assert ids.index(f'det-dense-scsstart-s{seed}') < ids.index(
             control.id)
     # the shorter gating: the freeze and lambda's start, and only those
-    fast = dict(
-        by_id['det-scs-flops40-b2-fromdense2000itfreeze40lambdafrom0.1-s0']
-        .options)
-    assert fast.pop('custom_hooks.0.freeze') == 0.4
-    assert fast.pop('model.lambda_init') == 0.1
-    base = dict(b2.options)
-    assert base.pop('custom_hooks.0.freeze') == 0.6
-    assert fast == base
-    with pytest.raises(ValueError, match='budget must be 2 or more'):
-        grids.scs_from_dense(0, budget=1)
+    assert b2.options['custom_hooks.0.freeze'] == 0.6
+    for lam in (0.2, 0.05, 0.1):
+        assert by_id['det-scs-flops40-b2-fromdense2000itfreeze40lambdafrom'
+                     f'{lam:g}-s0'].options == {
+                         **b2.options, 'custom_hooks.0.freeze': 0.4,
+                         'model.lambda_init': lam}
+    seed1 = by_id['det-scs-flops40-b2-fromdense2000itfreeze40lambdafrom0.1-s1']
+    assert seed1.options == {
+        **by_id['det-scs-flops40-b2-fromdense2000it-s1'].options,
+        'custom_hooks.0.freeze': 0.4, 'model.lambda_init': 0.1}
+    assert by_id['det-scs-flops40-b2-fromdense2000itfreeze30-s0'].options == {
+        **b2.options, 'custom_hooks.0.freeze': 0.3}
+    for make in (grids.scs_from_dense, grids.dense_from_dense):
+        with pytest.raises(ValueError, match='budget must be 2 or more'):
+            make(0, budget=1)
     # the uniformly thinner dense model beside each target
     thin = [c for c in cells if c.method == 'dense, thinner']
     assert [c.sparsity for c in thin] == ['FLOPs 50%', 'FLOPs 30%']
