@@ -495,6 +495,14 @@ def scs() -> List[Cell]:
     # overshot to 0.31 of the FLOPs, so once more with the signed lambda,
     # which turns negative below the target and can grow gates back (its
     # step 0.005 ramps about as fast as the multiplicative one from 0.01)
+    # the pruning later: the start trains 3000 iterations, SCS and its
+    # control 1000 (the same 600 iterations of gating as the freeze-30%
+    # run, so lambda from 0.05)
+    later = scs_from_dense(
+        0, (0.4, ),
+        start=1.5,
+        variant='lambda from 0.05',
+        **{'model.lambda_init': 0.05})
     return (cells + scs_from_dense(0) + scs_from_dense(0, (0.4, ))[2:] +
             scs_from_dense(1, (0.3, 0.4, 0.5)) +
             scs_from_dense(0, (0.4, ), budget=3)[1:] +
@@ -523,7 +531,9 @@ def scs() -> List[Cell]:
             [short_gating(0, lam) for lam in (0.2, 0.05, 0.1)] +
             # the second seed of the restarted control and of lambda from
             # 0.1 (0.34 of the FLOPs, 1.69x / 1.51x on seed 0)
-            [dense_from_dense(1), short_gating(1, 0.1)])
+            [dense_from_dense(1), short_gating(1, 0.1)] +
+            # the start, its restart without gates, then SCS
+            later[:1] + [dense_from_dense(0, start=1.5)] + later[2:])
 
 
 def short_gating(seed: int, lambda_init: float) -> Cell:
@@ -543,6 +553,7 @@ def scs_from_dense(seed: int = 0,
                    targets: Sequence[float] = (0.3, 0.5),
                    budget: int = 2,
                    variant: str = '',
+                   start: float = 1,
                    **extra) -> List[Cell]:
     """Pruning mode as the paper meant it, from a trained model: the
     dense twin trains its 2000 iterations (its own cell, so its checkpoint
@@ -554,20 +565,26 @@ def scs_from_dense(seed: int = 0,
     twin trained 4000 iterations from scratch; with ``budget`` 3 the SCS
     stage trains 4000 iterations (the recipe scaled as ``det_options``
     scales it), beside dense trained 6000. ``variant`` and ``extra`` (more
-    ``--cfg-options``) mark and change the SCS cells. Returns the start
+    ``--cfg-options``) mark and change the SCS cells. ``start`` is the
+    start's share of the budget (1: the demo's 2000 iterations; 1.5: 3000,
+    its LR decay scaled, and the SCS stage the rest). Returns the start
     cell, the dense twin at the same budget, then a cell per FLOPs
     target."""
-    _check_budget(budget)
-    start = _start_cell(seed)
-    ckpt = _start_checkpoint(seed)
-    cells = [start, det_cell('dense', DET_DENSE, seed=seed, budget=budget)]
+    _check_budget(budget, start)
+    ckpt = _start_checkpoint(seed, start)
+    cells = [
+        _start_cell(seed, start),
+        det_cell('dense', DET_DENSE, seed=seed, budget=budget)
+    ]
     for target in targets:
         cell = scs_cell(
             target,
             seed,
-            variant=', '.join(filter(None, [f'from dense {DET_ITERS} it',
-                                            variant])),
-            budget=budget - 1,
+            variant=', '.join(
+                filter(None, [
+                    f'from dense {round(DET_ITERS * start)} it', variant
+                ])),
+            budget=budget - start,
             **{
                 'model.architecture.init_cfg.type': 'Pretrained',
                 'model.architecture.init_cfg.checkpoint': ckpt,
@@ -580,39 +597,46 @@ def scs_from_dense(seed: int = 0,
     return cells
 
 
-def _start_cell(seed: int) -> Cell:
-    """The dense twin whose checkpoint the from-dense cells start from."""
-    return det_cell('dense', DET_DENSE, seed=seed, variant='SCS start')
+def _start_cell(seed: int, start: float = 1) -> Cell:
+    """The dense twin whose checkpoint the from-dense cells start from,
+    trained ``start`` times the demo's iterations."""
+    return det_cell(
+        'dense', DET_DENSE, seed=seed, budget=start, variant='SCS start')
 
 
-def _start_checkpoint(seed: int) -> str:
+def _start_checkpoint(seed: int, start: float = 1) -> str:
     """Where the SCS start of ``seed`` (its own cell) leaves its
     checkpoint."""
-    return osp.join('work_dirs', 'quality', 'scs', _start_cell(seed).id,
-                    f'iter_{DET_ITERS}.pth')
+    return osp.join('work_dirs', 'quality', 'scs',
+                    _start_cell(seed, start).id,
+                    f'iter_{round(DET_ITERS * start)}.pth')
 
 
-def _check_budget(budget: int) -> None:
-    if budget < 2:
-        raise ValueError(f'budget must be 2 or more (the start is 1 of it), '
-                         f'got {budget}')
+def _check_budget(budget: float, start: float = 1) -> None:
+    if start < 1 or budget - start < 0.5:
+        raise ValueError(
+            f'budget must leave the stage after the start 1000 iterations '
+            f'or more, and the start must be 1 or more: got budget '
+            f'{budget}, start {start}')
 
 
-def dense_from_dense(seed: int = 0, budget: int = 2) -> Cell:
+def dense_from_dense(seed: int = 0,
+                     budget: float = 2,
+                     start: float = 1) -> Cell:
     """The control of :func:`scs_from_dense`: the same start, restarted
     with the same recipe and trained as long, without gates. Beside the
     dense twin at the same budget it measures what the restart itself
     costs or gives; beside SCS, what the pruning costs."""
-    _check_budget(budget)
+    _check_budget(budget, start)
     cell = det_cell(
         'dense',
         DET_DENSE,
         seed=seed,
-        variant=f'from dense {DET_ITERS} it',
-        budget=budget - 1,
+        variant=f'from dense {round(DET_ITERS * start)} it',
+        budget=budget - start,
         **{
             'model.init_cfg.type': 'Pretrained',
-            'model.init_cfg.checkpoint': _start_checkpoint(seed),
+            'model.init_cfg.checkpoint': _start_checkpoint(seed, start),
         })
     cell.budget = budget
     return cell

@@ -333,7 +333,8 @@ def test_scs_cells_are_columns_of_their_flops_target():
         'det-scs-flops40-b2-fromdense2000itfreeze40lambdafrom0.2-s0',
         'det-scs-flops40-b2-fromdense2000itfreeze40lambdafrom0.05-s0',
         'det-scs-flops40-b2-fromdense2000itfreeze40lambdafrom0.1-s0',
-        'det-scs-flops40-b2-fromdense2000itfreeze40lambdafrom0.1-s1'
+        'det-scs-flops40-b2-fromdense2000itfreeze40lambdafrom0.1-s1',
+        'det-scs-flops40-b2-fromdense3000itlambdafrom0.05-s0'
     ]
     by_id = {c.id: c for c in cells}
     # the first settings: AdamW on the logits, lambda 1, no warm-up
@@ -368,7 +369,7 @@ def test_scs_cells_are_columns_of_their_flops_target():
             f'det-scs-flops30-b2-fromdense2000it-s{seed}')
         assert f'det-dense-b2-s{seed}' in ids
     assert len(ids) == len(set(ids))
-    for cell in scs[10:]:
+    for cell in scs[10:-1]:
         assert cell.budget == (3 if '-b3-' in cell.id else 2)
         assert cell.options['model.architecture.init_cfg.type'] == \
             'Pretrained'
@@ -413,6 +414,24 @@ def test_scs_cells_are_columns_of_their_flops_target():
         assert 'train_cfg.max_iters' not in control.options
         assert ids.index(f'det-dense-scsstart-s{seed}') < ids.index(
             control.id)
+    # the pruning later: a start of 3000 iterations (its own cell, before
+    # the cells that read its checkpoint), then 1000 with and without gates
+    start = by_id['det-dense-b1.5-scsstart-s0']
+    assert start.budget == 1.5
+    assert start.options['train_cfg.max_iters'] == 3000
+    assert start.options['param_scheduler.1.begin'] == 2400
+    later = by_id['det-scs-flops40-b2-fromdense3000itlambdafrom0.05-s0']
+    control = by_id['det-dense-b2-fromdense3000it-s0']
+    ckpt = 'work_dirs/quality/scs/det-dense-b1.5-scsstart-s0/iter_3000.pth'
+    assert later.options['model.architecture.init_cfg.checkpoint'] == ckpt
+    assert control.options['model.init_cfg.checkpoint'] == ckpt
+    for cell in (later, control):
+        assert cell.budget == 2
+        assert cell.options['train_cfg.max_iters'] == 1000
+        assert cell.options['param_scheduler.1.begin'] == 800
+        assert ids.index(start.id) < ids.index(cell.id)
+    assert later.options['model.lambda_init'] == 0.05
+    assert later.options['custom_hooks.0.freeze'] == 0.6
     # the shorter gating: the freeze and lambda's start, and only those
     assert b2.options['custom_hooks.0.freeze'] == 0.6
     for lam in (0.2, 0.05, 0.1):
@@ -427,8 +446,10 @@ def test_scs_cells_are_columns_of_their_flops_target():
     assert by_id['det-scs-flops40-b2-fromdense2000itfreeze30-s0'].options == {
         **b2.options, 'custom_hooks.0.freeze': 0.3}
     for make in (grids.scs_from_dense, grids.dense_from_dense):
-        with pytest.raises(ValueError, match='budget must be 2 or more'):
+        with pytest.raises(ValueError, match='budget must leave the stage'):
             make(0, budget=1)
+        with pytest.raises(ValueError, match='got budget 2, start 0.5'):
+            make(0, start=0.5)
     # the uniformly thinner dense model beside each target
     thin = [c for c in cells if c.method == 'dense, thinner']
     assert [c.sparsity for c in thin] == ['FLOPs 50%', 'FLOPs 30%']
