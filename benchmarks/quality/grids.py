@@ -503,6 +503,7 @@ def scs() -> List[Cell]:
         start=1.5,
         variant='lambda from 0.05',
         **{'model.lambda_init': 0.05})
+    third = scs_from_dense(2, (0.4, ))
     return (cells + scs_from_dense(0) + scs_from_dense(0, (0.4, ))[2:] +
             scs_from_dense(1, (0.3, 0.4, 0.5)) +
             scs_from_dense(0, (0.4, ), budget=3)[1:] +
@@ -533,7 +534,9 @@ def scs() -> List[Cell]:
             # 0.1 (0.34 of the FLOPs, 1.69x / 1.51x on seed 0)
             [dense_from_dense(1), short_gating(1, 0.1)] +
             # the start, its restart without gates, then SCS
-            later[:1] + [dense_from_dense(0, start=1.5)] + later[2:])
+            later[:1] + [dense_from_dense(0, start=1.5)] + later[2:] +
+            # a third seed of the point nearest the goal, with its control
+            third[:2] + [dense_from_dense(2)] + third[2:])
 
 
 def short_gating(seed: int, lambda_init: float) -> Cell:

@@ -334,7 +334,8 @@ def test_scs_cells_are_columns_of_their_flops_target():
         'det-scs-flops40-b2-fromdense2000itfreeze40lambdafrom0.05-s0',
         'det-scs-flops40-b2-fromdense2000itfreeze40lambdafrom0.1-s0',
         'det-scs-flops40-b2-fromdense2000itfreeze40lambdafrom0.1-s1',
-        'det-scs-flops40-b2-fromdense3000itlambdafrom0.05-s0'
+        'det-scs-flops40-b2-fromdense3000itlambdafrom0.05-s0',
+        'det-scs-flops40-b2-fromdense2000it-s2'
     ]
     by_id = {c.id: c for c in cells}
     # the first settings: AdamW on the logits, lambda 1, no warm-up
@@ -369,7 +370,7 @@ def test_scs_cells_are_columns_of_their_flops_target():
             f'det-scs-flops30-b2-fromdense2000it-s{seed}')
         assert f'det-dense-b2-s{seed}' in ids
     assert len(ids) == len(set(ids))
-    for cell in scs[10:-1]:
+    for cell in scs[10:-2] + scs[-1:]:
         assert cell.budget == (3 if '-b3-' in cell.id else 2)
         assert cell.options['model.architecture.init_cfg.type'] == \
             'Pretrained'
@@ -400,7 +401,7 @@ def test_scs_cells_are_columns_of_their_flops_target():
     assert b3_signed.variant == 'from dense 2000 it, signed lambda'
     # the restarted control: the same start and the same 2000 iterations as
     # the SCS stage, dense, beside dense x2
-    for seed in (0, 1):
+    for seed in (0, 1, 2):
         control = by_id[f'det-dense-b2-fromdense2000it-s{seed}']
         assert control.budget == 2 and control.method == 'dense'
         # the dense twin's own cell but for its start, and nothing else
