@@ -488,6 +488,15 @@ def scs() -> List[Cell]:
     for seed in (0, 1):
         cells.append(pn2_cell('dense', PN2_DENSE, seed=seed))
         cells += [scs_pn2_cell(t, seed) for t in (0.5, 0.3)]
+    # the pruning later (used below): the start trains 3000 iterations,
+    # SCS and its control 1000 (the same 600 iterations of gating as the
+    # freeze-30% run, so lambda from 0.05)
+    later = scs_from_dense(
+        0, (0.4, ),
+        start=1.5,
+        variant='lambda from 0.05',
+        **{'model.lambda_init': 0.05})
+    third = scs_from_dense(2, (0.4, ))
     # from the trained dense twin: the two targets of the table, then 0.4
     # (where the latency breakdown puts 1.6x), then the second seed
     # then whether more training closes the gap at 0.4: the SCS stage
@@ -495,15 +504,6 @@ def scs() -> List[Cell]:
     # overshot to 0.31 of the FLOPs, so once more with the signed lambda,
     # which turns negative below the target and can grow gates back (its
     # step 0.005 ramps about as fast as the multiplicative one from 0.01)
-    # the pruning later: the start trains 3000 iterations, SCS and its
-    # control 1000 (the same 600 iterations of gating as the freeze-30%
-    # run, so lambda from 0.05)
-    later = scs_from_dense(
-        0, (0.4, ),
-        start=1.5,
-        variant='lambda from 0.05',
-        **{'model.lambda_init': 0.05})
-    third = scs_from_dense(2, (0.4, ))
     return (cells + scs_from_dense(0) + scs_from_dense(0, (0.4, ))[2:] +
             scs_from_dense(1, (0.3, 0.4, 0.5)) +
             scs_from_dense(0, (0.4, ), budget=3)[1:] +
@@ -583,10 +583,7 @@ def scs_from_dense(seed: int = 0,
         cell = scs_cell(
             target,
             seed,
-            variant=', '.join(
-                filter(None, [
-                    f'from dense {round(DET_ITERS * start)} it', variant
-                ])),
+            variant=', '.join(filter(None, [_from_dense(start), variant])),
             budget=budget - start,
             **{
                 'model.architecture.init_cfg.type': 'Pretrained',
@@ -612,14 +609,25 @@ def _start_checkpoint(seed: int, start: float = 1) -> str:
     checkpoint."""
     return osp.join('work_dirs', 'quality', 'scs',
                     _start_cell(seed, start).id,
-                    f'iter_{round(DET_ITERS * start)}.pth')
+                    f'iter_{_start_iters(start)}.pth')
+
+
+def _start_iters(start: float) -> int:
+    """The iterations of a start that is ``start`` times the demo's."""
+    return round(DET_ITERS * start)
+
+
+def _from_dense(start: float) -> str:
+    """The variant label of the cells trained on from such a start."""
+    return f'from dense {_start_iters(start)} it'
 
 
 def _check_budget(budget: float, start: float = 1) -> None:
     if start < 1 or budget - start < 0.5:
         raise ValueError(
-            f'budget must leave the stage after the start 1000 iterations '
-            f'or more, and the start must be 1 or more: got budget '
+            f'budget must leave the stage after the start '
+            f'{_start_iters(0.5)} iterations or more, and the start must '
+            f'be 1 or more: got budget '
             f'{budget}, start {start}')
 
 
@@ -635,7 +643,7 @@ def dense_from_dense(seed: int = 0,
         'dense',
         DET_DENSE,
         seed=seed,
-        variant=f'from dense {round(DET_ITERS * start)} it',
+        variant=_from_dense(start),
         budget=budget - start,
         **{
             'model.init_cfg.type': 'Pretrained',
