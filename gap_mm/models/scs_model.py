@@ -20,7 +20,8 @@ from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 
 from gap_mm.errors import GaPConfigError
-from gap_mm.sparsity.gates import GateSet, check_seed, gated_flops
+from gap_mm.sparsity.gates import (GateSet, check_seed, gated_flops,
+                                   landing_threshold)
 
 
 @MODELS.register_module()
@@ -131,6 +132,28 @@ class SCSModel(BaseModel):
         iteration's draws with ``sampled=True``)."""
         return gated_flops(self.architecture, self.gates, self.flops, hard,
                            sampled)
+
+    def land_(self, target: float) -> Optional[float]:
+        """Make the hard structure the largest one within ``target`` of the
+        full FLOPs among those that keep the gates of highest logit
+        (:func:`~gap_mm.sparsity.gates.landing_threshold`), by shifting
+        every logit by that threshold, so that ``1[s > 0]`` in evaluation
+        and the exported model are it.
+
+        Returns:
+            float | None: The shift, or None when the structure already
+            was that one (the logits are then left as they are, so a
+            second call changes nothing: a resumed run lands the same).
+        """
+        threshold = landing_threshold(self.architecture, self.gates,
+                                      self.flops, target)
+        before = self.gates.hard_state()
+        if all(
+                torch.equal(before[name], gate.logits.detach() > threshold)
+                for name, gate in self.gates.gates().items()):
+            return None
+        self.gates.shift_logits_(threshold)
+        return threshold
 
     def forward(self, inputs, data_samples=None, mode: str = 'tensor'):
         out = self.architecture(inputs, data_samples, mode)

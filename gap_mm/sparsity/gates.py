@@ -77,10 +77,10 @@ class Gate(nn.Module):
         """``sigmoid(beta * s)``: the probability each gate is on."""
         return torch.sigmoid(beta * self.logits)
 
-    def hard(self) -> torch.Tensor:
-        """``1[s > 0]``, the gates of evaluation and of the frozen
-        structure."""
-        return (self.logits.detach() > 0).to(self.logits.dtype)
+    def hard(self, threshold: float = 0.0) -> torch.Tensor:
+        """``1[s > threshold]``; at 0, the gates of evaluation and of the
+        frozen structure."""
+        return (self.logits.detach() > threshold).to(self.logits.dtype)
 
     def value(self, beta: float, stochastic: bool) -> torch.Tensor:
         """The multiplier the layer's channels get."""
@@ -424,6 +424,14 @@ class GateSet(nn.Module):
         self._scaled_layers = (weakref.ref(model), out)
         return out
 
+    @torch.no_grad()
+    def shift_logits_(self, threshold: float) -> None:
+        """Subtract ``threshold`` from every logit, so that ``1[s > 0]``
+        becomes the structure ``1[s > threshold]`` was (exactly: for float
+        logits ``s > t`` if and only if ``s - t > 0``)."""
+        for gate in self.gates().values():
+            gate.logits.sub_(threshold)
+
     def hard_state(self) -> Dict[str, torch.Tensor]:
         """The on/off structure (bool per gate) by layer or block."""
         return OrderedDict(
@@ -473,7 +481,8 @@ def gated_flops(model: nn.Module,
                 gates: GateSet,
                 flops: Mapping[str, int],
                 hard: bool = False,
-                sampled: bool = False) -> torch.Tensor:
+                sampled: bool = False,
+                threshold: float = 0.0) -> torch.Tensor:
     """The FLOPs of ``model`` under its gates, over its full FLOPs.
 
     A conv / linear layer computes ``F * a_out * a_in * a_block`` of its
@@ -486,7 +495,8 @@ def gated_flops(model: nn.Module,
     ``hard=False`` the fractions are the gates' probabilities
     ``sigmoid(beta * s)`` (the expectation under independent gates,
     differentiable in ``s``: the penalty); with ``hard=True`` the
-    structure ``1[s > 0]``; with ``sampled=True`` the draws ``q`` of the
+    structure ``1[s > threshold]`` (``threshold`` 0: the structure of
+    evaluation); with ``sampled=True`` the draws ``q`` of the
     current iteration (the channels a training step computes: the others
     are exactly 0, and a restructured network would skip them). Everything
     else (ungated layers and norms, the rest) counts in full.
@@ -500,13 +510,15 @@ def gated_flops(model: nn.Module,
                              'count it with module_flops on a real input')
     if sampled and hard:
         raise ValueError('gated_flops: hard or sampled, not both')
+    if threshold != 0 and not hard:
+        raise ValueError('gated_flops: a threshold goes with hard=True')
     frac = OrderedDict()
     for name, gate in gates.gates().items():
         # float64: the FLOPs are counts of up to ~1e11
         if sampled:
             frac[name] = gate.sample.detach().double().mean()
         elif hard:
-            frac[name] = gate.hard().double().mean()
+            frac[name] = gate.hard(threshold).double().mean()
         else:
             frac[name] = gate.probs(gates.beta).double().mean()
     device = next(iter(gates.parameters())).device
@@ -522,3 +534,48 @@ def gated_flops(model: nn.Module,
     gated = sum(float(flops.get(n, 0)) for n in factor)
     kept = sum(float(flops.get(n, 0)) * f for n, f in factor.items())
     return (total - gated + kept) / total
+
+
+def landing_threshold(model: nn.Module, gates: GateSet,
+                      flops: Mapping[str, int], target: float) -> float:
+    """The threshold ``t`` whose structure ``1[s > t]`` is the largest
+    within a FLOPs budget: the gates of highest logit, as many as
+    ``target`` (of the full FLOPs, as :func:`gated_flops` counts them)
+    allows. Gates of equal logit are kept or dropped together.
+
+    The FLOPs fall as ``t`` rises, so ``t`` is found by bisection over the
+    logits' values (a dozen counts for thousands of gates). ``t`` is one of
+    the logits, or 1 below the smallest when the whole model fits; at a
+    structure that already is the largest within ``target``, 0 (or a
+    value that changes no gate).
+
+    Raises:
+        GaPConfigError: If not even the smallest structure (every gate
+            off: the ungated layers alone) fits ``target``.
+    """
+    values = torch.cat([
+        g.logits.detach().flatten() for g in gates.gates().values()
+    ]).unique().tolist()  # sorted, exact (each a float32 logit)
+
+    def fits(t: float) -> bool:
+        return float(gated_flops(model, gates, flops, hard=True,
+                                 threshold=t)) <= target
+
+    if fits(values[0] - 1.0):
+        return values[0] - 1.0
+    if not fits(values[-1]):
+        floor = float(
+            gated_flops(model, gates, flops, hard=True, threshold=values[-1]))
+        raise GaPConfigError(
+            f'no structure of the gates computes at most {target} of the '
+            f'full FLOPs: with every gate off the ungated layers alone '
+            f'compute {floor:.4f}; give a target >= {floor:.4f} or gate '
+            f'more layers')
+    lo, hi = 0, len(values) - 1  # values[hi] fits
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(values[mid]):
+            hi = mid
+        else:
+            lo = mid + 1
+    return values[lo]

@@ -26,7 +26,7 @@ from gap_mm.errors import GaPConfigError
 from gap_mm.export.slim import apply_slimming, plan_slimming
 from gap_mm.schedules import ScheduleError, SCSSchedule, next_lambda
 from gap_mm.sparsity import channel_followers
-from gap_mm.sparsity.gates import GateSet, gated_flops
+from gap_mm.sparsity.gates import GateSet, gated_flops, landing_threshold
 from gap_mm.testing import GaPToyDataset
 from gap_mm.testing.e2e import free_port
 from gap_mm.testing.hooks import KilledForTest
@@ -310,6 +310,60 @@ def test_gated_flops_match_a_direct_count():
     assert (gates.gates()[producer].logits.grad > 0).all()
 
 
+def test_landing_keeps_the_highest_logits_that_fit_the_target():
+    init_default_scope('mmdet')
+    cfg = Config.fromfile(
+        osp.join(ROOT, 'configs', 'gap_retinanet_tiny_synthetic.py'))
+    model = MODELS.build(
+        dict(
+            type='SCSModel',
+            architecture=cfg.model,
+            flops_input_shape=(3, 96, 96)))
+    gates, arch, flops = model.gates, model.architecture, model.flops
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for gate in gates.gates().values():
+            gate.logits.copy_(torch.randn(gate.logits.shape, generator=gen))
+    logits = torch.cat([g.logits.detach() for g in gates.gates().values()])
+    values = logits.unique().tolist()
+
+    def ratio(t):
+        return float(gated_flops(arch, gates, flops, hard=True, threshold=t))
+
+    reached = ratio(0.0)
+    for target in (0.3, 0.5, reached, 0.8):
+        t = landing_threshold(arch, gates, flops, target)
+        # within the target, and one more gate (the next logit down) is not
+        assert ratio(t) <= target < ratio(values[values.index(t) - 1])
+    # the whole model fits: every gate on
+    t = landing_threshold(arch, gates, flops, 1.0)
+    assert t < min(values) and ratio(t) == 1.0
+    floor = ratio(max(values))
+    with pytest.raises(
+            GaPConfigError,
+            match=rf'at most 0.01 of the full FLOPs: with every gate off '
+            rf'the ungated layers alone compute {floor:.4f}'):
+        landing_threshold(arch, gates, flops, 0.01)
+    with pytest.raises(ValueError, match='threshold goes with hard=True'):
+        gated_flops(arch, gates, flops, threshold=0.5)
+    # SCSModel.land_: the logits shift, evaluation's 1[s > 0] is the landed
+    # structure, and a second landing changes nothing
+    t = landing_threshold(arch, gates, flops, 0.4)
+    expected = {n: g.logits.detach() > t for n, g in gates.gates().items()}
+    assert model.land_(0.4) == t
+    assert all(
+        torch.equal(gates.hard_state()[n], on) for n, on in expected.items())
+    assert float(model.flops_ratio(hard=True)) == ratio(0.0) <= 0.4
+    after = [g.logits.detach().clone() for g in gates.gates().values()]
+    assert model.land_(0.4) is None
+    assert all(
+        torch.equal(a, g.logits) for a, g in zip(after,
+                                                 gates.gates().values()))
+    # growing back: below the target, the off gates of highest logit return
+    assert model.land_(0.6) is not None
+    assert 0.4 < float(model.flops_ratio(hard=True)) <= 0.6
+
+
 def test_schedule_and_lambda_controller():
     s = SCSSchedule(freeze=10, begin=2, beta_final=256, lambda_interval=4)
     assert s.beta(0) == s.beta(2) == 1.0
@@ -346,6 +400,12 @@ def test_bad_values():
         SCSHook(flops_target=1.5)
     with pytest.raises(GaPConfigError, match='lambda_rate must be > 0'):
         SCSHook(lambda_rate=0)
+    with pytest.raises(GaPConfigError,
+                       match="land_on_target must be True or False, got 1"):
+        SCSHook(land_on_target=1)
+    with pytest.raises(GaPConfigError,
+                       match='flops_target is None: give a target'):
+        SCSHook(land_on_target=True, flops_target=None)
     for bad in (1.5, 1.0, 0.0):
         with pytest.raises(
                 GaPConfigError,
@@ -654,6 +714,50 @@ class TestSCSOnARunner(GaPRunnerCase):
         resumed = self._train(cfg, 'resumed')
         sa, sb = straight.model.state_dict(), resumed.model.state_dict()
         assert set(sa) == set(sb) and 'scs_lambda' in sa
+        for key in sa:
+            assert torch.equal(sa[key], sb[key]), key
+
+    def _landing_cfg(self):
+        """conv1's 8 channels gated (not the block, whose gate would take
+        them all); by the freeze at 8 the structure falls to 0.46 of the
+        FLOPs, below the target of 0.75."""
+        cfg = copy.deepcopy(self.cfg)
+        cfg.model.update(gate_blocks=False, lambda_init=1e-4)
+        cfg.custom_hooks[0] = dict(self.HOOK, land_on_target=True,
+                                   flops_target=0.75)
+        return cfg
+
+    def test_landing_on_the_target_at_the_freeze(self):
+        cfg = copy.deepcopy(self._landing_cfg())
+        cfg.custom_hooks[0]['land_on_target'] = False
+        reached = self._records(self._train(cfg, 'reached'))
+        landed = self._records(self._train(self._landing_cfg(), 'landed'))
+        # the same run up to the freeze; there the controller's structure
+        # is below 0.75 and the landing grows it to the largest within it
+        assert reached[7]['logits'].keys() == landed[7]['logits'].keys()
+        for name in reached[7]['logits']:
+            assert torch.equal(reached[7]['logits'][name],
+                               landed[7]['logits'][name])
+        assert reached[8]['flops'] < 0.6 < landed[8]['flops'] <= 0.75
+        model = MODELS.build(self._landing_cfg().model)
+        with torch.no_grad():
+            for name, gate in model.gates.gates().items():
+                gate.logits.copy_(landed[8]['logits'][name])
+        assert model.land_(0.75) is None  # nothing larger fits
+        assert all(r['flops'] == landed[8]['flops'] for r in landed[8:])
+
+    def test_resume_after_the_landing_is_bitwise_identical(self):
+        straight = self._train(self._landing_cfg(), 'straight')
+        cfg = self._landing_cfg()
+        cfg.custom_hooks.append(dict(type='KillAfterIterHook', iteration=10))
+        with pytest.raises(KilledForTest):
+            self._train(cfg, 'first')
+        cfg = self._landing_cfg()
+        cfg.resume = True
+        cfg.load_from = osp.join(self.temp_dir.name, 'first', 'iter_10.pth')
+        resumed = self._train(cfg, 'resumed')
+        sa, sb = straight.model.state_dict(), resumed.model.state_dict()
+        assert set(sa) == set(sb)
         for key in sa:
             assert torch.equal(sa[key], sb[key]), key
 

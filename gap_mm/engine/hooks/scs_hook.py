@@ -125,6 +125,17 @@ class SCSHook(Hook):
             > 0, or None (the weights' optimizer trains them). Defaults to
             100, measured on the demo detector, whose gate gradients are
             1e-6 to 1e-3 per step.
+        land_on_target (bool): At the freeze, replace the structure
+            ``1[s > 0]`` by the largest within ``flops_target`` that keeps
+            the gates of highest logit
+            (:meth:`~gap_mm.models.SCSModel.land_`: every logit shifted by
+            one threshold), so that the frozen and exported model computes
+            at most the target even where the ``lambda`` controller did not
+            bring the structure there in time (the tiny PointNet++ froze at
+            0.61 of the FLOPs for a target of 0.5: its gates stop moving
+            once ``beta`` saturates them), and no less than it needs to
+            where the structure fell below. Needs ``flops_target``.
+            Defaults to False (the structure the controller reached).
         seed (int): Seed of the gate samples. Defaults to 0.
     """
 
@@ -141,6 +152,7 @@ class SCSHook(Hook):
                  beta_final: float = 200.0,
                  lambda_interval: int = 10,
                  gate_lr: Optional[float] = 100.0,
+                 land_on_target: bool = False,
                  seed: int = 0) -> None:
         if flops_target is not None and (isinstance(
                 flops_target, bool) or not isinstance(flops_target,
@@ -167,6 +179,15 @@ class SCSHook(Hook):
                 f'SCSHook gate_lr must be a number > 0 (the SGD step of the '
                 f'gate logits) or None (the weights\' optimizer trains '
                 f'them), got {gate_lr!r}')
+        if not isinstance(land_on_target, bool):
+            raise GaPConfigError(
+                f'SCSHook land_on_target must be True or False, got '
+                f'{land_on_target!r}')
+        if land_on_target and flops_target is None:
+            raise GaPConfigError(
+                'SCSHook land_on_target=True lands the frozen structure on '
+                'flops_target, but flops_target is None: give a target in '
+                '(0, 1] or land_on_target=False')
         if isinstance(freeze, float) and not 0 < freeze < 1:
             raise GaPConfigError(
                 f'SCSHook freeze={freeze}: a float is a fraction of the run '
@@ -183,6 +204,7 @@ class SCSHook(Hook):
         self.lambda_rate = float(lambda_rate)
         self.lambda_controller = lambda_controller
         self.silence_seed = bool(silence_seed)
+        self.land_on_target = land_on_target
         self.gate_lr = None if gate_lr is None else float(gate_lr)
         self.seed = int(seed)
         self.schedule_cfg = dict(
@@ -281,11 +303,18 @@ class SCSHook(Hook):
             gates.stochastic = False
         elif self.schedule.is_frozen(step):
             if not gates.frozen:
+                reached = float(self.model.flops_ratio(hard=True))
+                landed = ''
+                if self.land_on_target and self.model.land_(
+                        self.flops_target) is not None:
+                    landed = (f' (landed on the target {self.flops_target}'
+                              f' from {reached:.3f}: the gates of highest '
+                              f'logit kept)')
                 gates.freeze()
                 print_log(
                     f'SCS at iteration {step}: structure frozen, FLOPs '
                     f'{float(self.model.flops_ratio(hard=True)):.3f} of the '
-                    f'full model',
+                    f'full model{landed}',
                     logger='current')
         else:
             gates.stochastic = True
