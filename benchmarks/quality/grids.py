@@ -536,7 +536,26 @@ def scs() -> List[Cell]:
             # the start, its restart without gates, then SCS
             later[:1] + [dense_from_dense(0, start=1.5)] + later[2:] +
             # a third seed of the point nearest the goal, with its control
-            third[:2] + [dense_from_dense(2)] + third[2:])
+            third[:2] + [dense_from_dense(2)] + third[2:] +
+            # the structure landed on the target at a freeze at 30%
+            # (SCSHook(land_on_target=True)): 600 iterations of gating
+            # rank the gates, 1400 train the landed structure
+            [landed_early(seed) for seed in (0, 1)])
+
+
+def landed_early(seed: int) -> Cell:
+    """SCS from the trained dense twin at target 0.4, budget x2, frozen
+    at 30% of the SCS stage with ``lambda`` from 0.05 (which reached 0.43
+    in 600 iterations of gating from the 3000-iteration start) and the
+    structure landed on the target there."""
+    return scs_from_dense(
+        seed, (0.4, ),
+        variant='freeze 30%, lambda from 0.05, landed',
+        **{
+            'custom_hooks.0.freeze': 0.3,
+            'model.lambda_init': 0.05,
+            'custom_hooks.0.land_on_target': True
+        })[2]
 
 
 def short_gating(seed: int, lambda_init: float) -> Cell:

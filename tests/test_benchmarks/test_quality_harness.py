@@ -335,7 +335,9 @@ def test_scs_cells_are_columns_of_their_flops_target():
         'det-scs-flops40-b2-fromdense2000itfreeze40lambdafrom0.1-s0',
         'det-scs-flops40-b2-fromdense2000itfreeze40lambdafrom0.1-s1',
         'det-scs-flops40-b2-fromdense3000itlambdafrom0.05-s0',
-        'det-scs-flops40-b2-fromdense2000it-s2'
+        'det-scs-flops40-b2-fromdense2000it-s2',
+        'det-scs-flops40-b2-fromdense2000itfreeze30lambdafrom0.05landed-s0',
+        'det-scs-flops40-b2-fromdense2000itfreeze30lambdafrom0.05landed-s1'
     ]
     by_id = {c.id: c for c in cells}
     # the first settings: AdamW on the logits, lambda 1, no warm-up
@@ -370,7 +372,7 @@ def test_scs_cells_are_columns_of_their_flops_target():
             f'det-scs-flops30-b2-fromdense2000it-s{seed}')
         assert f'det-dense-b2-s{seed}' in ids
     assert len(ids) == len(set(ids))
-    for cell in scs[10:-2] + scs[-1:]:
+    for cell in scs[10:-4] + scs[-3:]:
         assert cell.budget == (3 if '-b3-' in cell.id else 2)
         assert cell.options['model.architecture.init_cfg.type'] == \
             'Pretrained'
@@ -381,6 +383,8 @@ def test_scs_cells_are_columns_of_their_flops_target():
         assert cell.options['custom_hooks.0.freeze'] == (
             0.6 if 'freeze' not in cell.id else
             0.3 if 'freeze30' in cell.id else 0.4)
+        assert cell.options.get('custom_hooks.0.land_on_target',
+                                False) == ('landed' in cell.id)
     # budget x3: the SCS stage trains twice the start's iterations, the LR
     # decay scaled with it, beside dense trained three times as long
     b2 = by_id['det-scs-flops40-b2-fromdense2000it-s0']
