@@ -337,7 +337,10 @@ def test_scs_cells_are_columns_of_their_flops_target():
         'det-scs-flops40-b2-fromdense3000itlambdafrom0.05-s0',
         'det-scs-flops40-b2-fromdense2000it-s2',
         'det-scs-flops40-b2-fromdense2000itfreeze30lambdafrom0.05landed-s0',
-        'det-scs-flops40-b2-fromdense2000itfreeze30lambdafrom0.05landed-s1'
+        'det-scs-flops40-b2-fromdense2000itfreeze30lambdafrom0.05landed-s1',
+        'det-scs-flops40-b2-fromdense2000itfreeze30lambdafrom0.05landed-s2',
+        'det-scs-flops35-b2-fromdense2000itfreeze30lambdafrom0.05landed-s0',
+        'det-scs-flops35-b2-fromdense2000itfreeze30lambdafrom0.05landed-s1'
     ]
     by_id = {c.id: c for c in cells}
     # the first settings: AdamW on the logits, lambda 1, no warm-up
@@ -372,7 +375,7 @@ def test_scs_cells_are_columns_of_their_flops_target():
             f'det-scs-flops30-b2-fromdense2000it-s{seed}')
         assert f'det-dense-b2-s{seed}' in ids
     assert len(ids) == len(set(ids))
-    for cell in scs[10:-4] + scs[-3:]:
+    for cell in scs[10:-7] + scs[-6:]:
         assert cell.budget == (3 if '-b3-' in cell.id else 2)
         assert cell.options['model.architecture.init_cfg.type'] == \
             'Pretrained'
