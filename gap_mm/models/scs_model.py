@@ -21,7 +21,7 @@ from mmengine.registry import MODELS
 
 from gap_mm.errors import GaPConfigError
 from gap_mm.sparsity.gates import (GateSet, check_seed, gated_flops,
-                                   landing_threshold)
+                                   landing_structure)
 
 
 @MODELS.register_module()
@@ -135,24 +135,25 @@ class SCSModel(BaseModel):
 
     def land_(self, target: float) -> Optional[float]:
         """Make the hard structure the largest one within ``target`` of the
-        full FLOPs among those that keep the gates of highest logit
-        (:func:`~gap_mm.sparsity.gates.landing_threshold`), by shifting
-        every logit by that threshold, so that ``1[s > 0]`` in evaluation
-        and the exported model are it.
+        full FLOPs among those that keep the gates of highest logit (and
+        each layer's top channel:
+        :func:`~gap_mm.sparsity.gates.landing_structure`), through the
+        logits (:meth:`~gap_mm.sparsity.gates.GateSet.impose_`), so that
+        ``1[s > 0]`` in evaluation and the exported model are it.
 
         Returns:
-            float | None: The shift, or None when the structure already
-            was that one (the logits are then left as they are, so a
-            second call changes nothing: a resumed run lands the same).
+            float | None: The threshold the logits were shifted by, or None
+            when the structure already was that one (the logits are then
+            left as they are, so a second call changes nothing: a resumed
+            run lands the same).
         """
-        threshold = landing_threshold(self.architecture, self.gates,
-                                      self.flops, target)
+        threshold, structure = landing_structure(self.architecture,
+                                                 self.gates, self.flops,
+                                                 target)
         before = self.gates.hard_state()
-        if all(
-                torch.equal(before[name], gate.logits.detach() > threshold)
-                for name, gate in self.gates.gates().items()):
+        if all(torch.equal(before[n], on) for n, on in structure.items()):
             return None
-        self.gates.shift_logits_(threshold)
+        self.gates.impose_(structure, threshold)
         return threshold
 
     def forward(self, inputs, data_samples=None, mode: str = 'tensor'):

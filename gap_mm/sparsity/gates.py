@@ -77,10 +77,10 @@ class Gate(nn.Module):
         """``sigmoid(beta * s)``: the probability each gate is on."""
         return torch.sigmoid(beta * self.logits)
 
-    def hard(self, threshold: float = 0.0) -> torch.Tensor:
-        """``1[s > threshold]``; at 0, the gates of evaluation and of the
-        frozen structure."""
-        return (self.logits.detach() > threshold).to(self.logits.dtype)
+    def hard(self) -> torch.Tensor:
+        """``1[s > 0]``, the gates of evaluation and of the frozen
+        structure."""
+        return (self.logits.detach() > 0).to(self.logits.dtype)
 
     def value(self, beta: float, stochastic: bool) -> torch.Tensor:
         """The multiplier the layer's channels get."""
@@ -425,12 +425,19 @@ class GateSet(nn.Module):
         return out
 
     @torch.no_grad()
-    def shift_logits_(self, threshold: float) -> None:
-        """Subtract ``threshold`` from every logit, so that ``1[s > 0]``
-        becomes the structure ``1[s > threshold]`` was (exactly: for float
-        logits ``s > t`` if and only if ``s - t > 0``)."""
-        for gate in self.gates().values():
+    def impose_(self, structure: Mapping[str, torch.Tensor],
+                threshold: float) -> None:
+        """Make ``1[s > 0]`` the on/off ``structure`` (gate name -> bool),
+        a structure of :func:`landing_structure`: every logit is shifted
+        by its ``threshold`` (for float logits ``s > t`` if and only if
+        ``s - t > 0``, so the order and the gaps stay), and a gate the
+        structure keeps on below it (a layer's protected top channel) is
+        set to the smallest positive logit."""
+        tiny = torch.finfo(torch.float32).tiny
+        for name, gate in self.gates().items():
             gate.logits.sub_(threshold)
+            lift = structure[name].to(gate.logits.device) & (gate.logits <= 0)
+            gate.logits[lift] = tiny
 
     def hard_state(self) -> Dict[str, torch.Tensor]:
         """The on/off structure (bool per gate) by layer or block."""
@@ -482,7 +489,8 @@ def gated_flops(model: nn.Module,
                 flops: Mapping[str, int],
                 hard: bool = False,
                 sampled: bool = False,
-                threshold: float = 0.0) -> torch.Tensor:
+                structure: Optional[Mapping[str, torch.Tensor]] = None
+                ) -> torch.Tensor:
     """The FLOPs of ``model`` under its gates, over its full FLOPs.
 
     A conv / linear layer computes ``F * a_out * a_in * a_block`` of its
@@ -495,8 +503,8 @@ def gated_flops(model: nn.Module,
     ``hard=False`` the fractions are the gates' probabilities
     ``sigmoid(beta * s)`` (the expectation under independent gates,
     differentiable in ``s``: the penalty); with ``hard=True`` the
-    structure ``1[s > threshold]`` (``threshold`` 0: the structure of
-    evaluation); with ``sampled=True`` the draws ``q`` of the
+    structure ``1[s > 0]``, or ``structure`` (gate name -> bool) where it
+    is given; with ``sampled=True`` the draws ``q`` of the
     current iteration (the channels a training step computes: the others
     are exactly 0, and a restructured network would skip them). Everything
     else (ungated layers and norms, the rest) counts in full.
@@ -510,15 +518,16 @@ def gated_flops(model: nn.Module,
                              'count it with module_flops on a real input')
     if sampled and hard:
         raise ValueError('gated_flops: hard or sampled, not both')
-    if threshold != 0 and not hard:
-        raise ValueError('gated_flops: a threshold goes with hard=True')
+    if structure is not None and not hard:
+        raise ValueError('gated_flops: a structure goes with hard=True')
     frac = OrderedDict()
     for name, gate in gates.gates().items():
         # float64: the FLOPs are counts of up to ~1e11
         if sampled:
             frac[name] = gate.sample.detach().double().mean()
         elif hard:
-            frac[name] = gate.hard(threshold).double().mean()
+            on = gate.hard() if structure is None else structure[name]
+            frac[name] = on.double().mean()
         else:
             frac[name] = gate.probs(gates.beta).double().mean()
     device = next(iter(gates.parameters())).device
@@ -536,46 +545,65 @@ def gated_flops(model: nn.Module,
     return (total - gated + kept) / total
 
 
-def landing_threshold(model: nn.Module, gates: GateSet,
-                      flops: Mapping[str, int], target: float) -> float:
-    """The threshold ``t`` whose structure ``1[s > t]`` is the largest
-    within a FLOPs budget: the gates of highest logit, as many as
-    ``target`` (of the full FLOPs, as :func:`gated_flops` counts them)
-    allows. Gates of equal logit are kept or dropped together.
+def landing_structure(
+        model: nn.Module, gates: GateSet, flops: Mapping[str, int],
+        target: float) -> Tuple[float, Dict[str, torch.Tensor]]:
+    """The largest structure within a FLOPs budget that keeps the gates of
+    highest logit: ``1[s > t]`` for the smallest threshold ``t`` whose
+    FLOPs (counted as :func:`gated_flops` counts them) are at most
+    ``target`` of the full model's, where a layer with a channel on keeps
+    its top channel whatever ``t`` (a layer with none would cut the
+    network: the logits of different layers have different scales, and a
+    threshold above all of one layer's logits switched off a whole
+    PointNet++ feature-propagation layer). Gates of equal logit are kept
+    or dropped together; a block gate is dropped like any other (the
+    block is skipped).
 
-    The FLOPs fall as ``t`` rises, so ``t`` is found by bisection over the
-    logits' values (a dozen counts for thousands of gates). ``t`` is one of
-    the logits, or 1 below the smallest when the whole model fits; at a
-    structure that already is the largest within ``target``, 0 (or a
-    value that changes no gate).
+    The FLOPs fall as ``t`` rises, so ``t`` is found by bisection over
+    the logits' values (a dozen counts for thousands of gates); it is one
+    of them, or 1 below the smallest when the whole model fits.
+
+    Returns:
+        tuple: ``t`` and the structure (gate name -> bool tensor), for
+        :meth:`GateSet.impose_`.
 
     Raises:
         GaPConfigError: If not even the smallest structure (every gate
-            off: the ungated layers alone) fits ``target``.
+            off but each layer's top channel) fits ``target``.
     """
-    values = torch.cat([
-        g.logits.detach().flatten() for g in gates.gates().values()
-    ]).unique().tolist()  # sorted, exact (each a float32 logit)
+    named = gates.gates()
+    logits = {n: g.logits.detach() for n, g in named.items()}
+    protect = {}
+    for name, s in logits.items():
+        keep = torch.zeros_like(s, dtype=torch.bool)
+        if name in gates.channel_sites and bool((s > 0).any()):
+            keep[int(s.argmax())] = True
+        protect[name] = keep
+    values = torch.cat([s.flatten() for s in logits.values()
+                        ]).unique().tolist()  # sorted; each a float32
 
-    def fits(t: float) -> bool:
-        return float(gated_flops(model, gates, flops, hard=True,
-                                 threshold=t)) <= target
+    def structure(t: float) -> Dict[str, torch.Tensor]:
+        return {n: (s > t) | protect[n] for n, s in logits.items()}
 
-    if fits(values[0] - 1.0):
-        return values[0] - 1.0
-    if not fits(values[-1]):
-        floor = float(
-            gated_flops(model, gates, flops, hard=True, threshold=values[-1]))
+    def ratio(t: float) -> float:
+        return float(
+            gated_flops(model, gates, flops, hard=True,
+                        structure=structure(t)))
+
+    if ratio(values[0] - 1.0) <= target:
+        return values[0] - 1.0, structure(values[0] - 1.0)
+    floor = ratio(values[-1])
+    if floor > target:
         raise GaPConfigError(
             f'no structure of the gates computes at most {target} of the '
-            f'full FLOPs: with every gate off the ungated layers alone '
-            f'compute {floor:.4f}; give a target >= {floor:.4f} or gate '
-            f'more layers')
+            f'full FLOPs: with every gate off but one channel per layer '
+            f'the model computes {floor:.4f}; give a target >= '
+            f'{floor:.4f} or gate more layers')
     lo, hi = 0, len(values) - 1  # values[hi] fits
     while lo < hi:
         mid = (lo + hi) // 2
-        if fits(values[mid]):
+        if ratio(values[mid]) <= target:
             hi = mid
         else:
             lo = mid + 1
-    return values[lo]
+    return values[lo], structure(values[lo])

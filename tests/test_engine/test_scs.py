@@ -26,7 +26,7 @@ from gap_mm.errors import GaPConfigError
 from gap_mm.export.slim import apply_slimming, plan_slimming
 from gap_mm.schedules import ScheduleError, SCSSchedule, next_lambda
 from gap_mm.sparsity import channel_followers
-from gap_mm.sparsity.gates import GateSet, gated_flops, landing_threshold
+from gap_mm.sparsity.gates import GateSet, gated_flops, landing_structure
 from gap_mm.testing import GaPToyDataset
 from gap_mm.testing.e2e import free_port
 from gap_mm.testing.hooks import KilledForTest
@@ -321,47 +321,71 @@ def test_landing_keeps_the_highest_logits_that_fit_the_target():
             flops_input_shape=(3, 96, 96)))
     gates, arch, flops = model.gates, model.architecture, model.flops
     gen = torch.Generator().manual_seed(0)
+    low = 'backbone.layer3.0.conv1'  # a layer of small logits
     with torch.no_grad():
-        for gate in gates.gates().values():
+        for name, gate in gates.gates().items():
             gate.logits.copy_(torch.randn(gate.logits.shape, generator=gen))
-    logits = torch.cat([g.logits.detach() for g in gates.gates().values()])
-    values = logits.unique().tolist()
+        gates.gates()[low].logits.mul_(0.05)
+    logits = {n: g.logits.detach().clone() for n, g in gates.gates().items()}
+    values = torch.cat(list(logits.values())).unique().tolist()
+    # a channel layer with a channel on keeps its top one; blocks do not
+    protect = {}
+    for name, s in logits.items():
+        protect[name] = torch.zeros_like(s, dtype=torch.bool)
+        if name in gates.channel_sites and (s > 0).any():
+            protect[name][s.argmax()] = True
 
-    def ratio(t):
-        return float(gated_flops(arch, gates, flops, hard=True, threshold=t))
+    def expected(t):
+        return {n: (s > t) | protect[n] for n, s in logits.items()}
 
-    reached = ratio(0.0)
-    for target in (0.3, 0.5, reached, 0.8):
-        t = landing_threshold(arch, gates, flops, target)
+    def ratio(structure):
+        return float(
+            gated_flops(arch, gates, flops, hard=True, structure=structure))
+
+    def same(a, b):
+        return a.keys() == b.keys() and all(
+            torch.equal(a[n], b[n]) for n in a)
+
+    for target in (0.3, 0.5, ratio(expected(0.0)), 0.8):
+        t, structure = landing_structure(arch, gates, flops, target)
+        assert same(structure, expected(t))
         # within the target, and one more gate (the next logit down) is not
-        assert ratio(t) <= target < ratio(values[values.index(t) - 1])
+        assert ratio(structure) <= target < ratio(
+            expected(values[values.index(t) - 1]))
+    # at 0.3 the threshold passes every logit of the small layer, which
+    # keeps its top channel alone
+    t, structure = landing_structure(arch, gates, flops, 0.3)
+    assert logits[low].max() <= t
+    assert structure[low].sum() == 1 and structure[low][logits[low].argmax()]
     # the whole model fits: every gate on
-    t = landing_threshold(arch, gates, flops, 1.0)
-    assert t < min(values) and ratio(t) == 1.0
-    floor = ratio(max(values))
+    t, structure = landing_structure(arch, gates, flops, 1.0)
+    assert t < min(values) and all(on.all() for on in structure.values())
+    floor = ratio(expected(max(values)))
     with pytest.raises(
             GaPConfigError,
             match=rf'at most 0.01 of the full FLOPs: with every gate off '
-            rf'the ungated layers alone compute {floor:.4f}'):
-        landing_threshold(arch, gates, flops, 0.01)
-    with pytest.raises(ValueError, match='threshold goes with hard=True'):
-        gated_flops(arch, gates, flops, threshold=0.5)
-    # SCSModel.land_: the logits shift, evaluation's 1[s > 0] is the landed
-    # structure, and a second landing changes nothing
-    t = landing_threshold(arch, gates, flops, 0.4)
-    expected = {n: g.logits.detach() > t for n, g in gates.gates().items()}
-    assert model.land_(0.4) == t
-    assert all(
-        torch.equal(gates.hard_state()[n], on) for n, on in expected.items())
-    assert float(model.flops_ratio(hard=True)) == ratio(0.0) <= 0.4
+            rf'but one channel per layer the model computes {floor:.4f}'):
+        landing_structure(arch, gates, flops, 0.01)
+    with pytest.raises(ValueError, match='structure goes with hard=True'):
+        gated_flops(arch, gates, flops, structure=expected(0.0))
+    # SCSModel.land_: evaluation's 1[s > 0] becomes the landed structure
+    # (the logits shifted by t, the small layer's top channel lifted above
+    # 0), and a second landing changes nothing
+    t, structure = landing_structure(arch, gates, flops, 0.3)
+    assert model.land_(0.3) == t
+    assert same(gates.hard_state(), structure)
+    assert float(model.flops_ratio(hard=True)) == ratio(structure) <= 0.3
+    assert torch.equal(gates.gates()['backbone.layer4.0.conv1'].logits,
+                       logits['backbone.layer4.0.conv1'] - t)
     after = [g.logits.detach().clone() for g in gates.gates().values()]
-    assert model.land_(0.4) is None
+    assert model.land_(0.3) is None
     assert all(
         torch.equal(a, g.logits) for a, g in zip(after,
                                                  gates.gates().values()))
     # growing back: below the target, the off gates of highest logit return
     assert model.land_(0.6) is not None
-    assert 0.4 < float(model.flops_ratio(hard=True)) <= 0.6
+    assert 0.3 < float(model.flops_ratio(hard=True)) <= 0.6
+    assert model.land_(0.6) is None
 
 
 def test_schedule_and_lambda_controller():

@@ -127,7 +127,7 @@ class SCSHook(Hook):
             1e-6 to 1e-3 per step.
         land_on_target (bool): At the freeze, replace the structure
             ``1[s > 0]`` by the largest within ``flops_target`` that keeps
-            the gates of highest logit
+            the gates of highest logit and each layer's top channel
             (:meth:`~gap_mm.models.SCSModel.land_`: every logit shifted by
             one threshold), so that the frozen and exported model computes
             at most the target even where the ``lambda`` controller did not
