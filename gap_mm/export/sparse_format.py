@@ -61,8 +61,9 @@ Two options trade exactness for size and make the file lossy;
 
 * ``fp16=True`` stores the values of float32 and float64 tensors as float16
   (``stored_dtype``) and the loader casts them back. A tensor whose finite
-  values do not fit into float16 (``|x| > 65504``) keeps its dtype and stays
-  exact. Zero positions stay exact.
+  values do not fit into float16 (``|x| > 65504``, or a non-zero value
+  that float16 rounds to 0, ``|x| <= 2**-25``) keeps its dtype and stays
+  exact. Zero positions stay exact, and non-zero ones stay non-zero.
 * ``keep_zero_sign=False`` writes ``-0.0`` as ``+0.0``. The two compare
   equal, so a network computes the same numbers; only the bits differ.
 
@@ -274,11 +275,16 @@ def _as_flat_cpu(name: str, tensor: Any) -> torch.Tensor:
 
 
 def _fits_fp16(flat: torch.Tensor) -> bool:
-    """Whether all finite values of ``flat`` are representable in fp16."""
+    """Whether float16 keeps every finite value of ``flat`` in range and
+    every non-zero one non-zero (a value it rounded to 0 would turn a kept
+    weight into a pruned one, or an SCS gate logit just above 0, an on
+    gate, into an off one)."""
     if flat.numel() == 0:
         return True
     magnitude = flat.abs().nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
-    return bool(magnitude.max() <= _FP16_MAX)
+    if bool(magnitude.max() > _FP16_MAX):
+        return False
+    return not bool(((magnitude > 0) & (magnitude.half() == 0)).any())
 
 
 def _packbits(bools: torch.Tensor) -> torch.Tensor:
@@ -407,7 +413,8 @@ def save_sparse_state_dict(state_dict: Mapping[str, torch.Tensor],
         path (str or PathLike): The output file.
         fp16 (bool): Store the values of float32 and float64 tensors as
             float16 (lossy; the loader casts back and warns). Tensors with
-            finite values beyond the float16 range stay exact.
+            finite values beyond the float16 range, or non-zero values
+            that float16 rounds to 0, stay exact.
             Defaults to False.
         meta (Mapping[str, Any], optional): JSON-serializable information
             to store in the manifest, returned by :func:`read_sparse_info`.

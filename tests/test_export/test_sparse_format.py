@@ -227,7 +227,13 @@ def test_loads_into_model(tmp_path):
 
 def test_fp16_is_lossy_within_precision(tmp_path):
     state_dict = _exotic_state_dict()
+    # fc.weight's 1e-45 would keep it float32 (see extra.tiny): its NaN and
+    # infinities go through float16 here
+    state_dict['fc.weight'].view(-1)[4] = 1e-3
     state_dict['extra.huge'] = torch.tensor([0.0, 1e6, 1.0, 0.0, 0.0, 0.0])
+    # float16 would round 1e-8 to 0: a kept weight pruned, an on gate off
+    state_dict['extra.tiny'] = torch.tensor([0.0, 1e-8, -1.0, 0.0, 2.0])
+    state_dict['extra.small'] = torch.tensor([0.0, 1e-6, -1.0, 0.0, 2.0])
     path = tmp_path / 'model.safetensors'
     stats = save_sparse_state_dict(state_dict, path, fp16=True)
     assert stats['lossy'] and stats['lossy_reasons'] == ['float16 values']
@@ -249,6 +255,9 @@ def test_fp16_is_lossy_within_precision(tmp_path):
         else:  # integer, fp16, bf16 and out-of-range tensors stay exact
             assert torch.equal(_bits(got), _bits(ref)), name
     assert info['extra.huge']['stored_dtype'] == 'float32'
+    assert info['extra.tiny']['stored_dtype'] == 'float32'
+    assert info['extra.small']['stored_dtype'] == 'float16'  # a subnormal
+    assert loaded['extra.small'][1] > 0
     assert info['fc.weight']['stored_dtype'] == 'float16'
     assert info['extra.bf16']['stored_dtype'] == 'bfloat16'
     assert load_file(path)['fc.weight#values'].dtype == torch.float16
