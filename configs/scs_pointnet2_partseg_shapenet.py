@@ -4,8 +4,8 @@
 # on the shared MLPs' inner layers (see scs_pointnet2_partseg_tiny.py for
 # which layers and why), half of the FLOPs of a 2048-point cloud as the
 # target, and the demo's choices (gate_lr=100 was measured on the demo
-# detector only), and the structure landed on the target at the freeze as
-# the tiny model's needs (see scs_pointnet2_partseg_tiny.py). Not yet
+# detector only), and the structure landed on the target at the freeze,
+# which the tiny model needs (see scs_pointnet2_partseg_tiny.py). Not yet
 # trained here (no ShapeNet on this machine).
 #   python tools/train.py configs/scs_pointnet2_partseg_shapenet.py
 _base_ = './dense_pointnet2_partseg_shapenet.py'

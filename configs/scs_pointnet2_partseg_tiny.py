@@ -14,7 +14,7 @@
 # seeds each): its gates stop moving once beta saturates them, about half
 # way, before lambda has brought them to the target. So the structure is
 # landed on the target at the freeze (land_on_target: the gates of highest
-# logit, as many as the target allows).
+# logit, as many as the target allows, and each layer's top channel).
 #   python tools/train.py configs/scs_pointnet2_partseg_tiny.py
 _base_ = './dense_pointnet2_partseg_tiny.py'
 model = dict(

@@ -430,9 +430,11 @@ class GateSet(nn.Module):
         """Make ``1[s > 0]`` the on/off ``structure`` (gate name -> bool),
         a structure of :func:`landing_structure`: every logit is shifted
         by its ``threshold`` (for float logits ``s > t`` if and only if
-        ``s - t > 0``, so the order and the gaps stay), and a gate the
-        structure keeps on below it (a layer's protected top channel) is
-        set to the smallest positive logit."""
+        ``s - t > 0``; the order stays, though logits far below the
+        threshold may round together), and a gate the structure keeps on
+        below it (a layer's protected top channel) is set to the smallest
+        positive normal float32 (no logit lies between 0 and it, which
+        keeps a second landing a no-op)."""
         tiny = torch.finfo(torch.float32).tiny
         for name, gate in self.gates().items():
             gate.logits.sub_(threshold)
@@ -590,15 +592,12 @@ def landing_structure(
             gated_flops(model, gates, flops, hard=True,
                         structure=structure(t)))
 
-    if ratio(values[0] - 1.0) <= target:
-        return values[0] - 1.0, structure(values[0] - 1.0)
+    below = values[0] - max(1.0, abs(values[0]))  # every gate on
+    if ratio(below) <= target:
+        return below, structure(below)
     floor = ratio(values[-1])
     if floor > target:
-        raise GaPConfigError(
-            f'no structure of the gates computes at most {target} of the '
-            f'full FLOPs: with every gate off but one channel per layer '
-            f'the model computes {floor:.4f}; give a target >= '
-            f'{floor:.4f} or gate more layers')
+        raise GaPConfigError(_floor_message(target, floor))
     lo, hi = 0, len(values) - 1  # values[hi] fits
     while lo < hi:
         mid = (lo + hi) // 2
@@ -607,3 +606,41 @@ def landing_structure(
         else:
             lo = mid + 1
     return values[lo], structure(values[lo])
+
+
+def landing_floor(model: nn.Module, gates: GateSet,
+                  flops: Mapping[str, int]) -> float:
+    """The FLOPs (over the full model's) of the smallest structure a
+    landing can reach from any logits: every block off and one channel
+    on in every gated layer (:func:`landing_structure` keeps a layer's
+    top channel). Known when the model is built, so a target below it can
+    be refused before training."""
+    structure = {}
+    for name, gate in gates.gates().items():
+        on = torch.zeros_like(gate.logits, dtype=torch.bool)
+        if name in gates.channel_sites:
+            on[0] = True
+        structure[name] = on
+    return float(
+        gated_flops(model, gates, flops, hard=True, structure=structure))
+
+
+def check_landing_target(model: nn.Module, gates: GateSet,
+                         flops: Mapping[str, int], target: float) -> None:
+    """Refuse a landing target below :func:`landing_floor`.
+
+    Raises:
+        GaPConfigError: Naming the target and the floor.
+    """
+    floor = landing_floor(model, gates, flops)
+    if floor > target:
+        raise GaPConfigError(_floor_message(target, floor))
+
+
+def _floor_message(target: float, floor: float) -> str:
+    # rounded up, so that the target it names does fit
+    shown = math.ceil(floor * 1e4) / 1e4
+    return (f'no structure of the gates computes at most {target} of the '
+            f'full FLOPs: with every gate off but one channel per layer '
+            f'the model computes {floor:.6f}; give a flops_target >= '
+            f'{shown:.4f}, or gate more layers')

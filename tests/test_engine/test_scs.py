@@ -26,7 +26,8 @@ from gap_mm.errors import GaPConfigError
 from gap_mm.export.slim import apply_slimming, plan_slimming
 from gap_mm.schedules import ScheduleError, SCSSchedule, next_lambda
 from gap_mm.sparsity import channel_followers
-from gap_mm.sparsity.gates import GateSet, gated_flops, landing_structure
+from gap_mm.sparsity.gates import (GateSet, gated_flops, landing_floor,
+                                   landing_structure)
 from gap_mm.testing import GaPToyDataset
 from gap_mm.testing.e2e import free_port
 from gap_mm.testing.hooks import KilledForTest
@@ -348,7 +349,7 @@ def test_landing_keeps_the_highest_logits_that_fit_the_target():
 
     for target in (0.3, 0.5, ratio(expected(0.0)), 0.8):
         t, structure = landing_structure(arch, gates, flops, target)
-        assert same(structure, expected(t))
+        assert same(structure, expected(t)) and values.index(t) > 0
         # within the target, and one more gate (the next logit down) is not
         assert ratio(structure) <= target < ratio(
             expected(values[values.index(t) - 1]))
@@ -364,7 +365,8 @@ def test_landing_keeps_the_highest_logits_that_fit_the_target():
     with pytest.raises(
             GaPConfigError,
             match=rf'at most 0.01 of the full FLOPs: with every gate off '
-            rf'but one channel per layer the model computes {floor:.4f}'):
+            rf'but one channel per layer the model computes {floor:.6f}; '
+            rf'give a flops_target >= {math.ceil(floor * 1e4) / 1e4:.4f}'):
         landing_structure(arch, gates, flops, 0.01)
     with pytest.raises(ValueError, match='structure goes with hard=True'):
         gated_flops(arch, gates, flops, structure=expected(0.0))
@@ -769,6 +771,28 @@ class TestSCSOnARunner(GaPRunnerCase):
                 gate.logits.copy_(landed[8]['logits'][name])
         assert model.land_(0.75) is None  # nothing larger fits
         assert all(r['flops'] == landed[8]['flops'] for r in landed[8:])
+
+    def test_a_target_below_the_landing_floor_fails_before_training(self):
+        cfg = self._landing_cfg()
+        cfg.custom_hooks[0]['flops_target'] = 0.01
+        model = MODELS.build(cfg.model)
+        floor = landing_floor(model.architecture, model.gates, model.flops)
+        assert 0.01 < floor < 1
+        # every block off and one of conv1's 8 channels on: a direct count
+        keep = {n: torch.zeros_like(g.logits, dtype=torch.bool)
+                for n, g in model.gates.gates().items()}
+        keep['block.conv1'][5] = True
+        assert floor == float(
+            gated_flops(model.architecture, model.gates, model.flops,
+                        hard=True, structure=keep))
+        with pytest.raises(GaPConfigError,
+                           match=rf'at most 0.01 .* computes {floor:.6f}'):
+            self._train(cfg, 'floor')
+        # refused before the first iteration (checkpoints every 2)
+        work_dir = osp.join(self.temp_dir.name, 'floor')
+        assert not any(
+            f.endswith('.pth') for _, _, files in os.walk(work_dir)
+            for f in files)
 
     def test_resume_after_the_landing_is_bitwise_identical(self):
         straight = self._train(self._landing_cfg(), 'straight')

@@ -14,6 +14,7 @@ from gap_mm.engine.optimizers import StepStage
 from gap_mm.errors import GaPConfigError
 from gap_mm.schedules.scs import LAMBDA_CONTROLLERS, SCSSchedule, next_lambda
 from gap_mm.sparsity import init_regrown_state_
+from gap_mm.sparsity.gates import check_landing_target
 
 
 class _GateSGD(StepStage):
@@ -259,6 +260,11 @@ class SCSHook(Hook):
                     f'learn back: {frozen}. Train them (frozen_stages=-1 in '
                     f'the backbone), or keep their producers ungated with '
                     f'SCSModel(exclude=[...])')
+        if self.land_on_target:
+            # before training, not at the freeze: the floor is fixed by the
+            # ungated layers
+            check_landing_target(model.architecture, model.gates,
+                                 model.flops, self.flops_target)
         max_iters = runner.max_iters
         freeze, begin = self.freeze, self.begin
         if isinstance(freeze, float):
@@ -274,8 +280,9 @@ class SCSHook(Hook):
             f'SCSHook: {len(model.gates.channel_sites)} gated layers, '
             f'{len(model.gates.block_sites)} gated blocks, '
             f'{self.schedule!r}, FLOPs target {self.flops_target} '
-            f'({self.lambda_controller} lambda), gate logits trained by '
-            f'{trainer}',
+            f'({self.lambda_controller} lambda'
+            f'{", landed on at the freeze" if self.land_on_target else ""}'
+            f'), gate logits trained by {trainer}',
             logger='current')
 
     def before_train(self, runner) -> None:
@@ -305,11 +312,15 @@ class SCSHook(Hook):
             if not gates.frozen:
                 reached = float(self.model.flops_ratio(hard=True))
                 landed = ''
-                if self.land_on_target and self.model.land_(
-                        self.flops_target) is not None:
-                    landed = (f' (landed on the target {self.flops_target}'
-                              f' from {reached:.3f}: the gates of highest '
-                              f'logit kept)')
+                if self.land_on_target:
+                    if self.model.land_(self.flops_target) is None:
+                        landed = (f' (already the largest structure within '
+                                  f'the target {self.flops_target})')
+                    else:
+                        landed = (f' (landed on the target '
+                                  f'{self.flops_target} from {reached:.3f}:'
+                                  f' the gates of highest logit kept, and '
+                                  f'each layer\'s top channel)')
                 gates.freeze()
                 print_log(
                     f'SCS at iteration {step}: structure frozen, FLOPs '
