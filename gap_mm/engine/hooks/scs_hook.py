@@ -310,9 +310,9 @@ class SCSHook(Hook):
             gates.stochastic = False
         elif self.schedule.is_frozen(step):
             if not gates.frozen:
-                reached = float(self.model.flops_ratio(hard=True))
                 landed = ''
                 if self.land_on_target:
+                    reached = float(self.model.flops_ratio(hard=True))
                     if self.model.land_(self.flops_target) is None:
                         landed = (f' (already the largest structure within '
                                   f'the target {self.flops_target})')
