@@ -341,6 +341,9 @@ def test_scs_cells_are_columns_of_their_flops_target():
         'det-scs-flops40-b2-fromdense2000itfreeze30lambdafrom0.05landed-s2',
         'det-scs-flops35-b2-fromdense2000itfreeze30lambdafrom0.05landed-s0',
         'det-scs-flops35-b2-fromdense2000itfreeze30lambdafrom0.05landed-s1'
+    ] + [
+        'det-scs-flops40-b2-fromdense2000itfreeze30lambdafrom0.05landed'
+        f'regressiontowerungated-s{seed}' for seed in (0, 1, 2)
     ]
     by_id = {c.id: c for c in cells}
     # the first settings: AdamW on the logits, lambda 1, no warm-up
@@ -375,7 +378,9 @@ def test_scs_cells_are_columns_of_their_flops_target():
             f'det-scs-flops30-b2-fromdense2000it-s{seed}')
         assert f'det-dense-b2-s{seed}' in ids
     assert len(ids) == len(set(ids))
-    for cell in scs[10:-7] + scs[-6:]:
+    for cell in scs[10:]:
+        if 'fromdense3000' in cell.id:
+            continue
         assert cell.budget == (3 if '-b3-' in cell.id else 2)
         assert cell.options['model.architecture.init_cfg.type'] == \
             'Pretrained'
@@ -388,6 +393,27 @@ def test_scs_cells_are_columns_of_their_flops_target():
             0.3 if 'freeze30' in cell.id else 0.4)
         assert cell.options.get('custom_hooks.0.land_on_target',
                                 False) == ('landed' in cell.id)
+    # the regression tower ungated: the landed runs, and only that changed
+    for seed in (0, 1, 2):
+        landed = by_id['det-scs-flops40-b2-fromdense2000itfreeze30lambda'
+                       f'from0.05landed-s{seed}']
+        ungated = dict(by_id['det-scs-flops40-b2-fromdense2000itfreeze30'
+                             'lambdafrom0.05landedregressiontowerungated'
+                             f'-s{seed}'].options)
+        assert ungated.pop('model.exclude') == ['bbox_head.reg_convs']
+        assert ungated == landed.options
+        assert harness.format_option('model.exclude', [
+            'bbox_head.reg_convs'
+        ]) == 'model.exclude=[bbox_head.reg_convs]'
+    # the thinner twins trained as long as SCS's whole budget x2
+    thinner = [c for c in cells if c.method == 'dense, thinner']
+    assert [(c.id, c.budget) for c in thinner[2:]] == [
+        ('det-densethinner-flops40-b2-width20400.43oftheflops-s0', 2),
+        ('det-densethinner-flops40-b2-width20400.43oftheflops-s1', 2),
+        ('det-densethinner-flops35-b2-width18360.35oftheflops-s0', 2)
+    ]
+    assert thinner[2].options['train_cfg.max_iters'] == 4000
+    assert thinner[4].options['model.bbox_head.feat_channels'] == 36
     # budget x3: the SCS stage trains twice the start's iterations, the LR
     # decay scaled with it, beside dense trained three times as long
     b2 = by_id['det-scs-flops40-b2-fromdense2000it-s0']
@@ -460,7 +486,9 @@ def test_scs_cells_are_columns_of_their_flops_target():
             make(0, start=0.5)
     # the uniformly thinner dense model beside each target
     thin = [c for c in cells if c.method == 'dense, thinner']
-    assert [c.sparsity for c in thin] == ['FLOPs 50%', 'FLOPs 30%']
+    assert [c.sparsity for c in thin] == [
+        'FLOPs 50%', 'FLOPs 30%', 'FLOPs 40%', 'FLOPs 40%', 'FLOPs 35%'
+    ]
     assert thin[0].options['model.neck.in_channels'] == [22, 44, 88, 176]
     assert thin[0].options['model.bbox_head.feat_channels'] == 44
     assert scs[1].options['custom_hooks.0.flops_target'] == 0.3
