@@ -37,7 +37,8 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 #: Per task: the metric of the table, its label, and the other metrics kept.
 TASK_METRICS = {
-    'det': ('coco/bbox_mAP', 'bbox mAP', ('coco/bbox_mAP_50', )),
+    'det':
+    ('coco/bbox_mAP', 'bbox mAP', ('coco/bbox_mAP_50', 'coco/bbox_mAP_75')),
     'partseg':
     ('part_seg/instance_miou', 'instance mIoU', ('part_seg/class_miou', )),
     'toy': ('toy/mse', 'MSE', ()),
