@@ -402,9 +402,9 @@ def test_scs_cells_are_columns_of_their_flops_target():
                              f'-s{seed}'].options)
         assert ungated.pop('model.exclude') == ['bbox_head.reg_convs']
         assert ungated == landed.options
-        assert harness.format_option('model.exclude', [
-            'bbox_head.reg_convs'
-        ]) == 'model.exclude=[bbox_head.reg_convs]'
+    assert harness.format_option('model.exclude', [
+        'bbox_head.reg_convs'
+    ]) == 'model.exclude=[bbox_head.reg_convs]'
     # the thinner twins trained as long as SCS's whole budget x2
     thinner = [c for c in cells if c.method == 'dense, thinner']
     assert [(c.id, c.budget) for c in thinner[2:]] == [
