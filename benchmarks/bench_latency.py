@@ -9,6 +9,18 @@ run, interleaved (A B A B ...), at batch 1 and batch 8, with 2 threads;
 prints median [min, max] per call and the speed-up, with both models'
 FLOPs (``mmengine.analysis``) and parameters.
 
+``--runtime`` picks how both models run, the same for the two: ``eager``
+(the default: PyTorch modules as the test tools run them),
+``channels-last`` (the modules with their weights and the input in
+channels-last memory: PyTorch's CPU max-pool is an order of magnitude
+slower on the usual NCHW layout, and oneDNN's convolutions prefer NHWC) or
+``torchscript`` (traced per batch size, frozen and
+``torch.jit.optimize_for_inference``: batch norms folded into the
+convolutions, oneDNN layouts, no Python between layers, as a deployment
+would run it; PyTorch 2.13 marks TorchScript deprecated, and it still runs).
+Every runtime's outputs are checked against the eager model's before any
+timing.
+
 With ``--breakdown`` it then times each model's parts at batch 1 (its
 leaf modules, by their first two name components: ``backbone.conv1``,
 ``backbone.layer1``, ``neck.fpn_convs``, ``bbox_head.retina_cls``, ...)
@@ -20,7 +32,8 @@ the plain call; read their shares, not their sum.
 Usage::
 
     python benchmarks/bench_latency.py CONFIG SLIM_DIR \
-        [--input-shape 3 160 160] [--rounds 20] [--threads 2] [--breakdown]
+        [--input-shape 3 160 160] [--rounds 20] [--threads 2] \
+        [--runtime {eager,channels-last,torchscript}] [--breakdown]
     python benchmarks/bench_latency.py CONFIG OTHER_CONFIG.py \
         [--cfg-options KEY=VALUE ...] [...]
 
@@ -31,14 +44,16 @@ the second model is built from ``OTHER_CONFIG.py`` with its initial
 weights, ``--cfg-options`` applied to it alone (a thinner twin, say).
 """
 import argparse
+import copy
 import glob
 import os.path as osp
 import statistics
 import time
 from collections import OrderedDict
-from typing import Dict, Mapping
+from typing import Callable, Dict, List, Mapping
 
 import torch
+from torch import nn
 from mmengine.config import Config, DictAction
 
 import gap_mm  # noqa: F401
@@ -53,6 +68,66 @@ def _time(fn, inputs) -> float:
     with torch.no_grad():
         fn(inputs)
     return time.perf_counter() - start
+
+
+RUNTIMES = ('eager', 'channels-last', 'torchscript')
+
+
+class _Network(nn.Module):
+    """``model._forward`` as a module's forward, for tracing."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs):
+        return self.model._forward(inputs)
+
+
+def _flat(outputs) -> List[torch.Tensor]:
+    if isinstance(outputs, torch.Tensor):
+        return [outputs]
+    return [t for item in outputs for t in _flat(item)]
+
+
+def in_runtime(model: nn.Module, runtime: str,
+               example: torch.Tensor) -> Callable:
+    """``model``'s network (``model._forward``) as ``runtime`` runs it, a
+    callable on a batch shaped like ``example``; its outputs are checked
+    against the eager model's on ``example``.
+
+    Raises:
+        ValueError: An unknown ``runtime``.
+        RuntimeError: The outputs differ from the eager model's by more
+            than float rounding.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f'runtime must be one of {RUNTIMES}, got '
+                         f'{runtime!r}')
+    model = model.eval()
+    with torch.no_grad():
+        expected = _flat(model._forward(example))
+        if runtime == 'eager':
+            call = model._forward
+        elif runtime == 'channels-last':
+            model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+
+            def call(inputs):
+                return model._forward(
+                    inputs.contiguous(memory_format=torch.channels_last))
+        else:
+            traced = torch.jit.trace(
+                _Network(model), example, strict=False, check_trace=False)
+            call = torch.jit.optimize_for_inference(
+                torch.jit.freeze(traced.eval()))
+        got = _flat(call(example))
+    if len(got) != len(expected) or not all(
+            torch.allclose(g.to_dense() if g.is_mkldnn else g, e,
+                           rtol=1e-3, atol=1e-4)
+            for g, e in zip(got, expected)):
+        raise RuntimeError(f'the {runtime} network\'s outputs differ from '
+                           f'the eager model\'s')
+    return call
 
 
 def part_of(name: str) -> str:
@@ -125,10 +200,23 @@ def breakdown(model, inputs, rounds: int) -> Dict[str, float]:
     return out
 
 
-def print_breakdown(models: Mapping, flops: Mapping, inputs,
-                    rounds: int) -> None:
-    """The per-part table of every model, side by side."""
+def print_breakdown(models: Mapping,
+                    flops: Mapping,
+                    inputs,
+                    rounds: int,
+                    runtime: str = 'eager') -> None:
+    """The per-part table of every model, side by side, in ``runtime``
+    (``eager`` or ``channels-last``)."""
     names = list(models)
+    if runtime == 'channels-last':
+        models = {
+            k: copy.deepcopy(m).to(memory_format=torch.channels_last)
+            for k, m in models.items()
+        }
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    elif runtime != 'eager':
+        raise ValueError(f'the breakdown runs eager or channels-last, not '
+                         f'{runtime!r}')
     times = {k: breakdown(m, inputs, rounds) for k, m in models.items()}
     parts = list(
         OrderedDict.fromkeys(p for k in names for p in times[k]
@@ -136,7 +224,7 @@ def print_breakdown(models: Mapping, flops: Mapping, inputs,
     parts += ['between leaves', 'total']
     head = ' | '.join(f'{k} ms | {k} share | {k} MFLOPs' for k in names)
     print(f'\nbatch {inputs.shape[0]}, per part (median of {rounds}, '
-          f'leaf modules timed by hooks)')
+          f'leaf modules timed by hooks, {runtime})')
     print(f'| part | {head} |')
     print('|---|' + '---:|' * (3 * len(names)))
     for part in parts:
@@ -162,6 +250,11 @@ def main():
     parser.add_argument('--rounds', type=int, default=20)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument(
+        '--runtime',
+        choices=RUNTIMES,
+        default='eager',
+        help='how both models run (default: eager)')
+    parser.add_argument(
         '--breakdown',
         action='store_true',
         help='then time every part of both models at batch 1')
@@ -171,6 +264,10 @@ def main():
         action=DictAction,
         help='overrides of OTHER_CONFIG.py (the second form only)')
     args = parser.parse_args()
+    if args.breakdown and args.runtime == 'torchscript':
+        parser.error('--breakdown times the leaf modules, which a '
+                     'torchscript network no longer calls: use it with '
+                     '--runtime eager or channels-last')
     torch.set_num_threads(args.threads)
     if args.other.endswith('.py'):
         if not osp.isfile(args.other):
@@ -208,19 +305,24 @@ def main():
     flops = {k: f[''] for k, f in by_module.items()}
     params = {k: count_params(m) for k, m in models.items()}
     print(f'{args.threads} threads, input {list(args.input_shape)}, '
-          f'{args.rounds} rounds, interleaved; torch {torch.__version__}')
+          f'{args.rounds} rounds, interleaved, {args.runtime} runtime; '
+          f'torch {torch.__version__}')
     print('| model | GFLOPs | params | batch | ms per call, median '
           '[min, max] | speed-up |')
     print('|---|---:|---:|---:|---|---:|')
     for batch in (1, 8):
         x = torch.rand(batch, *args.input_shape)
+        calls = {
+            k: in_runtime(m, args.runtime, x)
+            for k, m in models.items()
+        }
         times = {k: [] for k in models}
-        for m in models.values():  # warm-up
+        for call in calls.values():  # warm-up
             for _ in range(3):
-                _time(m._forward, x)
+                _time(call, x)
         for _ in range(args.rounds):
-            for k, m in models.items():
-                times[k].append(_time(m._forward, x))
+            for k, call in calls.items():
+                times[k].append(_time(call, x))
         base = statistics.median(times['original'])
         for k in models:
             t = times[k]
@@ -234,7 +336,8 @@ def main():
             for k, f in by_module.items()
         }
         print_breakdown(models, flops_by_part,
-                        torch.rand(1, *args.input_shape), args.rounds)
+                        torch.rand(1, *args.input_shape), args.rounds,
+                        args.runtime)
 
 
 if __name__ == '__main__':
