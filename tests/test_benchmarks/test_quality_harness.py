@@ -344,6 +344,11 @@ def test_scs_cells_are_columns_of_their_flops_target():
     ] + [
         'det-scs-flops40-b2-fromdense2000itfreeze30lambdafrom0.05landed'
         f'regressiontowerungated-s{seed}' for seed in (0, 1, 2)
+    ] + [
+        f'det-scs-flops{target}-b{budget}-fromdense2000itfreeze30lambda'
+        f'from0.05landed-s{seed}'
+        for target, budget in ((60, 2), (50, 2), (70, 2), (40, 3))
+        for seed in (0, 1, 2)
     ]
     by_id = {c.id: c for c in cells}
     # the first settings: AdamW on the logits, lambda 1, no warm-up
@@ -405,6 +410,32 @@ def test_scs_cells_are_columns_of_their_flops_target():
     assert harness.format_option('model.exclude', [
         'bbox_head.reg_convs'
     ]) == 'model.exclude=[bbox_head.reg_convs]'
+    # the landed recipe at other targets: only the target changes; at
+    # budget x3 the SCS stage and its LR decay are twice as long
+    landed = by_id['det-scs-flops40-b2-fromdense2000itfreeze30lambda'
+                   'from0.05landed-s1'].options
+    for target in (0.5, 0.6, 0.7):
+        other = dict(by_id[f'det-scs-flops{round(100 * target)}-b2-'
+                           'fromdense2000itfreeze30lambdafrom0.05landed-s1'
+                           ].options)
+        assert other.pop('custom_hooks.0.flops_target') == target
+        assert other == {
+            k: v
+            for k, v in landed.items() if k != 'custom_hooks.0.flops_target'
+        }
+    longer = by_id['det-scs-flops40-b3-fromdense2000itfreeze30lambda'
+                   'from0.05landed-s1']
+    assert longer.budget == 3
+    assert {k: v
+            for k, v in longer.options.items() if k not in landed} == {
+                'train_cfg.max_iters': 4000,
+                'train_cfg.val_interval': 4000,
+                'param_scheduler.1.begin': 3200,
+                'param_scheduler.1.end': 4000,
+                'param_scheduler.1.T_max': 800
+            }
+    assert all(longer.options[k] == v for k, v in landed.items()
+               if k != 'default_hooks.logger.interval')
     # the thinner twins trained as long as SCS's whole budget x2
     thinner = [c for c in cells if c.method == 'dense, thinner']
     assert [(c.id, c.budget) for c in thinner[2:]] == [
