@@ -349,7 +349,7 @@ def test_scs_cells_are_columns_of_their_flops_target():
         f'from0.05landed-s{seed}'
         for target, budget in ((60, 2), (50, 2), (70, 2), (40, 3))
         for seed in (0, 1, 2)
-    ]
+    ] + [f'det-scs-flops40-b3-fromdense2000it-s{seed}' for seed in (1, 2)]
     by_id = {c.id: c for c in cells}
     # the first settings: AdamW on the logits, lambda 1, no warm-up
     first = scs[4].options
