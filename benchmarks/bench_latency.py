@@ -18,7 +18,8 @@ slower on the usual NCHW layout, and oneDNN's convolutions prefer NHWC) or
 ``torch.jit.optimize_for_inference``: batch norms folded into the
 convolutions, oneDNN layouts, no Python between layers, as a deployment
 would run it; PyTorch 2.13 marks TorchScript deprecated, and it still runs).
-Every runtime's outputs are checked against the eager model's before any
+Every runtime's outputs are checked against the eager model's (on the
+timed input and its negation, to rtol 1e-3, atol 1e-4) before any
 timing.
 
 With ``--breakdown`` it then times each model's parts at batch 1 (its
@@ -85,48 +86,84 @@ class _Network(nn.Module):
 
 
 def _flat(outputs) -> List[torch.Tensor]:
+    """The tensors of a network's output (a tensor, or nested tuples and
+    lists of them, as ``_forward`` returns), in order."""
     if isinstance(outputs, torch.Tensor):
-        return [outputs]
-    return [t for item in outputs for t in _flat(item)]
+        return [outputs.to_dense() if outputs.is_mkldnn else outputs]
+    if isinstance(outputs, (tuple, list)):
+        return [t for item in outputs for t in _flat(item)]
+    raise TypeError(f'a network output must be a tensor or nested tuples '
+                    f'and lists of tensors, got {type(outputs).__name__}')
+
+
+RTOL, ATOL = 1e-3, 1e-4
+
+
+def check_same(call: Callable, model: nn.Module, inputs: torch.Tensor,
+               runtime: str) -> None:
+    """Check that ``call`` computes ``model._forward`` on ``inputs`` and on
+    ``-inputs`` (a second input, whose branches a trace may not have
+    taken), to ``RTOL`` / ``ATOL``.
+
+    Raises:
+        RuntimeError: Naming the first output that differs and by how
+            much.
+    """
+    with torch.no_grad():
+        for x in (inputs, -inputs):
+            expected, got = _flat(model._forward(x)), _flat(call(x))
+            if len(got) != len(expected):
+                raise RuntimeError(
+                    f'the {runtime} network returns {len(got)} tensors, '
+                    f'the eager model {len(expected)}')
+            for i, (g, e) in enumerate(zip(got, expected)):
+                if g.shape != e.shape or not torch.allclose(
+                        g, e, rtol=RTOL, atol=ATOL):
+                    diff = ((g - e).abs().max().item()
+                            if g.shape == e.shape else None)
+                    raise RuntimeError(
+                        f'the {runtime} network\'s output {i} differs from '
+                        f'the eager model\'s (shapes {tuple(g.shape)} and '
+                        f'{tuple(e.shape)}, largest difference {diff}; '
+                        f'tolerance rtol={RTOL}, atol={ATOL})')
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with its weights in channels-last memory."""
+    return copy.deepcopy(model).to(memory_format=torch.channels_last)
 
 
 def in_runtime(model: nn.Module, runtime: str,
                example: torch.Tensor) -> Callable:
     """``model``'s network (``model._forward``) as ``runtime`` runs it, a
-    callable on a batch shaped like ``example``; its outputs are checked
-    against the eager model's on ``example``.
+    callable on a batch shaped like ``example``, checked by
+    :func:`check_same`. Puts ``model`` in eval mode; its weights and
+    layout are left as they are (channels-last converts a copy, and
+    torchscript freezes one).
 
     Raises:
         ValueError: An unknown ``runtime``.
-        RuntimeError: The outputs differ from the eager model's by more
-            than float rounding.
+        RuntimeError: The outputs differ from the eager model's.
     """
     if runtime not in RUNTIMES:
         raise ValueError(f'runtime must be one of {RUNTIMES}, got '
                          f'{runtime!r}')
     model = model.eval()
-    with torch.no_grad():
-        expected = _flat(model._forward(example))
-        if runtime == 'eager':
-            call = model._forward
-        elif runtime == 'channels-last':
-            model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    if runtime == 'eager':
+        call = model._forward
+    elif runtime == 'channels-last':
+        converted = to_channels_last(model)
 
-            def call(inputs):
-                return model._forward(
-                    inputs.contiguous(memory_format=torch.channels_last))
-        else:
+        def call(inputs):
+            return converted._forward(
+                inputs.contiguous(memory_format=torch.channels_last))
+    else:
+        with torch.no_grad():
             traced = torch.jit.trace(
                 _Network(model), example, strict=False, check_trace=False)
             call = torch.jit.optimize_for_inference(
                 torch.jit.freeze(traced.eval()))
-        got = _flat(call(example))
-    if len(got) != len(expected) or not all(
-            torch.allclose(g.to_dense() if g.is_mkldnn else g, e,
-                           rtol=1e-3, atol=1e-4)
-            for g, e in zip(got, expected)):
-        raise RuntimeError(f'the {runtime} network\'s outputs differ from '
-                           f'the eager model\'s')
+    check_same(call, model, example, runtime)
     return call
 
 
@@ -209,11 +246,11 @@ def print_breakdown(models: Mapping,
     (``eager`` or ``channels-last``)."""
     names = list(models)
     if runtime == 'channels-last':
-        models = {
-            k: copy.deepcopy(m).to(memory_format=torch.channels_last)
-            for k, m in models.items()
-        }
+        converted = {k: to_channels_last(m) for k, m in models.items()}
         inputs = inputs.contiguous(memory_format=torch.channels_last)
+        for k, m in converted.items():
+            check_same(m._forward, models[k].eval(), inputs, runtime)
+        models = converted
     elif runtime != 'eager':
         raise ValueError(f'the breakdown runs eager or channels-last, not '
                          f'{runtime!r}')
