@@ -7,7 +7,10 @@ mmdet3d is installed, the task modules of :mod:`gap_mm3d` (the ShapeNet part
 dataset, transforms, metric and the PointNet++ part segmentation model) in
 mmdet3d's. It also allow-lists, for ``torch.load(weights_only=True)``,
 exactly the MMEngine classes a checkpoint holds, so that ``--resume`` works
-under torch >= 2.6 without ever switching ``weights_only`` off.
+under torch >= 2.6 without ever switching ``weights_only`` off, and replaces
+the loader of every ``CheckpointLoader`` scheme (local, ``http(s)://``,
+``torchvision://``, ``open-mmlab://`` ...) with one that reads with
+``weights_only=True`` (:mod:`gap_mm.checkpoint.schemes`).
 """
 from importlib.util import find_spec
 
@@ -15,10 +18,12 @@ from . import (checkpoint, engine, models, registry, schedules,  # noqa: F401
                sparsity)
 from .engine import (GaPAmpOptimWrapper, GaPHook, GaPOptimWrapper, GMPHook,
                      GRegHook, RigLHook, SCSHook, SETHook)
+from .checkpoint.schemes import register_safe_schemes
 from .utils.safe_load import allow_mmengine_checkpoint_globals
 from .version import __version__
 
 allow_mmengine_checkpoint_globals()
+register_safe_schemes()
 
 # The point-cloud tasks need mmdet3d (the `3d` extra); detection needs only
 # mmdet. With mmdet3d present, a failing gap_mm3d import stays loud.

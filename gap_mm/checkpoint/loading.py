@@ -3,10 +3,12 @@
 
 :class:`mmengine.runner.CheckpointLoader` resolves the file (local paths,
 ``http(s)://``, ``open-mmlab://`` and the other schemes it registers) and
-calls ``torch.load``, which under torch >= 2.6 uses ``weights_only=True``:
-the objects MMEngine itself writes into checkpoints are allow-listed by
-:func:`gap_mm.utils.safe_load.allow_mmengine_checkpoint_globals` (run by
-``import gap_mm``). ``weights_only`` is never turned off.
+reads it with the loaders of :mod:`gap_mm.checkpoint.schemes` (registered
+for every scheme by ``import gap_mm``): a remote file is downloaded into
+MMEngine's cache and read as a local one, with ``weights_only=True`` and
+the objects MMEngine itself writes into checkpoints allow-listed by
+:func:`gap_mm.utils.safe_load.allow_mmengine_checkpoint_globals`.
+``weights_only`` is never turned off.
 """
 import os
 import os.path as osp
@@ -20,6 +22,7 @@ from mmengine.runner import CheckpointLoader
 
 from gap_mm.errors import GaPConfigError
 from gap_mm.utils.safe_load import allow_mmengine_checkpoint_globals
+from .schemes import SAFE_SCHEMES, register_safe_schemes
 
 
 class CheckpointReadError(GaPConfigError):
@@ -46,6 +49,15 @@ def load_checkpoint(path: Union[str, os.PathLike],
     path = os.fspath(path)
     if '://' not in path and not osp.isfile(path):
         raise CheckpointReadError(f'checkpoint {path} does not exist')
+    loader = CheckpointLoader._get_checkpoint_loader(path)
+    if loader not in SAFE_SCHEMES.values():
+        # another package registered this scheme after gap_mm did
+        register_safe_schemes()
+        loader = CheckpointLoader._get_checkpoint_loader(path)
+    if loader not in SAFE_SCHEMES.values():
+        raise CheckpointReadError(
+            f'{path}: its scheme is read by {loader.__qualname__}, not by a '
+            f'weights-only loader of gap_mm.checkpoint.schemes; refusing it')
     try:
         checkpoint = CheckpointLoader.load_checkpoint(
             path, map_location=map_location, logger='silent')

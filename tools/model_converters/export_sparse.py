@@ -89,12 +89,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     dense = stats['dense_bytes']
     print(f'size report: {args.checkpoint} -> {args.out}')
-    print(
-        format_report([
-            ('dense state_dict (torch.save)', dense),
-            ('original checkpoint', os.path.getsize(args.checkpoint)),
-            ('exported sparse file', stats['file_bytes']),
-        ], dense))
+    rows = [('dense state_dict (torch.save)', dense)]
+    if os.path.isfile(args.checkpoint):  # a URL has no local size to show
+        rows.append(('original checkpoint', os.path.getsize(args.checkpoint)))
+    rows.append(('exported sparse file', stats['file_bytes']))
+    print(format_report(rows, dense))
     print(f"ratio (exported / dense state_dict): {stats['ratio']:.4f}")
     print(f"overall sparsity: {stats['sparsity']:.2%} of {stats['numel']:,} "
           'elements are zero')
