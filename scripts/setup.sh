@@ -42,8 +42,9 @@ step "install mmengine 0.10.7 and the build needs of mmcv"
 step "build mmcv 2.1.0 with ops (10 to 25 minutes the first time on 2 cores; pip caches the wheel)"
 if ! "$VENV/bin/python" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '2.1.0'" 2>/dev/null; then
   # mmcv 2.1.0's setup.py imports pkg_resources, which newer setuptools lack; the build was
-  # measured with setuptools<70, installed for this build only (torch wants >=77).
-  "${PIP[@]}" -q "setuptools<70"
+  # measured with setuptools<70, installed for this build only (torch wants >=77,
+  # which a later step restores: pip's conflict report would be a false alarm).
+  "${PIP[@]}" -q --no-warn-conflicts "setuptools<70"
   MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" FORCE_CUDA=0 \
     "${PIP[@]}" --no-build-isolation "mmcv==2.1.0"
 fi
@@ -53,6 +54,10 @@ step "install mmdet 3.3.0 and pycocotools"
 
 step "install mmdet3d 1.4.0 (without its pinned deps) and its runtime needs"
 "${PIP[@]}" -q --no-deps "mmdet3d==1.4.0"
+# From here on pip's own conflict report would name open3d, which mmdet3d
+# declares for its visualizer and gap_mm deliberately leaves out; the last
+# step checks the environment instead and reports any other conflict.
+PIP+=(--no-warn-conflicts)
 "${PIP[@]}" -q numba nuscenes-devkit lyft_dataset_sdk plyfile scikit-image tensorboard trimesh networkx "opencv-python-headless<4.11"
 
 step "install gap_mm in editable mode with its runtime and test needs"
@@ -61,6 +66,14 @@ step "install gap_mm in editable mode with its runtime and test needs"
 
 step "pin setuptools to >=77.0.3 (torch) and <81 (mmengine imports pkg_resources at run time)"
 "${PIP[@]}" -q "setuptools>=77.0.3,<81"
+
+step "check the installed requirements (open3d, mmdet3d's visualizer dependency, is left out on purpose)"
+conflicts="$("$VENV/bin/python" -m pip check 2>&1 | grep -v -e '^mmdet3d [0-9.]* requires open3d, which is not installed\.$' -e '^No broken requirements found\.$' || true)"
+if [[ -n "$conflicts" ]]; then
+  echo "[setup] pip check reports conflicts besides open3d:" >&2
+  echo "$conflicts" >&2
+  exit 1
+fi
 
 step "verify the stack imports"
 "$VENV/bin/python" - <<'PY'
