@@ -364,16 +364,17 @@ def method_records(records: Sequence[Mapping[str, Any]],
 
 
 def method_block(grid: str, method: str,
-                 records: Sequence[Mapping[str, Any]], out_dir: str,
-                 readme: str) -> str:
+                 records: Sequence[Mapping[str, Any]], total: int,
+                 out_dir: str, readme: str) -> str:
     """A method page's block: the grid's tables restricted to the method's
-    rows and the dense rows, and where they come from."""
+    rows and the dense rows, and which of the grid's ``total`` cells they
+    come from."""
     mine = method_records(records, method)
     if not any(r['method'] == method for r in mine):
         return f'*No finished cell of {method} in the {grid} grid yet.*'
     return '\n'.join([
         format_table(mine).rstrip(), '',
-        _provenance(grid, mine, len(mine), out_dir, readme)
+        _provenance(grid, mine, total, out_dir, readme)
     ])
 
 
@@ -440,7 +441,8 @@ def update_readmes(readmes: Sequence[str], grid: str,
     ``readmes``."""
     for readme in readmes:
         methods = {
-            method: method_block(grid, method, records, out_dir, readme)
+            method: method_block(grid, method, records, total, out_dir,
+                                 readme)
             for method in readme_methods(readme, grid)
         }
         update_readme(readme, grid,

@@ -167,7 +167,7 @@ def test_a_method_page_gets_the_method_rows_beside_dense(tmp_path):
         '| method | dense | 80% |', '|---|---|---|',
         '| dense | 0.610 [0.600, 0.620] n=2 |  |',
         '| GMP (uniform) |  | 0.560 [0.550, 0.570] n=2 (-5.0) |', '',
-        '*4 of 4 cells of `python benchmarks/quality/run_grid.py g`, d, '
+        '*4 of 12 cells of `python benchmarks/quality/run_grid.py g`, d, '
         'commit c, m. Every cell is a JSON file in `r/cells/`.*'
     ])
     # the same rows as the grid's own table shows them
@@ -213,7 +213,7 @@ def test_report_only_fills_a_method_page_from_the_committed_cells(tmp_path):
     ]
     assert all(row in table for row in rows)
     assert '| static (erk) |' in table
-    assert '*4 of 4 cells of `python benchmarks/quality/run_grid.py quick`' \
+    assert '*4 of 6 cells of `python benchmarks/quality/run_grid.py quick`' \
         in text
 
 
