@@ -22,7 +22,8 @@ import re
 import subprocess
 import sys
 
-import harness
+import report
+import runner
 from grids import GRIDS
 
 DEFAULT_RESULTS = osp.join(osp.dirname(osp.abspath(__file__)), 'results')
@@ -47,56 +48,11 @@ def ensure_data(tasks, python: str) -> None:
         if task not in DATA:
             continue
         marker, cmd = DATA[task]
-        if not osp.isfile(osp.join(harness.REPO, marker)):
+        if not osp.isfile(osp.join(runner.REPO, marker)):
             print(
                 f'[grid] generating the {task} data: {" ".join(cmd)}',
                 file=sys.stderr)
-            subprocess.run([python, *cmd], cwd=harness.REPO, check=True)
-
-
-def _plot_path(out_dir: str):
-    """The grid's plot, or None when the last report wrote none."""
-    path = osp.join(out_dir, 'plot.png')
-    return path if osp.isfile(path) else None
-
-
-def readme_block(grid: str, records, total: int, out_dir: str,
-                 readme: str) -> str:
-    """The README's block for a grid: its table, where it comes from, and
-    its plot."""
-    dates = sorted({r['date'] for r in records})
-    commits = sorted({r['commit'] for r in records})
-    machines = sorted({r['machine'] for r in records})
-    plot = _plot_path(out_dir)
-    lines = [
-        harness.format_table(records).rstrip(), '',
-        f'*{len(records)} of {total} cells of `python '
-        f'benchmarks/quality/run_grid.py {grid}`, '
-        f'{", ".join(dates) or "-"}, commit {", ".join(commits) or "-"}, '
-        f'{"; ".join(machines) or "-"}. Every cell is a JSON file in '
-        f'`{osp.relpath(out_dir, osp.dirname(readme))}/cells/`.*'
-    ]
-    if plot:
-        lines += [
-            '', f'![{grid} grid]'
-            f'({osp.relpath(plot, osp.dirname(readme))})'
-        ]
-    return '\n'.join(lines)
-
-
-def update_readme(readme: str, grid: str, block: str) -> None:
-    """Replace what stands between ``<!-- quality:<grid>:begin -->`` and
-    ``<!-- quality:<grid>:end -->`` in ``readme`` with ``block``."""
-    begin = f'<!-- quality:{grid}:begin -->'
-    end = f'<!-- quality:{grid}:end -->'
-    with open(readme) as f:
-        text = f.read()
-    if begin not in text or end not in text:
-        sys.exit(f'error: {readme} has no {begin} ... {end} block')
-    head, rest = text.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    with open(readme, 'w') as f:
-        f.write(f'{head}{begin}\n{block}\n{end}{tail}')
+            subprocess.run([python, *cmd], cwd=runner.REPO, check=True)
 
 
 def main() -> None:
@@ -108,7 +64,7 @@ def main() -> None:
         help='folder of the results; the grid writes RESULTS/<grid>/')
     parser.add_argument(
         '--work-root',
-        default=osp.join(harness.REPO, 'work_dirs', 'quality'),
+        default=osp.join(runner.REPO, 'work_dirs', 'quality'),
         help='work dirs go to WORK_ROOT/<grid>/<cell>/')
     parser.add_argument(
         '--only',
@@ -131,7 +87,9 @@ def main() -> None:
         action='append',
         default=[],
         help='rewrite the quality:<grid> block of this Markdown file with '
-        'the table, its provenance and the plot (may be repeated)')
+        'the table, its provenance and the plot, and each '
+        'quality:<grid>:method=<method> block with the table of that '
+        'method\'s rows and the dense ones (may be repeated)')
     parser.add_argument(
         '--python',
         default=sys.executable,
@@ -156,18 +114,16 @@ def main() -> None:
             print(f'{state}  {cell.id}')
         return
     if args.report_only:
-        records = harness.load_records(out_dir, cells)
-        harness.write_outputs(records, out_dir)
-        print(harness.format_table(records))
-        for readme in args.update_readme:
-            update_readme(
-                readme, args.grid,
-                readme_block(args.grid, records, len(cells), out_dir, readme))
+        records = report.load_records(out_dir, cells)
+        report.write_outputs(records, out_dir)
+        print(report.format_table(records))
+        report.update_readmes(args.update_readme, args.grid, records,
+                              len(cells), out_dir)
         return
     ensure_data((c.task for c in cells), args.python)
     os.makedirs(out_dir, exist_ok=True)
     try:
-        records = harness.run_grid(
+        records = runner.run_grid(
             cells,
             out_dir,
             osp.join(args.work_root, args.grid),
@@ -175,15 +131,13 @@ def main() -> None:
             grid=args.grid,
             keep_going=args.keep_going,
             report_cells=grid_cells)
-    except harness.CellFailed as err:
+    except runner.CellFailed as err:
         sys.exit(f'error: {err}')
-    print(harness.format_table(records))
-    for readme in args.update_readme:
-        update_readme(
-            readme, args.grid,
-            readme_block(args.grid, records, len(grid_cells), out_dir,
-                         readme))
-    plot = ' and plot.png' if _plot_path(out_dir) else ''
+    print(report.format_table(records))
+    report.update_readmes(args.update_readme, args.grid, records,
+                          len(grid_cells), out_dir)
+    plot = ' and plot.png' if osp.isfile(osp.join(out_dir,
+                                                  'plot.png')) else ''
     print(
         f'[grid {args.grid}] wrote {out_dir}/table.md, results.json, '
         f'results.csv{plot}',

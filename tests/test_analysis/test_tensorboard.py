@@ -1,7 +1,10 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
 """docs/en/user_guides/tensorboard.md: its config snippet puts the GaP
 scalars into TensorBoard event files."""
+import importlib.util
 import re
+import shlex
+import sys
 import uuid
 from pathlib import Path
 
@@ -16,8 +19,8 @@ from gap_mm.testing import GaPToyDataset, GaPToyModel
 event_accumulator = pytest.importorskip(
     'tensorboard.backend.event_processing.event_accumulator')
 
-DOC = (Path(__file__).resolve().parents[2] / 'docs' / 'en' / 'user_guides' /
-       'tensorboard.md')
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / 'docs' / 'en' / 'user_guides' / 'tensorboard.md'
 
 # 6 iterations, K=2 ([conv, fc1] and [fc2, head]), T=2, R=1: partition 0 is
 # dense for iterations 0-1, partition 1 for 2-3, then the fine-tune.
@@ -103,16 +106,26 @@ def test_doc_snippet_writes_gap_scalars(tmp_path, toy_registered):
             ] == pytest.approx([0.75, 0.0, 0.0, 0.75, 0.75, 0.75], abs=1e-6)
 
 
-def test_doc_command_line_swaps_the_backend():
+def test_doc_command_line_swaps_the_backend(monkeypatch):
+    """The doc's command, parsed by our tools/train.py and merged into the
+    config it names as tools/train.py merges it: TensorBoard replaces the
+    base's only backend, and the visualizer stays mmdet's."""
+    pytest.importorskip('mmdet')
     command = next(code for lang, code in _doc_snippets()
                    if lang == 'shell' and '--cfg-options' in code)
-    option = re.search(r'--cfg-options\s+(\S+)=(\S+)', command)
-    cfg = Config(
-        dict(
-            visualizer=dict(
-                type='DetLocalVisualizer',
-                vis_backends=[dict(type='LocalVisBackend')],
-                name='visualizer')))
-    cfg.merge_from_dict({option.group(1): option.group(2)})
+    argv = shlex.split(command.replace('\\\n', ' '))
+    assert argv[:2] == ['python', 'tools/train.py']
+    spec = importlib.util.spec_from_file_location(
+        'gap_mm_train_tool', ROOT / 'tools' / 'train.py')
+    train_tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_tool)
+    monkeypatch.setattr(sys, 'argv', argv[1:])
+    monkeypatch.setenv('LOCAL_RANK', '0')  # parse_args exports it
+    args = train_tool.parse_args()
+    cfg = Config.fromfile(str(ROOT / args.config))
+    assert [b.type for b in cfg.visualizer.vis_backends] == [
+        'LocalVisBackend'
+    ]
+    train_tool.merge_cfg_options(cfg, args.cfg_options)
     assert cfg.visualizer.vis_backends == [dict(type='TensorboardVisBackend')]
     assert cfg.visualizer.type == 'DetLocalVisualizer'
