@@ -98,6 +98,8 @@ def headline(records: Sequence[Mapping[str, Any]],
              tolerance: float = 0.01) -> str:
     """The Markdown table of the frontier for ``task``."""
     dense, methods = summarize(records, task)
+    if dense is None and not methods:
+        return f'*No finished {task} cell yet.*\n'
     columns = sorted({s for by in methods.values() for s in by})
     lines = [
         '| method | ' + ' | '.join(f'{100 * s:g}%' for s in columns) +

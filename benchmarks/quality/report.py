@@ -18,6 +18,7 @@ import sys
 from collections import OrderedDict, defaultdict
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+import frontier
 from cell import TASK_METRICS, Cell
 
 
@@ -378,9 +379,28 @@ def method_block(grid: str, method: str,
     ])
 
 
+#: ``_markers(grid, HEADLINE)`` are the front page's headline markers.
+HEADLINE = object()
+
+
+def headline_block(grid: str, records: Sequence[Mapping[str, Any]],
+                   total: int, out_dir: str, readme: str,
+                   task: str = 'det') -> str:
+    """The front page's block: the frontier table of ``task`` (a row per
+    method, the highest sparsity within a point of dense) and where its
+    cells come from."""
+    mine = [r for r in records if r['task'] == task]
+    return '\n'.join([
+        frontier.headline(mine, task).rstrip(), '',
+        _provenance(grid, mine, total, out_dir, readme)
+    ])
+
+
 def _markers(grid: str, method: Optional[str] = None) -> tuple:
-    name = grid if method is None else f'{grid}:method={method}'
+    name = grid if method is None else (
+        f'{grid}:headline' if method is HEADLINE else f'{grid}:method={method}')
     return f'<!-- quality:{name}:begin -->', f'<!-- quality:{name}:end -->'
+
 
 
 def _replace_between(text: str, begin: str, end: str, block: str) -> str:
@@ -410,17 +430,21 @@ def readme_methods(readme: str, grid: str) -> List[str]:
 def update_readme(readme: str,
                   grid: str,
                   block: Optional[str] = None,
-                  methods: Optional[Mapping[str, str]] = None) -> None:
+                  methods: Optional[Mapping[str, str]] = None,
+                  headline: Optional[str] = None) -> None:
     """Replace what stands between ``<!-- quality:<grid>:begin -->`` and
-    ``<!-- quality:<grid>:end -->`` in ``readme`` with ``block``, and
-    between ``<!-- quality:<grid>:method=<label>:begin -->`` and its
-    ``end`` with ``methods[label]``. Exits when ``readme`` has none of
-    these blocks."""
+    ``<!-- quality:<grid>:end -->`` in ``readme`` with ``block``, between
+    ``<!-- quality:<grid>:method=<label>:begin -->`` and its ``end`` with
+    ``methods[label]``, and between ``<!-- quality:<grid>:headline:begin
+    -->`` and its ``end`` with ``headline``. Exits when ``readme`` has none
+    of these blocks."""
     with open(readme) as f:
         text = f.read()
     updates = []
     if block is not None:
         updates.append((*_markers(grid), block))
+    if headline is not None:
+        updates.append((*_markers(grid, HEADLINE), headline))
     for method, method_text in (methods or {}).items():
         updates.append((*_markers(grid, method), method_text))
     found = [(b, e, t) for b, e, t in updates if b in text and e in text]
@@ -445,6 +469,12 @@ def update_readmes(readmes: Sequence[str], grid: str,
                                  readme)
             for method in readme_methods(readme, grid)
         }
+        headline = None
+        with open(readme) as f:
+            if _markers(grid, HEADLINE)[0] in f.read():
+                headline = headline_block(grid, records, total, out_dir,
+                                          readme)
+                frontier.plot(records, osp.join(out_dir, 'frontier.png'))
         update_readme(readme, grid,
                       readme_block(grid, records, total, out_dir, readme),
-                      methods)
+                      methods, headline)

@@ -230,3 +230,24 @@ def test_the_report_names_no_method():
             continue
         for text in (source, runner_source):
             assert label not in text and f"'{key}'" not in text
+
+
+def test_headline_block_is_the_frontier_table_and_draws_its_plot(tmp_path):
+    records = [
+        dict(record('dense', None, 0.57, seed=s), distribution=None)
+        for s in (0, 1)
+    ] + [
+        dict(record('C-GaP', sp, v, seed=s), distribution='erk')
+        for sp, v in ((0.9, 0.565), (0.95, 0.50)) for s in (0, 1)
+    ]
+    readme = tmp_path / 'README.md'
+    readme.write_text('top\n<!-- quality:g:headline:begin -->\nold\n'
+                      '<!-- quality:g:headline:end -->\nbottom\n')
+    report.update_readmes([str(readme)], 'g', records, 8, str(tmp_path))
+    text = readme.read_text()
+    assert 'old' not in text and text.startswith('top\n') and \
+        text.endswith('bottom\n')
+    assert ('| C-GaP | 0.565 [0.565, 0.565] n=2 (-0.5) | 0.500 [0.500, '
+            '0.500] n=2 (-7.0) | **90%** (0.565, seeds 0.565-0.565) |') in text
+    assert '*6 of 8 cells of `python benchmarks/quality/run_grid.py g`' in text
+    assert (tmp_path / 'frontier.png').is_file()
