@@ -1,0 +1,30 @@
+# GReg-1 (Wang et al., ICLR 2021), unstructured, of the demo RetinaNet.
+# It starts from the dense baseline's checkpoint (train
+# configs/dense/dense_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py first),
+# keeps the model dense while an L2 penalty on the weights picked for
+# pruning grows every 5 iterations, masks them once the penalty has driven
+# them near 0, and fine-tunes with fixed masks, on the demo's schedule.
+# The penalty reaches its limit at iteration 995; 200 iterations at it,
+# the prune at iteration 1195, then the fine-tune.
+_base_ = [
+    '../_base_/models/retinanet_r18-fpn_synthetic-coco.py',
+    '../_base_/datasets/synthetic-coco.py',
+    '../_base_/schedules/adamw-cosine-2k.py', '../_base_/default_runtime.py',
+    '../_base_/sparsity/retinanet_r18-fpn_synthetic-coco.py'
+]
+custom_imports = dict(imports=['gap_mm'], allow_failed_imports=False)
+# The dense checkpoint this run prunes; override it on the command line.
+load_from = 'work_dirs/dense_retinanet_r18-fpn_1xb8-2k_synthetic-coco/' \
+    'iter_2000.pth'
+optim_wrapper = dict(type='GaPOptimWrapper')
+custom_hooks = [
+    dict(
+        type='GRegHook',
+        mode='unstructured',
+        variant=1,
+        exclude=_base_.gap_exclude,
+        update_interval=5,
+        granularity=0.005,
+        upper_limit=1.0,
+        stabilize=200)
+]

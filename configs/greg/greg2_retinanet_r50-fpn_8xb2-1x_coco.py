@@ -1,0 +1,28 @@
+# GReg-2 (Wang et al., ICLR 2021), unstructured, of RetinaNet R50-FPN on COCO:
+# prunes the dense baseline's checkpoint
+# (configs/dense/dense_retinanet_r50-fpn_8xb2-3x_coco.py) in 12 epochs: the
+# penalty on the picked weights grows with the paper's defaults (every 5
+# iterations by 1e-4 up to 1.0; GReg-2 first grows every weight's by 1e-5 to
+# 1e-2 and picks then), stays for 5% of the run, the picked weights are masked
+# and the rest fine-tunes with fixed masks.
+#   tools/dist_train.sh configs/greg/greg2_retinanet_r50-fpn_8xb2-1x_coco.py \
+#       8 --cfg-options \
+#       load_from=work_dirs/dense_retinanet_r50-fpn_8xb2-3x_coco/epoch_36.pth
+_base_ = [
+    '../_base_/models/retinanet_r50-fpn.py',
+    'mmdet::_base_/datasets/coco_detection.py',
+    '../_base_/schedules/sgd-lr0.01-1x.py', 'mmdet::_base_/default_runtime.py',
+    '../_base_/sparsity/retinanet_r50-fpn_coco.py'
+]
+custom_imports = dict(imports=['gap_mm'], allow_failed_imports=False)
+# The dense checkpoint this run prunes; override it on the command line.
+load_from = 'work_dirs/dense_retinanet_r50-fpn_8xb2-3x_coco/epoch_36.pth'
+optim_wrapper = dict(type='GaPOptimWrapper')
+custom_hooks = [
+    dict(
+        type='GRegHook',
+        mode='unstructured',
+        variant=2,
+        exclude=_base_.gap_exclude,
+        stabilize=0.05)
+]
