@@ -1,11 +1,9 @@
-# GReg-1 (Wang et al., ICLR 2021), filter-wise, of the demo RetinaNet.
-# It starts from the dense baseline's checkpoint (train
-# configs/dense/dense_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py first),
-# keeps the model dense while an L2 penalty on the weights picked for
-# pruning grows every 5 iterations, masks them once the penalty has driven
-# them near 0, and fine-tunes with fixed masks, on the demo's schedule.
-# The penalty reaches its limit at iteration 995; 200 iterations at it,
-# the prune at iteration 1195, then the fine-tune.
+# GReg-1 (Wang et al., ICLR 2021), filter-wise, of the demo RetinaNet: on
+# the dense baseline's checkpoint (load_from) the penalty on the picked
+# filters grows, they are masked, and the rest fine-tunes, all on the
+# demo's schedule.
+#   python tools/train.py \
+#       configs/greg/greg1-filter_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py
 _base_ = [
     '../_base_/models/retinanet_r18-fpn_synthetic-coco.py',
     '../_base_/datasets/synthetic-coco.py',

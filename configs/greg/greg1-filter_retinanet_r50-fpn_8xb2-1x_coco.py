@@ -1,9 +1,7 @@
-# GReg-1 (Wang et al., ICLR 2021), filter, of RetinaNet R50-FPN on COCO: prunes
-# the dense baseline's checkpoint
-# (configs/dense/dense_retinanet_r50-fpn_8xb2-3x_coco.py) in 12 epochs: the
-# penalty on the picked filters grows with the paper's defaults (every 5
-# iterations by 1e-4 up to 1.0), stays for 5% of the run, the picked filters
-# are masked and the rest fine-tunes with fixed masks.
+# GReg-1 (Wang et al., ICLR 2021), filter-wise, of RetinaNet R50-FPN on
+# COCO: 12 epochs on the dense baseline's checkpoint (load_from); the
+# penalty on the picked filters grows by the paper's defaults and holds
+# for 5% of the run before they are masked.
 #   tools/dist_train.sh \
 #       configs/greg/greg1-filter_retinanet_r50-fpn_8xb2-1x_coco.py 8 \
 #       --cfg-options \

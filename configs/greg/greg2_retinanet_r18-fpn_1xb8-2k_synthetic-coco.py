@@ -1,12 +1,9 @@
-# GReg-2 (Wang et al., ICLR 2021), unstructured, of the demo RetinaNet.
-# It starts from the dense baseline's checkpoint (train
-# configs/dense/dense_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py first),
-# keeps the model dense while an L2 penalty on the weights picked for
-# pruning grows every 5 iterations, masks them once the penalty has driven
-# them near 0, and fine-tunes with fixed masks, on the demo's schedule.
-# Every weight's penalty grows to 1e-2 by iteration 245 (the pick), then
-# the picked set's reaches the limit at iteration 1235; 200 iterations at
-# it, the prune at iteration 1435, then the fine-tune.
+# GReg-2 (Wang et al., ICLR 2021), unstructured, of the demo RetinaNet: on
+# the dense baseline's checkpoint (load_from) the penalty on the picked
+# weights grows, they are masked, and the rest fine-tunes, all on the
+# demo's schedule.
+#   python tools/train.py \
+#       configs/greg/greg2_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py
 _base_ = [
     '../_base_/models/retinanet_r18-fpn_synthetic-coco.py',
     '../_base_/datasets/synthetic-coco.py',
