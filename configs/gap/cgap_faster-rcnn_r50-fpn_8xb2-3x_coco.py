@@ -3,8 +3,9 @@
 # by magnitude, in turn, for 2 rounds (24 epochs), then 12 epochs of fine-tune
 # with all masks fixed, where the LR drops.
 #   tools/dist_train.sh configs/gap/cgap_faster-rcnn_r50-fpn_8xb2-3x_coco.py 8
-#   tools/dist_train.sh configs/gap/cgap_faster-rcnn_r50-fpn_8xb2-3x_coco.py \
-#       8 --cfg-options gap_sparsity=0.9 gap_distribution=erk
+#   tools/dist_train.sh \
+#       configs/gap/cgap_faster-rcnn_r50-fpn_8xb2-3x_coco.py 8 \
+#       --cfg-options gap_sparsity=0.9 gap_distribution=erk
 # The result is an ordinary mmdet checkpoint whose pruned weights are 0;
 # mmdet's own tools/test.py evaluates it with the upstream config.
 _base_ = [
