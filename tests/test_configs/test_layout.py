@@ -8,6 +8,7 @@ deeper than two hops to an mmdet / mmdet3d config or a file of
 repository names exists and loads.
 """
 import ast
+import functools
 import glob
 import os.path as osp
 import re
@@ -162,9 +163,16 @@ def test_base_references_only_reach_base_files():
                 osp.sep, '/'), (_rel(path), base)
 
 
+@functools.lru_cache(maxsize=None)
+def _load(path: str) -> dict:
+    """``Config.fromfile(path).to_dict()``, read once per session (a config
+    named in several pages is loaded once)."""
+    return Config.fromfile(osp.join(ROOT, path)).to_dict()
+
+
 @pytest.mark.parametrize('path', [_rel(p) for p in all_configs()])
 def test_every_config_loads(path):
-    assert Config.fromfile(osp.join(ROOT, path)).to_dict()
+    assert _load(path)
 
 
 def _markdown_files() -> List[str]:
@@ -193,4 +201,4 @@ def test_markdown_names_configs():
 @pytest.mark.parametrize('page, path', _named_configs())
 def test_configs_named_in_markdown_exist_and_load(page, path):
     assert osp.isfile(osp.join(ROOT, path)), f'{page} names {path}'
-    Config.fromfile(osp.join(ROOT, path))
+    assert _load(path)
