@@ -4,7 +4,8 @@
 ``N`` CPU processes (gloo) each build the same detector from mmdet's config,
 with an SGD momentum buffer per parameter, and split into K rank groups
 (K = the partitions: Faster R-CNN's backbone | neck and heads; every
-tensor is covered, as in ``configs/pgap_faster_rcnn.py`` with its four
+tensor is covered, as in
+``configs/pgap/pgap_faster-rcnn_r50-fpn_8xb2-3x_coco.py`` with its four
 partitions merged into two). In one run, interleaved round by round:
 
 * **prune-back**: each rank prunes the partition its group trained dense
@@ -47,8 +48,9 @@ CONFIGS = {
     'faster_rcnn':
     ('mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
      [r'^backbone\.', [r'^neck\.', r'^rpn_head\.', r'^roi_head\.']]),
-    'retinanet_tiny': ('configs/gap_retinanet_tiny_synthetic.py',
-                       [r'^backbone\.', [r'^neck\.', r'^bbox_head\.']]),
+    'retinanet_tiny':
+    ('configs/gap/cgap_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py',
+     [r'^backbone\.', [r'^neck\.', r'^bbox_head\.']]),
 }
 
 

@@ -24,7 +24,8 @@ Usage::
     python benchmarks/bench_masking.py --steps 3 --size 320   # quicker
     # the demo's small detector against its dense twin:
     python benchmarks/bench_masking.py --skip-prune \
-        --config configs/gap_retinanet_tiny_synthetic.py --size 160 --batch 8
+        --config configs/gap/cgap_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py \
+        --size 160 --batch 8
 """
 import argparse
 import statistics
@@ -114,7 +115,7 @@ def build_detector(size, config=DEFAULT_CONFIG, batch=2):
     init_default_scope('mmdet')
     cfg = get_config(config) if '::' in config else Config.fromfile(config)
     cfg.model.backbone.init_cfg = None
-    cfg.model.backbone.frozen_stages = -1  # as configs/gap_faster_rcnn.py
+    cfg.model.backbone.frozen_stages = -1  # as configs/gap_faster_rcnn.py does
     model = MODELS.build(cfg.model)
     model.init_weights()
     model.train()

@@ -11,7 +11,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/setup.sh
 PY=.venv/bin/python
-CONFIG=configs/gap_retinanet_tiny_synthetic.py
+CONFIG=configs/gap/cgap_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py
 DATA=data/synthetic_coco
 WORK=work_dirs/demo
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
@@ -32,7 +32,7 @@ $PY tools/test.py "$CONFIG" "$CKPT" --work-dir "$WORK/test"
 
 DENSE_ARGS=()
 if [[ "${DEMO_DENSE:-0}" == 1 ]]; then
-  DENSE=configs/dense_retinanet_tiny_synthetic.py
+  DENSE=configs/dense/dense_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py
   echo "[demo] +   training and evaluating the dense twin $DENSE" >&2
   rm -rf "$WORK/dense"
   $PY tools/train.py "$DENSE" --work-dir "$WORK/dense"

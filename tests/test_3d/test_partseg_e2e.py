@@ -2,7 +2,7 @@
 """GaP PointNet++ part segmentation end to end, on generated ShapeNet data.
 
 Through the standard launchers only: two-process (gloo) training with
-tools/dist_train.sh on configs/gap_pointnet2_partseg_tiny.py, tools/test.py
+tools/dist_train.sh on the tiny C-GaP PointNet++ config, tools/test.py
 with PartSegMetric, and the published checkpoint evaluated by mmdet3d's own
 Runner in a process whose config holds no GaP hook or wrapper.
 """
@@ -18,7 +18,9 @@ from gap_mm.testing.e2e import (checkpoint_masks, free_port, load_checkpoint,
                                 logged_metrics, run_tool)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TINY_CONFIG = osp.join(ROOT, 'configs', 'gap_pointnet2_partseg_tiny.py')
+TINY_CONFIG = osp.join(
+    ROOT, 'configs', 'gap',
+    'cgap_pointnet2_ssg_1xb16-36e_synthetic-shapenet-part.py')
 GENERATOR = osp.join(ROOT, 'tools', 'dataset_converters',
                      'gen_shapenet_part.py')
 SPARSITY = 0.8

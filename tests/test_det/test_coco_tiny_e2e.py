@@ -20,6 +20,10 @@ from gap_mm.testing.hooks import KILL_ENV
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 COCO_TINY = osp.abspath(osp.join(ROOT, '..', 'shared', 'data', 'coco_tiny'))
+DEMO_GAP = osp.join(ROOT, 'configs', 'gap',
+                    'cgap_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py')
+DEMO_PGAP = osp.join(ROOT, 'configs', 'pgap',
+                     'pgap_retinanet_r18-fpn_2xb8-2k_synthetic-coco.py')
 pytestmark = pytest.mark.skipif(
     not osp.isdir(COCO_TINY),
     reason=f'real COCO test data not found at {COCO_TINY} (../shared/data '
@@ -61,7 +65,7 @@ def _config(tmp_path):
     data = _coco_tiny_data()
     cfg = tmp_path / 'gap_coco_tiny.py'
     cfg.write_text(f'''
-_base_ = {osp.join(ROOT, 'configs', 'gap_retinanet_tiny_synthetic.py')!r}
+_base_ = {DEMO_GAP!r}
 custom_imports = dict(imports=['gap_mm', 'gap_mm.testing.hooks'],
                       allow_failed_imports=False)
 {data}
@@ -278,14 +282,15 @@ def test_sparsity_report_on_the_trained_detector(trained):
 
 
 def test_parallel_gap_through_dist_train(tmp_path):
-    """configs/pgap_retinanet_tiny_synthetic.py on real images with
-    tools/dist_train.sh and 2 processes (one rank group each): both ranks
-    end with the same masks and the checkpoint evaluates."""
+    """configs/pgap/pgap_retinanet_r18-fpn_2xb8-2k_synthetic-coco.py on
+    real images with tools/dist_train.sh and 2 processes (one rank group
+    each): both ranks end with the same masks and the checkpoint
+    evaluates."""
     # 2 rounds of 2 iterations at batch 2 per rank group
     data = _coco_tiny_data('sampler=dict(group_samples=2 * 2 * 2),')
     cfg = tmp_path / 'pgap_coco_tiny.py'
     cfg.write_text(f'''
-_base_ = {osp.join(ROOT, 'configs', 'pgap_retinanet_tiny_synthetic.py')!r}
+_base_ = {DEMO_PGAP!r}
 custom_imports = dict(imports=['gap_mm', 'gap_mm.testing.hooks'],
                       allow_failed_imports=False)
 {data}

@@ -19,6 +19,18 @@ from gap_mm.sparsity import num_kept
 from gap_mm.testing.config_check import build_gap_training
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+COCO = {
+    'retinanet': 'retinanet_r50-fpn_8xb2-3x_coco.py',
+    'faster_rcnn': 'faster-rcnn_r50-fpn_8xb2-3x_coco.py',
+}
+DEMO = 'retinanet_r18-fpn_1xb8-2k_synthetic-coco.py'
+DEMO_GAP = f'gap/cgap_{DEMO}'
+DEMO_DENSE = f'dense/dense_{DEMO}'
+
+
+def _cfg(name):
+    """A config by its path under configs/."""
+    return Config.fromfile(osp.join(ROOT, 'configs', name))
 
 
 def _batch(size=128, num_classes=80):
@@ -50,13 +62,13 @@ def _batch(size=128, num_classes=80):
         'rpn_head.rpn_reg.weight', 'roi_head.bbox_head.fc_cls.weight',
         'roi_head.bbox_head.fc_reg.weight'
     ]),
-    ('gap_retinanet.py', [
+    (f'gap/cgap_{COCO["retinanet"]}', [
         'backbone.conv1.weight', 'bbox_head.retina_cls.weight',
         'bbox_head.retina_reg.weight'
     ]),
 ])
 def test_full_config_builds_and_trains_one_step(name, dense_excluded):
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
+    cfg = _cfg(name)
     assert cfg.gap_sparsity == 0.8
     # --cfg-options gap_sparsity=0.9 gap_distribution=erk, merged as every
     # launcher merges it (mmdet's tools/train.py and mim included), reaches
@@ -98,12 +110,12 @@ def test_full_config_builds_and_trains_one_step(name, dense_excluded):
 
 @pytest.mark.parametrize('name, emptied', [
     ('gap_faster_rcnn.py', 'roi_head.bbox_head.shared_fcs.0.weight'),
-    ('gap_retinanet.py', 'neck.fpn_convs.3.conv.weight'),
+    (f'gap/cgap_{COCO["retinanet"]}', 'neck.fpn_convs.3.conv.weight'),
 ])
 def test_global_magnitude_that_empties_a_layer_is_an_error(name, emptied):
     # One threshold over freshly initialised layers follows their init
     # scales: at 80% it prunes every weight of these layers.
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
+    cfg = _cfg(name)
     cfg.merge_from_dict(dict(gap_distribution='global'))
     cfg.model.backbone.init_cfg = None
     cfg.custom_hooks[0]['print_table'] = False
@@ -127,12 +139,12 @@ def _assert_erk_at(sp, sparsity):
 
 
 @pytest.mark.parametrize('name, num_prunable', [
-    ('gap_retinanet_tiny_synthetic.py', 29),
-    ('gap_faster_rcnn_tiny_synthetic.py', None),
+    (DEMO_GAP, 29),
+    ('gap/cgap_faster-rcnn_r18-fpn_1xb8-2k_synthetic-coco.py', None),
 ])
 def test_tiny_gap_config_builds_and_trains_one_step(name, num_prunable):
     # The small CPU detectors of the demo and the tests, on 160 px inputs.
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
+    cfg = _cfg(name)
     model, wrapper, hook, runner = build_gap_training(cfg, name)
     sp = hook.sparsifier
     if num_prunable is not None:
@@ -157,19 +169,18 @@ def test_tiny_gap_config_builds_and_trains_one_step(name, num_prunable):
 # The methods' configs for the demo detector: (config, hook, dense at
 # start, masks random at start).
 TINY_METHODS = [
-    ('static_retinanet_tiny_synthetic.py', 'GaPHook', False),
-    ('static_random_retinanet_tiny_synthetic.py', 'GaPHook', False),
-    ('gmp_retinanet_tiny_synthetic.py', 'GMPHook', True),
-    ('rigl_retinanet_tiny_synthetic.py', 'RigLHook', False),
-    ('set_retinanet_tiny_synthetic.py', 'SETHook', False),
+    (f'gap/static_{DEMO}', 'GaPHook', False),
+    (f'gap/static-random_{DEMO}', 'GaPHook', False),
+    (f'gmp/gmp_{DEMO}', 'GMPHook', True),
+    (f'rigl/rigl_{DEMO}', 'RigLHook', False),
+    (f'set/set_{DEMO}', 'SETHook', False),
 ]
 
 
 @pytest.mark.parametrize('name, hook_type, dense', TINY_METHODS)
 def test_tiny_method_configs_train_one_step(name, hook_type, dense):
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
-    gap_cfg = Config.fromfile(
-        osp.join(ROOT, 'configs', 'gap_retinanet_tiny_synthetic.py'))
+    cfg = _cfg(name)
+    gap_cfg = _cfg(DEMO_GAP)
     model, wrapper, hook, runner = build_gap_training(cfg, name)
     assert type(hook).__name__ == hook_type
     # the same prunable set, recipe and budget as the GaP config
@@ -193,10 +204,8 @@ def test_tiny_method_configs_train_one_step(name, hook_type, dense):
 
 
 def test_dense_twin_is_the_gap_config_without_gap():
-    dense = Config.fromfile(
-        osp.join(ROOT, 'configs', 'dense_retinanet_tiny_synthetic.py'))
-    gap = Config.fromfile(
-        osp.join(ROOT, 'configs', 'gap_retinanet_tiny_synthetic.py'))
+    dense = _cfg(DEMO_DENSE)
+    gap = _cfg(DEMO_GAP)
     assert dense.custom_hooks == []
     assert dense.optim_wrapper.type == 'OptimWrapper'
     for key in ('model', 'train_cfg', 'param_scheduler', 'train_dataloader',
@@ -205,16 +214,16 @@ def test_dense_twin_is_the_gap_config_without_gap():
     assert dense.optim_wrapper.optimizer == gap.optim_wrapper.optimizer
 
 
-@pytest.mark.parametrize('name, hook_type',
-                         [(f'{method}_{model}.py', hook)
+@pytest.mark.parametrize('method, model, hook_type',
+                         [(method, model, hook)
                           for method, hook in (('gmp', 'GMPHook'),
                                                ('rigl', 'RigLHook'),
                                                ('set', 'SETHook'))
-                          for model in ('retinanet', 'faster_rcnn')])
-def test_full_method_configs_build(name, hook_type):
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
-    model = 'retinanet' if name.endswith('retinanet.py') else 'faster_rcnn'
-    base = Config.fromfile(osp.join(ROOT, 'configs', f'gap_{model}.py'))
+                          for model in COCO])
+def test_full_method_configs_build(method, model, hook_type):
+    name = f'{method}/{method}_{COCO[model]}'
+    cfg = _cfg(name)
+    base = _cfg(f'gap/cgap_{COCO[model]}')
     cfg.model.backbone.init_cfg = None  # no downloads in tests
     _, _, hook, _ = build_gap_training(cfg, name, iters_per_epoch=1000)
     assert type(hook).__name__ == hook_type
@@ -226,12 +235,12 @@ def test_full_method_configs_build(name, hook_type):
         assert hook.schedule.end == 24000
 
 
-@pytest.mark.parametrize('name, groups', [
-    ('pgap_faster_rcnn.py', 4),
-    ('pgap_retinanet.py', 4),
-    ('pgap_retinanet_tiny_synthetic.py', 2),
+@pytest.mark.parametrize('name, base_name, groups', [
+    (f'pgap/pgap_{c}', f'gap/cgap_{c}', 4) for c in COCO.values()
+] + [
+    ('pgap/pgap_retinanet_r18-fpn_2xb8-2k_synthetic-coco.py', DEMO_GAP, 2),
 ])
-def test_pgap_configs_fit_their_schedule(name, groups):
+def test_pgap_configs_fit_their_schedule(name, base_name, groups):
     # Training them needs a multiple of K processes (the tiny one runs in
     # test_coco_tiny_e2e and the quality grid); here: everything P-GaP
     # checks at the start of training that the config alone decides.
@@ -242,9 +251,8 @@ def test_pgap_configs_fit_their_schedule(name, groups):
     from gap_mm.registry import build_registered
     from gap_mm.schedules import (SCHEDULES, ParallelGaPSchedule,
                                   ScheduleError)
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
-    base = Config.fromfile(
-        osp.join(ROOT, 'configs', name.replace('pgap_', 'gap_')))
+    cfg = _cfg(name)
+    base = _cfg(base_name)
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         hook = HOOKS.build(cfg.custom_hooks[0])
     schedule = build_registered(
@@ -274,23 +282,22 @@ def test_pgap_configs_fit_their_schedule(name, groups):
 
 
 @pytest.mark.parametrize('name', [
-    f'greg{v}{mode}_retinanet_tiny_synthetic.py' for v in (1, 2)
-    for mode in ('', '_filter')
+    f'greg/greg{v}{mode}_{DEMO}' for v in (1, 2) for mode in ('', '-filter')
 ])
 def test_tiny_greg_configs_train_one_step_dense(name):
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
-    gap_cfg = Config.fromfile(
-        osp.join(ROOT, 'configs', 'gap_retinanet_tiny_synthetic.py'))
-    assert cfg.load_from.endswith('dense_retinanet_tiny_synthetic/'
-                                  'iter_2000.pth')
+    cfg = _cfg(name)
+    gap_cfg = _cfg(DEMO_GAP)
+    # the dense baseline's last checkpoint, in its default work dir
+    assert cfg.load_from == osp.join('work_dirs', f'dense_{DEMO[:-3]}',
+                                     'iter_2000.pth')
     model, wrapper, hook, runner = build_gap_training(cfg, name)
     assert type(hook).__name__ == 'GRegHook'
-    assert hook.schedule.variant == int(name[4])
+    assert hook.schedule.variant == int(name[len('greg/greg')])
     assert hook.exclude == gap_cfg.custom_hooks[0].exclude
     assert cfg.train_cfg == gap_cfg.train_cfg
     assert cfg.optim_wrapper == gap_cfg.optim_wrapper
     sp = hook.sparsifier
-    if '_filter' in name:
+    if '-filter' in name:
         assert hook.mode == 'filter' and hook.sparsity == 0.5
         # residual and FPN convs are left out, the rest are prunable
         assert 'backbone.layer1.0.conv2.weight' in hook.coupled
@@ -309,14 +316,14 @@ def test_tiny_greg_configs_train_one_step_dense(name):
     assert hook.schedule.prune_step() < cfg.train_cfg.max_iters
 
 
-@pytest.mark.parametrize('name', [
-    f'greg{v}{mode}_{model}.py' for v in (1, 2) for mode in ('', '_filter')
-    for model in ('retinanet', 'faster_rcnn')
-])
-def test_full_greg_configs_build(name):
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
-    model = 'retinanet' if name.endswith('retinanet.py') else 'faster_rcnn'
-    base = Config.fromfile(osp.join(ROOT, 'configs', f'gap_{model}.py'))
+@pytest.mark.parametrize('method, model', [(f'greg{v}{mode}', model)
+                                           for v in (1, 2)
+                                           for mode in ('', '-filter')
+                                           for model in COCO])
+def test_full_greg_configs_build(method, model):
+    name = f'greg/{method}_{COCO[model].replace("-3x_", "-1x_")}'
+    cfg = _cfg(name)
+    base = _cfg(f'gap/cgap_{COCO[model]}')
     cfg.model.backbone.init_cfg = None  # no downloads in tests
     _, _, hook, _ = build_gap_training(cfg, name, iters_per_epoch=10000)
     assert type(hook).__name__ == 'GRegHook'
@@ -328,14 +335,15 @@ def test_full_greg_configs_build(name):
 
 
 @pytest.mark.parametrize('name, detector, blocks, layers', [
-    ('scs_retinanet.py', 'RetinaNet', 12, 16 * 2 + 2 * 4),
-    ('scs_retinanet_tiny_synthetic.py', 'RetinaNet', 5, 8 + 2 * 2),
-    ('scs_faster_rcnn.py', 'FasterRCNN', 12, 16 * 2 + 2),
-    ('scs_faster_rcnn_tiny_synthetic.py', 'FasterRCNN', 5, 8 + 2),
+    (f'scs/scs_{COCO["retinanet"]}', 'RetinaNet', 12, 16 * 2 + 2 * 4),
+    (f'scs/scs_{DEMO}', 'RetinaNet', 5, 8 + 2 * 2),
+    (f'scs/scs_{COCO["faster_rcnn"]}', 'FasterRCNN', 12, 16 * 2 + 2),
+    ('scs/scs_faster-rcnn_r18-fpn_1xb8-2k_synthetic-coco.py', 'FasterRCNN',
+     5, 8 + 2),
 ])
 def test_scs_configs_build_gated_detectors(name, detector, blocks, layers):
     from mmengine.registry import MODELS, init_default_scope
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
+    cfg = _cfg(name)
     assert cfg.model.type == 'SCSModel'
     assert cfg.custom_hooks[0].type == 'SCSHook'
     # the gate logits by SGD inside GaPOptimWrapper's step, after a warm-up
@@ -353,15 +361,15 @@ def test_scs_configs_build_gated_detectors(name, detector, blocks, layers):
 
 
 @pytest.mark.parametrize('name, layers', [
-    ('scs_pointnet2_partseg_shapenet.py', 10),
-    ('scs_pointnet2_partseg_tiny.py', 8),
+    ('scs/scs_pointnet2_ssg_8xb16-200e_shapenet-part.py', 10),
+    ('scs/scs_pointnet2_ssg_1xb16-36e_synthetic-shapenet-part.py', 8),
 ])
 def test_scs_pointnet2_configs_gate_the_inner_mlp_layers(name, layers):
     pytest.importorskip('mmdet3d')
     import gap_mm3d  # noqa: F401
     from mmdet3d.registry import MODELS
     from mmengine.registry import init_default_scope
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
+    cfg = _cfg(name)
     assert cfg.optim_wrapper.type == 'GaPOptimWrapper'
     assert cfg.custom_hooks[0].type == 'SCSHook'
     cfg.model.flops_input_shape = (256, 6)

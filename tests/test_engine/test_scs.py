@@ -33,6 +33,8 @@ from gap_mm.testing.e2e import free_port
 from gap_mm.testing.hooks import KilledForTest
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+DEMO_GAP = osp.join(ROOT, 'configs', 'gap',
+                    'cgap_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py')
 
 
 class SCSToyNet(BaseModel):
@@ -260,8 +262,7 @@ def test_gates_follow_the_model_not_a_frozen_norm():
 
 def test_gated_flops_match_a_direct_count():
     init_default_scope('mmdet')
-    cfg = Config.fromfile(
-        osp.join(ROOT, 'configs', 'gap_retinanet_tiny_synthetic.py'))
+    cfg = Config.fromfile(DEMO_GAP)
     arch = MODELS.build(cfg.model).eval()
     flops = module_flops(arch, (3, 96, 96))
     gates = GateSet.from_model(arch)
@@ -313,8 +314,7 @@ def test_gated_flops_match_a_direct_count():
 
 def test_landing_keeps_the_highest_logits_that_fit_the_target():
     init_default_scope('mmdet')
-    cfg = Config.fromfile(
-        osp.join(ROOT, 'configs', 'gap_retinanet_tiny_synthetic.py'))
+    cfg = Config.fromfile(DEMO_GAP)
     model = MODELS.build(
         dict(
             type='SCSModel',
@@ -1020,8 +1020,7 @@ def test_a_block_with_a_plugin_after_its_last_conv_is_not_skipped():
 
 def test_only_gates_the_named_layers_and_refuses_tied_ones():
     init_default_scope('mmdet')
-    cfg = Config.fromfile(
-        osp.join(ROOT, 'configs', 'gap_retinanet_tiny_synthetic.py'))
+    cfg = Config.fromfile(DEMO_GAP)
     arch = MODELS.build(cfg.model)
     gates = GateSet.from_model(arch, only=('backbone.layer2.',))
     assert list(gates.channel_sites) == [

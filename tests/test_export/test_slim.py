@@ -20,7 +20,8 @@ from gap_mm.export.slim import (apply_slimming, count_params, plan_slimming,
 from gap_mm.sparsity import channel_followers, find_channel_groups
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-DEMO = osp.join(ROOT, 'configs', 'gap_retinanet_tiny_synthetic.py')
+DEMO_NAME = 'retinanet_r18-fpn_1xb8-2k_synthetic-coco'
+DEMO = osp.join(ROOT, 'configs', 'gap', f'cgap_{DEMO_NAME}.py')
 DEMO_GROUPS = [
     f'backbone.layer{i}.{j}.conv1' for i in (1, 2, 3, 4) for j in (0, 1)
 ] + [f'bbox_head.{t}_convs.{i}.conv' for t in ('cls', 'reg') for i in (0, 1)]
@@ -257,7 +258,7 @@ def test_converter_writes_a_checkpoint_and_config_test_tools_load(tmp_path):
     assert diff < 1e-4
     # the written config and checkpoint build and load as test.py would
     slim_cfg = Config.fromfile(
-        str(out / 'gap_retinanet_tiny_synthetic_slim.py'))
+        str(out / f'cgap_{DEMO_NAME}_slim.py'))
     assert slim_cfg.model.type == 'SlimModel'
     assert slim_cfg.custom_hooks == []  # the GaPHook of the config is gone
     init_default_scope('mmdet')
@@ -275,7 +276,7 @@ def test_converter_writes_a_checkpoint_and_config_test_tools_load(tmp_path):
 
 def test_an_scs_checkpoint_exports_its_hard_structure(tmp_path):
     init_default_scope('mmdet')
-    cfg_path = osp.join(ROOT, 'configs', 'scs_retinanet_tiny_synthetic.py')
+    cfg_path = osp.join(ROOT, 'configs', 'scs', f'scs_{DEMO_NAME}.py')
     cfg = Config.fromfile(cfg_path)
     cfg.model.flops_input_shape = (3, 64, 64)
     torch.manual_seed(0)
@@ -306,7 +307,7 @@ def test_an_scs_checkpoint_exports_its_hard_structure(tmp_path):
     assert "blocks removed (SCS gates off): ['backbone.layer3.1']" in \
         proc.stdout
     slim_cfg = Config.fromfile(
-        str(out / 'scs_retinanet_tiny_synthetic_slim.py'))
+        str(out / f'scs_{DEMO_NAME}_slim.py'))
     assert slim_cfg.model.model.type == 'RetinaNet'  # the detector alone
     assert slim_cfg.custom_hooks == []
     built = MODELS.build(slim_cfg.model)
@@ -378,7 +379,8 @@ def test_a_two_stage_scs_model_slims_to_its_gates():
     from gap_mm.export.slim import bake_gates
     init_default_scope('mmdet')
     cfg = Config.fromfile(
-        osp.join(ROOT, 'configs', 'scs_faster_rcnn_tiny_synthetic.py'))
+        osp.join(ROOT, 'configs', 'scs',
+                 'scs_faster-rcnn_r18-fpn_1xb8-2k_synthetic-coco.py'))
     cfg.model.flops_input_shape = (3, 64, 64)
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
@@ -420,7 +422,8 @@ def test_a_pointnet2_scs_model_slims_to_its_gates():
     from mmdet3d.structures import Det3DDataSample
     init_default_scope('mmdet3d')
     cfg = Config.fromfile(
-        osp.join(ROOT, 'configs', 'scs_pointnet2_partseg_tiny.py'))
+        osp.join(ROOT, 'configs', 'scs',
+                 'scs_pointnet2_ssg_1xb16-36e_synthetic-shapenet-part.py'))
     cfg.model.flops_input_shape = (128, 6)
     torch.manual_seed(0)
     model = MODELS3D.build(cfg.model)

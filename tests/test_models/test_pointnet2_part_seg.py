@@ -234,13 +234,18 @@ def test_sa_module_groups_like_mmcv():
     assert new_feats.shape == (1, 1, 1) and idx.tolist() == [[0]]
 
 
+FULL = 'pointnet2_ssg_8xb16-200e_shapenet-part.py'
+TINY = 'pointnet2_ssg_1xb16-36e_synthetic-shapenet-part.py'
+
+
 def _full_cfg(name):
+    """A config by its path under configs/."""
     return Config.fromfile(osp.join(ROOT, 'configs', name))
 
 
 @pytest.mark.parametrize('variant', ['ssg', 'msg'])
 def test_full_gap_config_builds_and_trains_one_step(variant):
-    cfg = _full_cfg('gap_pointnet2_partseg_shapenet.py')
+    cfg = _full_cfg(f'gap/cgap_{FULL}')
     cfg.model.variant = variant
     assert cfg.train_dataloader.batch_size == 16
     assert cfg.train_pipeline[1].num_points == 2048
@@ -273,8 +278,8 @@ def test_full_gap_config_builds_and_trains_one_step(variant):
 
 
 def test_dense_config_switches_gap_off():
-    gap = _full_cfg('gap_pointnet2_partseg_shapenet.py')
-    dense = _full_cfg('dense_pointnet2_partseg_shapenet.py')
+    gap = _full_cfg(f'gap/cgap_{FULL}')
+    dense = _full_cfg(f'dense/dense_{FULL}')
     assert dense.custom_hooks == []
     assert dense.optim_wrapper.type == 'OptimWrapper'
     assert 'gap_mm' not in dense.custom_imports.imports
@@ -284,15 +289,15 @@ def test_dense_config_switches_gap_off():
 
 
 @pytest.mark.parametrize('name, hook_type, dense', [
-    ('static_pointnet2_partseg_tiny.py', 'GaPHook', False),
-    ('static_random_pointnet2_partseg_tiny.py', 'GaPHook', False),
-    ('gmp_pointnet2_partseg_tiny.py', 'GMPHook', True),
-    ('rigl_pointnet2_partseg_tiny.py', 'RigLHook', False),
-    ('set_pointnet2_partseg_tiny.py', 'SETHook', False),
+    (f'gap/static_{TINY}', 'GaPHook', False),
+    (f'gap/static-random_{TINY}', 'GaPHook', False),
+    (f'gmp/gmp_{TINY}', 'GMPHook', True),
+    (f'rigl/rigl_{TINY}', 'RigLHook', False),
+    (f'set/set_{TINY}', 'SETHook', False),
 ])
 def test_tiny_method_configs_train_one_step(name, hook_type, dense):
     cfg = _full_cfg(name)
-    gap = _full_cfg('gap_pointnet2_partseg_tiny.py')
+    gap = _full_cfg(f'gap/cgap_{TINY}')
     for key in ('model', 'train_cfg', 'param_scheduler', 'optim_wrapper'):
         assert cfg[key] == gap[key], key
     # 36 epochs of 9 iterations, as the tiny data has 150 training shapes
@@ -311,8 +316,8 @@ def test_tiny_method_configs_train_one_step(name, hook_type, dense):
 
 
 def test_tiny_dense_twin_is_the_gap_config_without_gap():
-    gap = _full_cfg('gap_pointnet2_partseg_tiny.py')
-    dense = _full_cfg('dense_pointnet2_partseg_tiny.py')
+    gap = _full_cfg(f'gap/cgap_{TINY}')
+    dense = _full_cfg(f'dense/dense_{TINY}')
     assert dense.custom_hooks == []
     assert dense.optim_wrapper.type == 'OptimWrapper'
     for key in ('model', 'train_cfg', 'param_scheduler', 'train_dataloader',

@@ -1,0 +1,11 @@
+# Faster R-CNN R50-FPN on COCO trained dense: the model, data and 36-epoch
+# schedule every sparse method of configs/ trains with.
+#   tools/dist_train.sh \
+#       configs/dense/dense_faster-rcnn_r50-fpn_8xb2-3x_coco.py 8
+_base_ = [
+    '../_base_/models/faster-rcnn_r50-fpn.py',
+    'mmdet::_base_/datasets/coco_detection.py',
+    '../_base_/schedules/sgd-3x.py', 'mmdet::_base_/default_runtime.py',
+    '../_base_/sparsity/faster-rcnn_r50-fpn_coco.py'
+]
+custom_hooks = []

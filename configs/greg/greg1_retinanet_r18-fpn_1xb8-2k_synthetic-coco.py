@@ -1,0 +1,28 @@
+# GReg-1 (Wang et al., ICLR 2021), unstructured, of the demo RetinaNet: on
+# the dense baseline's checkpoint (load_from) the penalty on the picked
+# weights grows, they are masked, and the rest fine-tunes, all on the
+# demo's schedule.
+#   python tools/train.py \
+#       configs/greg/greg1_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py
+_base_ = [
+    '../_base_/models/retinanet_r18-fpn_synthetic-coco.py',
+    '../_base_/datasets/synthetic-coco.py',
+    '../_base_/schedules/adamw-cosine-2k.py', '../_base_/default_runtime.py',
+    '../_base_/sparsity/retinanet_r18-fpn_synthetic-coco.py'
+]
+custom_imports = dict(imports=['gap_mm'], allow_failed_imports=False)
+# The dense checkpoint this run prunes; override it on the command line.
+load_from = 'work_dirs/dense_retinanet_r18-fpn_1xb8-2k_synthetic-coco/' \
+    'iter_2000.pth'
+optim_wrapper = dict(type='GaPOptimWrapper')
+custom_hooks = [
+    dict(
+        type='GRegHook',
+        mode='unstructured',
+        variant=1,
+        exclude=_base_.gap_exclude,
+        update_interval=5,
+        granularity=0.005,
+        upper_limit=1.0,
+        stabilize=200)
+]

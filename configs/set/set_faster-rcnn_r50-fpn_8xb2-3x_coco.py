@@ -1,0 +1,22 @@
+# SET (Mocanu et al., 2018) of Faster R-CNN R50-FPN on COCO: a random mask at
+# the target from the start; every 1000 iterations until 2/3 of the run (epoch
+# 24, C-GaP's last prune) each layer drops its smallest weights and grows
+# random ones, a constant 30% of its active weights. The end is a fraction of
+# the run, right for any number of GPUs.
+#   tools/dist_train.sh configs/set/set_faster-rcnn_r50-fpn_8xb2-3x_coco.py 8
+_base_ = [
+    '../_base_/models/faster-rcnn_r50-fpn.py',
+    'mmdet::_base_/datasets/coco_detection.py',
+    '../_base_/schedules/sgd-3x.py', 'mmdet::_base_/default_runtime.py',
+    '../_base_/sparsity/faster-rcnn_r50-fpn_coco.py'
+]
+custom_imports = dict(imports=['gap_mm'], allow_failed_imports=False)
+optim_wrapper = dict(type='GaPOptimWrapper')
+custom_hooks = [
+    dict(
+        type='SETHook',
+        exclude=_base_.gap_exclude,
+        interval=1000,
+        end=24 / 36,
+        drop_fraction=0.3)
+]
