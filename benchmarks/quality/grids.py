@@ -20,38 +20,38 @@ from cell import Cell
 #: Method -> config, per task. Every config inherits its task's GaP config
 #: (same model, data, recipe, budget and prunable set); see configs/.
 DET = {
-    'dense': 'configs/dense_retinanet_tiny_synthetic.py',
-    'C-GaP': 'configs/gap_retinanet_tiny_synthetic.py',
-    'static': 'configs/static_retinanet_tiny_synthetic.py',
-    'static random': 'configs/static_random_retinanet_tiny_synthetic.py',
-    'GMP': 'configs/gmp_retinanet_tiny_synthetic.py',
-    'RigL': 'configs/rigl_retinanet_tiny_synthetic.py',
-    'SET': 'configs/set_retinanet_tiny_synthetic.py',
+    'dense': 'configs/dense/dense_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py',
+    'C-GaP': 'configs/gap/cgap_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py',
+    'static': 'configs/gap/static_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py',
+    'static random': 'configs/gap/static-random_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py',
+    'GMP': 'configs/gmp/gmp_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py',
+    'RigL': 'configs/rigl/rigl_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py',
+    'SET': 'configs/set/set_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py',
 }
 #: Two-partition GaP, one-process cyclic and 2-process parallel (grid pgap).
 DET_K2 = {
-    'C-GaP K2': 'configs/cgap_k2_retinanet_tiny_synthetic.py',
-    'P-GaP': 'configs/pgap_retinanet_tiny_synthetic.py',
+    'C-GaP K2': 'configs/gap/cgap-k2_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py',
+    'P-GaP': 'configs/pgap/pgap_retinanet_r18-fpn_2xb8-2k_synthetic-coco.py',
 }
 PN2 = {
-    'dense': 'configs/dense_pointnet2_partseg_tiny.py',
-    'C-GaP': 'configs/gap_pointnet2_partseg_tiny.py',
-    'static': 'configs/static_pointnet2_partseg_tiny.py',
-    'static random': 'configs/static_random_pointnet2_partseg_tiny.py',
-    'GMP': 'configs/gmp_pointnet2_partseg_tiny.py',
-    'RigL': 'configs/rigl_pointnet2_partseg_tiny.py',
-    'SET': 'configs/set_pointnet2_partseg_tiny.py',
+    'dense': 'configs/dense/dense_pointnet2_ssg_1xb16-36e_synthetic-shapenet-part.py',
+    'C-GaP': 'configs/gap/cgap_pointnet2_ssg_1xb16-36e_synthetic-shapenet-part.py',
+    'static': 'configs/gap/static_pointnet2_ssg_1xb16-36e_synthetic-shapenet-part.py',
+    'static random': 'configs/gap/static-random_pointnet2_ssg_1xb16-36e_synthetic-shapenet-part.py',
+    'GMP': 'configs/gmp/gmp_pointnet2_ssg_1xb16-36e_synthetic-shapenet-part.py',
+    'RigL': 'configs/rigl/rigl_pointnet2_ssg_1xb16-36e_synthetic-shapenet-part.py',
+    'SET': 'configs/set/set_pointnet2_ssg_1xb16-36e_synthetic-shapenet-part.py',
 }
 #: GReg's configs for the demo detector, by (variant, mode).
 DET_GREG = {
-    (1, 'unstructured'): 'configs/greg1_retinanet_tiny_synthetic.py',
-    (2, 'unstructured'): 'configs/greg2_retinanet_tiny_synthetic.py',
-    (1, 'filter'): 'configs/greg1_filter_retinanet_tiny_synthetic.py',
-    (2, 'filter'): 'configs/greg2_filter_retinanet_tiny_synthetic.py',
+    (1, 'unstructured'): 'configs/greg/greg1_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py',
+    (2, 'unstructured'): 'configs/greg/greg2_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py',
+    (1, 'filter'): 'configs/greg/greg1-filter_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py',
+    (2, 'filter'): 'configs/greg/greg2-filter_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py',
 }
 #: SCS's configs for the demo detector and the tiny part segmentation.
-DET_SCS = 'configs/scs_retinanet_tiny_synthetic.py'
-PN2_SCS = 'configs/scs_pointnet2_partseg_tiny.py'
+DET_SCS = 'configs/scs/scs_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py'
+PN2_SCS = 'configs/scs/scs_pointnet2_ssg_1xb16-36e_synthetic-shapenet-part.py'
 #: Methods that train an N:M pattern (the others are unstructured only).
 NM_METHODS = ('C-GaP', 'static', 'static random')
 DET_GAP, DET_DENSE, DET_STATIC = DET['C-GaP'], DET['dense'], DET['static']
@@ -73,8 +73,8 @@ METHOD_KEYS = {
     'dense, thinner': 'densethinner',
 }
 
-# The demo detector's recipe (configs/_base_/tiny_synthetic_160.py): 2000
-# iterations, cosine decay over the last 1/5, GaP period 200 (K 4 x R 2).
+# The demo detector's recipe (configs/_base_/schedules/adamw-cosine-2k.py):
+# 2000 iterations, cosine decay over the last 1/5, GaP period 200 (K 4 x R 2).
 DET_ITERS, DET_DECAY_FROM, DET_PERIOD = 2000, 1600, 200
 
 #: Where a grid's cells leave their checkpoints (relative to the checkout,

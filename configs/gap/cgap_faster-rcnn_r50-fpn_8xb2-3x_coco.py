@@ -5,7 +5,7 @@
 #   tools/dist_train.sh configs/gap/cgap_faster-rcnn_r50-fpn_8xb2-3x_coco.py 8
 #   tools/dist_train.sh \
 #       configs/gap/cgap_faster-rcnn_r50-fpn_8xb2-3x_coco.py 8 \
-#       --cfg-options gap_sparsity=0.9 gap_distribution=erk
+#       --cfg-options gap_sparsity=0.9 gap_distribution=uniform
 # The result is an ordinary mmdet checkpoint whose pruned weights are 0;
 # mmdet's own tools/test.py evaluates it with the upstream config.
 _base_ = [
