@@ -18,6 +18,7 @@ from gap_mm.sparsity import (DISTRIBUTIONS, REGROWN_SECOND_MOMENTS,
                              format_layer_table, parse_pattern,
                              resolve_module_types, select_prunable)
 from ..dist_check import verify_masks_across_ranks
+from ..gap_variables import resolve_gap_variables
 from ..optimizers import StepStage
 
 DATA_BATCH = Optional[Union[dict, tuple, list]]
@@ -209,7 +210,6 @@ class BaseSparsityHook(Hook):
 
     # ---------------------------------------------------------- set-up
     def _resolve_options(self, runner) -> None:
-        from gap_mm.utils.config_utils import resolve_gap_variables
         cfg = getattr(runner, 'cfg', None)
         values = dict(self._given)
         if cfg is not None:
