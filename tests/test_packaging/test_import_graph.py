@@ -117,6 +117,8 @@ def test_no_import_cycle_in_the_package():
     graph = import_graph(modules)
     # the graph sees the edges it should (a sanity check of the parser)
     assert 'gap_mm.registry' in graph['gap_mm.schedules.builder']
+    assert 'gap_mm.engine.hooks.base_method_hook' in graph[
+        'gap_mm.engine.hooks.base_sparsity_hook']
     assert find_cycles(graph) == []
 
 
