@@ -5,6 +5,7 @@ from collections import OrderedDict
 from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
+from mmengine.hooks import LoggerHook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
@@ -84,12 +85,15 @@ class SCSHook(BaseMethodHook):
     logits to the weights' optimizer (its ``paramwise_cfg``).
 
     Every iteration's FLOPs (the draws while gating, else the hard
-    structure) go to the message hub as ``train/scs_step_flops``; their
-    mean over the run is written to the event record at the end
-    (``{"event": "summary", "values": {"train_flops": ...}}``), its running
-    sum kept in the checkpoint under ``'scs_state'`` so that a resumed run
-    writes the same mean. The freeze (and landing) and the silencing of
-    growing mode are events of the record too.
+    structure) go to the message hub as ``train/scs_step_flops``. At the
+    end of a run that trained, the event record gets ``{"event":
+    "summary", "values": {"train_flops": ..., "train_flops_all_iterations":
+    ...}}``: the mean over the iterations the LoggerHook logged (the value
+    it logs for this key is the iteration's own, not a window mean) and
+    the mean over every iteration. Their running sums are kept in the
+    checkpoint under ``'scs_state'``, so that a resumed run writes the same
+    means. The freeze (and landing) and the silencing of growing mode are
+    events of the record too.
 
     Args:
         freeze (int | float): Iteration from which the structure is fixed
@@ -217,9 +221,13 @@ class SCSHook(BaseMethodHook):
         self._wrapper = None
         self._stage = _GateSGD(self)
         #: Sum and count of the per-iteration FLOPs ratios
-        #: (``train/scs_step_flops``) of the iterations trained so far.
+        #: (``train/scs_step_flops``) of the iterations trained so far, of
+        #: all of them and of those the LoggerHook logged.
         self._flops_sum = 0.0
         self._flops_count = 0
+        self._logged_sum = 0.0
+        self._logged_count = 0
+        self._logger_hook: Optional[LoggerHook] = None
 
     def before_run(self, runner) -> None:
         model = self.unwrap_model(runner)
@@ -295,6 +303,10 @@ class SCSHook(BaseMethodHook):
             method = state.get('method') or {}
             self._flops_sum = float(method.get('flops_sum', 0.0))
             self._flops_count = int(method.get('flops_count', 0))
+            self._logged_sum = float(method.get('logged_sum', 0.0))
+            self._logged_count = int(method.get('logged_count', 0))
+        self._logger_hook = next(
+            (h for h in runner.hooks if isinstance(h, LoggerHook)), None)
 
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
         step, gates = runner.iter, self.model.gates
@@ -394,20 +406,37 @@ class SCSHook(BaseMethodHook):
         hub.update_scalar('train/scs_beta', model.gates.beta)
         self._flops_sum += step_flops
         self._flops_count += 1
+        if self._logs_this_iteration(runner, batch_idx):
+            self._logged_sum += step_flops
+            self._logged_count += 1
 
-    def train_flops(self) -> Optional[float]:
-        """The mean of ``train/scs_step_flops`` over the iterations trained
-        (those before a resume included), or None before any."""
-        return self._flops_sum / self._flops_count \
-            if self._flops_count else None
+    def _logs_this_iteration(self, runner, batch_idx: int) -> bool:
+        """Whether the LoggerHook writes the scalars of this iteration (its
+        own rule, through its own helpers)."""
+        hook = self._logger_hook
+        if hook is None:
+            return False
+        if hook.every_n_inner_iters(batch_idx, hook.interval):
+            return True
+        return hook.end_of_epoch(runner.train_dataloader, batch_idx) and (
+            not hook.ignore_last
+            or len(runner.train_dataloader) <= hook.interval)
+
+    def train_flops(self) -> Dict[str, Optional[float]]:
+        """The mean of ``train/scs_step_flops`` over the iterations the
+        LoggerHook logged (``train_flops``) and over every iteration
+        trained (``train_flops_all_iterations``), those before a resume
+        included; None where there were none."""
+        return dict(
+            train_flops=self._logged_sum / self._logged_count
+            if self._logged_count else None,
+            train_flops_all_iterations=self._flops_sum / self._flops_count
+            if self._flops_count else None)
 
     def after_run(self, runner) -> None:
         if self.schedule is not None and self._flops_count:
             self.record_event(
-                runner,
-                runner.iter,
-                'summary',
-                values=dict(train_flops=self.train_flops()))
+                runner, runner.iter, 'summary', values=self.train_flops())
 
     # ------------------------------------------------------ checkpoints
     def checkpoint_state(self, runner) -> Optional[Dict[str, Any]]:
@@ -417,7 +446,10 @@ class SCSHook(BaseMethodHook):
             hook=type(self).__name__,
             step=runner.iter + 1,
             method=dict(
-                flops_sum=self._flops_sum, flops_count=self._flops_count))
+                flops_sum=self._flops_sum,
+                flops_count=self._flops_count,
+                logged_sum=self._logged_sum,
+                logged_count=self._logged_count))
 
     def read_checkpoint_state(self, runner,
                               checkpoint: Mapping) -> Optional[Dict]:
