@@ -231,7 +231,7 @@ class ParallelGaP:
         self._check_model(runner)
         self._check_sampler(runner)
         self._check_intervals(runner)
-        model = runner.model.module
+        model = hook.unwrap_model(runner)  # DDP, checked above
         self.tensors: Dict[str, torch.Tensor] = OrderedDict(
             list(model.named_parameters()) + list(model.named_buffers()))
         self.owner = covered_tensors(model, self.sparsifier.partition_of,
