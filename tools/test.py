@@ -21,9 +21,10 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from gap_mm.errors import GaPConfigError  # noqa: E402
+from gap_mm.prerun_checks import (check_data_paths,  # noqa: E402
+                                  check_gap_hook_options, merge_cfg_options)
 from gap_mm.utils import (allow_mmengine_checkpoint_globals,  # noqa: E402
-                          check_data_paths, check_gap_hook_options,
-                          destroy_dist, export_local_rank, merge_cfg_options,
+                          destroy_dist, export_local_rank,
                           setup_cpu_distributed)
 
 

@@ -73,7 +73,7 @@ class Timeline:
 def find_gap_hook(cfg: Config) -> Optional[dict]:
     """The first sparsity hook (``GaPHook`` or another subclass of
     ``BaseSparsityHook``) of ``cfg.custom_hooks``, or None."""
-    from gap_mm.utils.config_utils import sparsity_hooks
+    from gap_mm.prerun_checks import sparsity_hooks
     hooks = sparsity_hooks(cfg)
     return hooks[0] if hooks else None
 

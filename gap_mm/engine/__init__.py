@@ -2,8 +2,9 @@
 """Where sparse training plugs into MMEngine: hooks and optimizer
 wrappers."""
 from .dist_check import MaskDivergenceError, verify_masks_across_ranks
-from .hooks import (BaseSparsityHook, DropGrowHook, GaPHook, GMPHook, GRegHook,
-                    RigLHook, SCSHook, SETHook)
+from .hooks import (EVENTS_FILE, BaseMethodHook, BaseSparsityHook,
+                    DropGrowHook, GaPHook, GMPHook, GRegHook, RigLHook,
+                    SCSHook, SETHook)
 from .parallel_gap import CombineExchange, ParallelGaP, covered_tensors
 from .rank_groups import GroupLayout, RankGroups, group_layout
 from .samplers import GroupDefaultSampler, GroupInfiniteSampler
@@ -11,10 +12,11 @@ from .optimizers import (GaPAmpOptimWrapper, GaPMaskingMixin, GaPOptimWrapper,
                          StepStage)
 
 __all__ = [
-    'BaseSparsityHook', 'CombineExchange', 'DropGrowHook', 'GMPHook',
-    'GRegHook', 'GaPAmpOptimWrapper', 'GaPHook', 'GaPMaskingMixin',
-    'GaPOptimWrapper', 'GroupDefaultSampler', 'GroupInfiniteSampler',
-    'GroupLayout', 'MaskDivergenceError', 'ParallelGaP', 'RankGroups',
-    'RigLHook', 'SCSHook', 'SETHook', 'StepStage', 'covered_tensors',
-    'group_layout', 'verify_masks_across_ranks'
+    'EVENTS_FILE', 'BaseMethodHook', 'BaseSparsityHook', 'CombineExchange',
+    'DropGrowHook', 'GMPHook', 'GRegHook', 'GaPAmpOptimWrapper', 'GaPHook',
+    'GaPMaskingMixin', 'GaPOptimWrapper', 'GroupDefaultSampler',
+    'GroupInfiniteSampler', 'GroupLayout', 'MaskDivergenceError',
+    'ParallelGaP', 'RankGroups', 'RigLHook', 'SCSHook', 'SETHook',
+    'StepStage', 'covered_tensors', 'group_layout',
+    'verify_masks_across_ranks'
 ]

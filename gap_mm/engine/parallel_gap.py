@@ -11,8 +11,7 @@ every rank takes part in the combine:
   optimizer state are broadcast from the first rank of group ``k`` (the
   masked weights as bits and kept values);
 * everything no partition covers (an excluded stem or output layer, ...) is
-  averaged over all ranks, optimizer state included (the reference code
-  reset such layers to their initialisation: a bug not copied);
+  averaged over all ranks, optimizer state included;
 * then a digest of all weights, buffers, optimizer state and masks is
   compared across ranks.
 
@@ -232,7 +231,7 @@ class ParallelGaP:
         self._check_model(runner)
         self._check_sampler(runner)
         self._check_intervals(runner)
-        model = runner.model.module
+        model = hook.unwrap_model(runner)  # DDP, checked above
         self.tensors: Dict[str, torch.Tensor] = OrderedDict(
             list(model.named_parameters()) + list(model.named_buffers()))
         self.owner = covered_tensors(model, self.sparsifier.partition_of,

@@ -62,8 +62,7 @@ class SCSModel(BaseModel):
             ``|init_logit|``. Defaults to ``-|init_logit|``.
         lambda_init (float): The FLOPs weight to start from, >= 0
             (:class:`~gap_mm.engine.hooks.SCSHook` steers it towards its
-            FLOPs target). Defaults to 0.01: on the demo detector 1.0 is
-            far above the detection gradients and the structure collapses.
+            FLOPs target). Defaults to 0.01.
         init_cfg (dict, optional): Passed on to ``BaseModel``.
     """
 

@@ -1,5 +1,6 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
 """Two gloo processes on the CPU: identical masks, and divergence caught."""
+import json
 import os
 import os.path as osp
 
@@ -135,6 +136,12 @@ def test_two_ranks_identical_masks_and_divergence_detected(tmp_path):
         assert result['error'] is not None
         assert "differ across ranks in the test in 1 layer(s): " \
             "['fc2.weight']" in result['error']
+    # both ranks share the work dir; rank 0 alone writes the event record
+    with open(osp.join(tmp_path, 'gap', 'sparsity_events.jsonl')) as f:
+        events = [json.loads(line) for line in f]
+    assert [(e['event'], e['iter']) for e in events] == [('init', 0)] + [
+        ('gap', i) for i in (0, 2, 4, 6, 8)
+    ]
 
 
 def _corrupting_worker(rank, port, work_dir):

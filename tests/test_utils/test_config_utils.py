@@ -4,8 +4,9 @@ from mmengine.config import Config
 
 import gap_mm  # noqa: F401  (registers the hooks the checks look up)
 from gap_mm.errors import GaPConfigError
-from gap_mm.utils import (changed_top_level_keys, check_gap_hook_options,
-                          merge_cfg_options, resolve_gap_variables)
+from gap_mm.engine.gap_variables import (changed_top_level_keys,
+                                         resolve_gap_variables)
+from gap_mm.prerun_checks import check_gap_hook_options, merge_cfg_options
 
 
 def _cfg(**extra):
@@ -104,14 +105,14 @@ def test_unknown_changes_keep_the_explicit_option_with_a_warning(tmp_path):
     cfg = Config.fromfile(str(path))
     assert changed_top_level_keys(cfg, work_dir=str(tmp_path)) is None
     assert changed_top_level_keys(cfg, work_dir=str(tmp_path / 'x')) == []
-    with mock.patch('gap_mm.utils.config_utils.print_log') as log:
+    with mock.patch('gap_mm.engine.gap_variables.print_log') as log:
         assert resolve_gap_variables(
             cfg, dict(sparsity=0.5), work_dir=str(tmp_path)) == {}
     message = log.call_args[0][0]
     assert "explicit sparsity=0.5, not the config's gap_sparsity=0.9" in \
         message
     # known to be unchanged: the explicit option stands silently
-    with mock.patch('gap_mm.utils.config_utils.print_log') as log:
+    with mock.patch('gap_mm.engine.gap_variables.print_log') as log:
         assert resolve_gap_variables(cfg, dict(sparsity=0.5),
                                      changed=[]) == {}
     log.assert_not_called()

@@ -23,7 +23,7 @@ from gap_mm.analysis import (TimelineError, build_timeline, format_timeline,
                              partition_labels, plot_timeline,
                              schedule_from_config, training_length)
 from gap_mm.errors import GaPConfigError
-from gap_mm.utils import merge_cfg_options
+from gap_mm.prerun_checks import merge_cfg_options
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

@@ -41,7 +41,7 @@ from mmengine.model import is_model_wrapper
 
 from gap_mm.engine.optimizers import StepStage
 from gap_mm.errors import GaPConfigError
-from gap_mm.utils import merge_cfg_options
+from gap_mm.prerun_checks import merge_cfg_options
 
 
 class _Split(StepStage):

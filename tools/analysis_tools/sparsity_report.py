@@ -29,7 +29,7 @@ from gap_mm.analysis import (InputShapeAction, ReportError, build_model,
                              module_flops, plot_sparsity, report_from_files,
                              write_csv, zero_filter_flops)
 from gap_mm.errors import GaPConfigError
-from gap_mm.utils import merge_cfg_options
+from gap_mm.prerun_checks import merge_cfg_options
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

@@ -47,7 +47,7 @@ from gap_mm.errors import GaPConfigError
 from gap_mm.export.checkpoint_io import to_jsonable
 from gap_mm.export.slim import (apply_slimming, bake_gates, count_params,
                                 plan_slimming)
-from gap_mm.utils import merge_cfg_options
+from gap_mm.prerun_checks import merge_cfg_options
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

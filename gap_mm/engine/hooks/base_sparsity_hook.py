@@ -1,16 +1,14 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
-"""What every sparse-training hook of gap_mm does, once."""
+"""What every mask-based sparse-training hook of gap_mm does, once."""
 import logging
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import torch
-from mmengine import dist
-from mmengine.hooks import EMAHook, Hook
+from mmengine.hooks import EMAHook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 from mmengine.runner import IterBasedTrainLoop
 
-from gap_mm.checkpoint import read_state, write_state
+from gap_mm.checkpoint import CKPT_KEY, read_state, write_state
 from gap_mm.errors import GaPConfigError
 from gap_mm.registry import SPARSIFIERS, build_registered
 from gap_mm.sparsity import (DISTRIBUTIONS, REGROWN_SECOND_MOMENTS,
@@ -18,7 +16,9 @@ from gap_mm.sparsity import (DISTRIBUTIONS, REGROWN_SECOND_MOMENTS,
                              format_layer_table, parse_pattern,
                              resolve_module_types, select_prunable)
 from ..dist_check import verify_masks_across_ranks
+from ..gap_variables import resolve_gap_variables
 from ..optimizers import StepStage
+from .base_method_hook import BaseMethodHook
 
 DATA_BATCH = Optional[Union[dict, tuple, list]]
 
@@ -29,21 +29,27 @@ INITS = ('magnitude', 'random', 'none')
 DEFAULTS = dict(sparsity=0.8, distribution='uniform', pattern='unstructured')
 
 
-class BaseSparsityHook(Hook):
-    """The shared engine of gap_mm's sparse-training hooks.
+class BaseSparsityHook(BaseMethodHook):
+    """The shared engine of gap_mm's mask-based sparse-training hooks.
 
-    It does, once for every method: select the prunable layers, build the
+    On top of :class:`BaseMethodHook` (unwrapping, the run check, the
+    optimizer-wrapper check, the seed, the schedule from ``SCHEDULES``,
+    checkpoint plumbing, the event record) it does, once for every method:
+    select the prunable layers, build the
     :class:`~gap_mm.sparsity.Sparsifier` (distributions, N:M, exact counts,
     partitions), attach it to the optimizer wrapper, choose the initial
     masks, zero the optimizer state at every prune and reset it at every
     grow, check after every event that all ranks hold the same masks, keep
     an :class:`~mmengine.hooks.EMAHook`'s averaged model zero wherever the
     masks prune, log the sparsity through the message hub, print the
-    per-layer table, and save its state in the checkpoint (see
-    :mod:`gap_mm.checkpoint.state`) so that a resumed run continues exactly.
+    per-layer table, record every mask event, and save its state in the
+    checkpoint (see :mod:`gap_mm.checkpoint.state`) so that a resumed run
+    continues exactly.
 
-    A method subclasses it and implements :meth:`build_schedule` and
-    :meth:`update` (which masks the step needs); it may override
+    A method subclasses it, gives its schedule's config to
+    :meth:`configure_schedule` (or overrides :meth:`build_schedule`) and
+    implements :meth:`update` (which masks the step needs, each change
+    passed to :meth:`apply_event`); it may override
     :meth:`method_state` / :meth:`load_method_state` and :meth:`step_stage`
     (work inside every optimizer step, see
     :class:`~gap_mm.engine.optimizers.StepStage`).
@@ -91,9 +97,7 @@ class BaseSparsityHook(Hook):
             end of training. Defaults to True.
     """
 
-    priority = 'ABOVE_NORMAL'
-    #: Prefix of the log lines.
-    method_name = 'sparsity'
+    state_key = CKPT_KEY
     #: Whether the method works with an N:M ``pattern``.
     supports_nm = True
     #: Whether :meth:`update` runs again when a run resumes at the step its
@@ -116,6 +120,7 @@ class BaseSparsityHook(Hook):
                  regrown_second_moment: str = 'mean',
                  verify_sync: bool = True,
                  print_table: bool = True) -> None:
+        super().__init__()
         # Validate what does not need the model now, so that a bad config
         # fails before the model is built.
         self._given = dict(
@@ -156,11 +161,8 @@ class BaseSparsityHook(Hook):
         self.distribution: Optional[str] = None
         self.pattern: Optional[str] = None
         self.sparsifier: Optional[Sparsifier] = None
-        self.schedule = None
-        self._loaded_state: Optional[Dict[str, Any]] = None
         self._stats: Dict[str, float] = {}
         self._ema_params: Dict[str, torch.Tensor] = {}
-        self._run_length: Dict[str, Optional[int]] = {}
 
     @staticmethod
     def _check_sparse_options(values: Mapping[str, Any]) -> None:
@@ -181,10 +183,6 @@ class BaseSparsityHook(Hook):
                 f'cyclic or static.')
 
     # ------------------------------------------------ for the subclasses
-    def build_schedule(self, num_partitions: int):
-        """The method's schedule (``by_epoch``, ``unit``, ``check_fits``)."""
-        raise NotImplementedError
-
     def update(self, runner, step: int) -> None:
         """Bring the masks to what step ``step`` needs (call
         :meth:`apply_event` with what changed)."""
@@ -209,7 +207,6 @@ class BaseSparsityHook(Hook):
 
     # ---------------------------------------------------------- set-up
     def _resolve_options(self, runner) -> None:
-        from gap_mm.utils.config_utils import resolve_gap_variables
         cfg = getattr(runner, 'cfg', None)
         values = dict(self._given)
         if cfg is not None:
@@ -254,42 +251,10 @@ class BaseSparsityHook(Hook):
                 erk_scale=self.erk_scale),
             base=Sparsifier)
 
-    def steps_of(self, value: Union[int, float], by_epoch: bool,
-                 option: str) -> int:
-        """A schedule option given as steps (an int) or as a fraction of the
-        run (a float in ``(0, 1]``, e.g. ``end=0.75``), in steps."""
-        if isinstance(value, float):
-            length = self._run_length.get('epochs' if by_epoch else 'iters')
-            if not 0 < value <= 1:
-                raise GaPConfigError(
-                    f'{type(self).__name__} {option}={value}: a float is a '
-                    f'fraction of the run and must be in (0, 1]; give an int '
-                    f'for a number of steps')
-            if not length:
-                raise GaPConfigError(
-                    f'{type(self).__name__} {option}={value} is a fraction '
-                    f'of the run, whose length is unknown here; give an int')
-            return max(1, int(round(value * length)))
-        return value
-
-    @staticmethod
-    def _trains(runner) -> bool:
-        """Whether this run trains.
-
-        ``Runner.train()`` builds the train loop before ``before_run``;
-        ``Runner.test()`` and ``val()`` leave it a config dict (or None),
-        and reading ``runner.max_iters`` there would build it, dataloader
-        and sampler included (a rank-group sampler refuses one process).
-        """
-        loop = getattr(runner, '_train_loop', 'built')
-        return not (loop is None or isinstance(loop, dict))
-
     def before_run(self, runner) -> None:
         self._resolve_options(runner)
-        model = runner.model.module if is_model_wrapper(
-            runner.model) else runner.model
-        self.sparsifier = self.build_sparsifier(model)
-        if not self._trains(runner):
+        self.sparsifier = self.build_sparsifier(self.unwrap_model(runner))
+        if not self.trains(runner):
             # Testing or validating a checkpoint: its weights are already
             # zero where pruned and nothing here changes a mask.
             print_log(
@@ -298,10 +263,8 @@ class BaseSparsityHook(Hook):
                 f'is built and the weights are used as loaded',
                 logger='current')
             return
-        self._run_length = dict(
-            iters=getattr(runner, 'max_iters', None),
-            epochs=getattr(runner, 'max_epochs', None))
-        self.schedule = self.build_schedule(self.sparsifier.num_partitions)
+        self.set_run_length(runner)
+        self.schedule = self.build_schedule()
         print_log(
             f'{type(self).__name__}: {len(self.sparsifier.names)} prunable '
             f'layers in {self.sparsifier.num_partitions} partitions, '
@@ -335,14 +298,12 @@ class BaseSparsityHook(Hook):
             self.schedule.check_fits(runner.max_iters)
 
     def before_train(self, runner) -> None:
-        wrapper = runner.optim_wrapper
-        if not hasattr(wrapper, 'attach_sparsifier'):
-            raise GaPConfigError(
-                f'{type(self).__name__} needs an optimizer wrapper that '
-                f"masks gradients and weights: set optim_wrapper=dict(type="
-                f"'GaPOptimWrapper', ...) (GaPAmpOptimWrapper for AMP), but "
-                f'got {type(wrapper).__name__}')
+        wrapper = self.check_optim_wrapper(
+            runner, 'attach_sparsifier',
+            f'{type(self).__name__} needs an optimizer wrapper that masks '
+            f'gradients and weights: set')
         self._check_run_length(runner)
+        super().before_train(runner)  # the seed
         wrapper.attach_sparsifier(self.sparsifier)
         stage = self.step_stage()
         if stage is not None:
@@ -383,15 +344,16 @@ class BaseSparsityHook(Hook):
             return
         score = None
         if self.init == 'random':
-            seed = [runner.seed]
-            dist.broadcast_object_list(seed)  # the same seed on every rank
-            score = RandomScore(seed=int(seed[0]))
+            # the run's seed, the same on every rank
+            score = RandomScore(seed=self.run_seed)
         self.apply_event(
             runner,
             step,
             pruned=self.sparsifier.prune(
                 range(self.sparsifier.num_partitions), score=score),
-            what=f'initial masks ({self.init})')
+            what=f'initial masks ({self.init})',
+            event='init',
+            init=self.init)
         self._check_no_layer_emptied()
 
     def _check_no_layer_emptied(self) -> None:
@@ -451,9 +413,13 @@ class BaseSparsityHook(Hook):
                     step: int,
                     pruned: Optional[Mapping[str, torch.Tensor]] = None,
                     grown: Optional[Mapping[str, torch.Tensor]] = None,
-                    what: str = '') -> None:
+                    what: str = '',
+                    event: str = 'masks',
+                    **fields) -> None:
         """Finish a mask change: zero the optimizer state where ``pruned``,
-        reset it where ``grown``, keep the EMA sparse, check the ranks, log.
+        reset it where ``grown``, keep the EMA sparse, check the ranks, log
+        it, and append it to the event record (:meth:`record_event`, with
+        the sparsity after the change).
 
         Args:
             runner: The Runner.
@@ -463,6 +429,8 @@ class BaseSparsityHook(Hook):
             grown (Mapping[str, Tensor], optional): Bool masks of the
                 positions just regrown (their weights are 0).
             what (str): A description for the log line.
+            event (str): The kind of event, for the record.
+            **fields: The event's own fields, for the record.
         """
         optimizer = runner.optim_wrapper.optimizer
         if pruned:
@@ -483,6 +451,12 @@ class BaseSparsityHook(Hook):
             f'{self.method_name} {where}: {what}; sparsity '
             f'{100 * self._stats["sparsity"]:.2f}%',
             logger='current')
+        fields.setdefault('sparsity', float(self._stats['sparsity']))
+        if self.schedule.by_epoch:
+            # the iteration the epoch ``step`` starts at
+            fields = dict(epoch=int(step), **fields)
+            step = runner.iter
+        self.record_event(runner, step, event, **fields)
 
     def _update_scalars(self, runner) -> None:
         if not self._stats:
@@ -519,20 +493,21 @@ class BaseSparsityHook(Hook):
                 logger='current')
 
     # ----------------------------------------------------- checkpoints
-    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+    def checkpoint_state(self, runner) -> Optional[Dict[str, Any]]:
         if self.sparsifier is None or self.schedule is None:
-            return
+            return None
         step = runner.epoch + 1 if self.schedule.by_epoch else runner.iter + 1
-        write_state(
-            checkpoint,
-            hook=type(self).__name__,
-            step=step,
-            by_epoch=self.schedule.by_epoch,
-            sparsifier=self.sparsifier.state_dict(),
-            dense_partitions=sorted(self.sparsifier.dense_partitions),
-            method=self.method_state())
+        return write_state({},
+                           hook=type(self).__name__,
+                           step=step,
+                           by_epoch=self.schedule.by_epoch,
+                           sparsifier=self.sparsifier.state_dict(),
+                           dense_partitions=sorted(
+                               self.sparsifier.dense_partitions),
+                           method=self.method_state())
 
-    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+    def read_checkpoint_state(self, runner,
+                              checkpoint: Mapping) -> Optional[Dict]:
         state = read_state(checkpoint)
         if state is None:
             print_log(
@@ -540,7 +515,7 @@ class BaseSparsityHook(Hook):
                 f'sparsity state; the masks are chosen afresh',
                 logger='current',
                 level=logging.WARNING)
-            return
+            return None
         if state['hook'] != type(self).__name__:
             print_log(
                 f'{type(self).__name__}: the loaded checkpoint was written by '
@@ -548,4 +523,4 @@ class BaseSparsityHook(Hook):
                 f'not',
                 logger='current',
                 level=logging.WARNING)
-        self._loaded_state = state
+        return state

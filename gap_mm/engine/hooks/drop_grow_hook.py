@@ -5,7 +5,6 @@ from typing import Dict, Optional
 import torch
 
 from gap_mm.errors import GaPConfigError
-from gap_mm.schedules import DropGrowSchedule
 from gap_mm.sparsity import drop_and_grow, num_to_move
 from .base_sparsity_hook import BaseSparsityHook
 
@@ -39,6 +38,7 @@ class DropGrowHook(BaseSparsityHook):
 
     default_decay = 'cosine'
     supports_nm = False
+    run_fractions = dict(begin=1, end=1, interval=1)
 
     def __init__(self,
                  end: Optional[int] = None,
@@ -57,20 +57,14 @@ class DropGrowHook(BaseSparsityHook):
             raise GaPConfigError(f"{name} starts sparse: init must be "
                                  f"'random' or 'magnitude', not 'none'")
         super().__init__(init=init, **kwargs)
-        self.schedule_cfg = dict(
-            interval=interval,
-            end=end,
-            drop_fraction=drop_fraction,
-            decay=decay or self.default_decay,
-            begin=begin)
-        if not any(isinstance(v, float) for v in (begin, end, interval)):
-            DropGrowSchedule(**self.schedule_cfg)  # fail early
-
-    def build_schedule(self, num_partitions: int) -> DropGrowSchedule:
-        cfg = dict(self.schedule_cfg)
-        for key in ('begin', 'end', 'interval'):
-            cfg[key] = self.steps_of(cfg[key], False, key)
-        return DropGrowSchedule(**cfg)
+        self.configure_schedule(
+            dict(
+                type='DropGrowSchedule',
+                interval=interval,
+                end=end,
+                drop_fraction=drop_fraction,
+                decay=decay or self.default_decay,
+                begin=begin))
 
     def before_train(self, runner) -> None:
         counts = getattr(runner.optim_wrapper, '_accumulative_counts', 1)
@@ -115,4 +109,7 @@ class DropGrowHook(BaseSparsityHook):
             pruned=newly_pruned,
             grown=newly_grown,
             what=f'drop and grow {moved} weights ({fraction:.4f} of the '
-            f'active)')
+            f'active)',
+            event='drop_grow',
+            moved=moved,
+            fraction=float(fraction))

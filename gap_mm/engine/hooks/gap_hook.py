@@ -84,8 +84,11 @@ class GaPHook(BaseSparsityHook):
         self.parallel: Optional[ParallelGaP] = None
         self._combined_at: Optional[int] = None
 
-    def build_schedule(self, num_partitions: int) -> BaseGaPSchedule:
-        return build_schedule(self.schedule_cfg, num_partitions)
+    def build_schedule(self) -> BaseGaPSchedule:
+        # from SCHEDULES, with the sparsifier's partition count (no option
+        # of a GaP schedule is a fraction of the run)
+        return build_schedule(self.schedule_cfg,
+                              self.sparsifier.num_partitions)
 
     @property
     def update_on_resume(self) -> bool:
@@ -131,7 +134,10 @@ class GaPHook(BaseSparsityHook):
             step,
             pruned=pruned,
             grown=grown,
-            what=f'prune partitions {prune}, grow partitions {grow}')
+            what=f'prune partitions {prune}, grow partitions {grow}',
+            event='gap',
+            prune=prune,
+            grow=grow)
 
     def _combine(self, runner, step: int) -> None:
         """Prune this group's dense partition back by magnitude, combine
@@ -152,4 +158,6 @@ class GaPHook(BaseSparsityHook):
             what=f'pruned partition {self.group} back and combined the '
             f'{self.schedule.num_partitions} rank groups '
             f'({moved["broadcast"] / 2**20:.1f} MiB broadcast, '
-            f'{moved["allreduce"] / 2**20:.1f} MiB averaged)')
+            f'{moved["allreduce"] / 2**20:.1f} MiB averaged)',
+            event='combine',
+            group=self.group)

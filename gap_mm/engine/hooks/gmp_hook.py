@@ -45,6 +45,7 @@ class GMPHook(BaseSparsityHook):
 
     method_name = 'GMP'
     supports_nm = False
+    run_fractions = dict(begin=1, end=1, interval=1)
 
     def __init__(self,
                  end: Optional[int] = None,
@@ -61,21 +62,17 @@ class GMPHook(BaseSparsityHook):
         if init is None:
             init = 'none' if initial_sparsity == 0 else 'magnitude'
         super().__init__(init=init, **kwargs)
-        # validated now, so a bad ramp fails before the model is built
-        self.schedule_cfg = dict(
-            begin=begin,
-            end=end,
-            interval=interval,
-            initial_sparsity=initial_sparsity,
-            by_epoch=by_epoch)
-        if not any(isinstance(v, float) for v in (begin, end, interval)):
-            CubicSparsitySchedule(**self.schedule_cfg)  # fail early
+        self.configure_schedule(
+            dict(
+                type='CubicSparsitySchedule',
+                begin=begin,
+                end=end,
+                interval=interval,
+                initial_sparsity=initial_sparsity,
+                by_epoch=by_epoch))
 
-    def build_schedule(self, num_partitions: int) -> CubicSparsitySchedule:
-        cfg = dict(self.schedule_cfg)
-        for key in ('begin', 'end', 'interval'):
-            cfg[key] = self.steps_of(cfg[key], cfg['by_epoch'], key)
-        schedule = CubicSparsitySchedule(**cfg)
+    def build_schedule(self) -> CubicSparsitySchedule:
+        schedule = super().build_schedule()
         if schedule.initial_sparsity > self.sparsity:
             raise GaPConfigError(
                 f'GMPHook initial_sparsity={schedule.initial_sparsity} is '
@@ -98,4 +95,9 @@ class GMPHook(BaseSparsityHook):
         self.sparsifier.set_sparsity(target)
         pruned = self.sparsifier.prune(range(self.sparsifier.num_partitions))
         self.apply_event(
-            runner, step, pruned=pruned, what=f'prune to {target:.4f}')
+            runner,
+            step,
+            pruned=pruned,
+            what=f'prune to {target:.4f}',
+            event='prune',
+            target=float(target))

@@ -5,12 +5,10 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 from torch import nn
 
 from gap_mm.errors import GaPConfigError
-from gap_mm.schedules import GRegSchedule
 from gap_mm.sparsity import (GrowingPenalty, channel_followers, check_mode,
                              coupled_filter_params, expand_filters,
                              magnitude_ratio, pack_mask, pick_pruned,
@@ -132,6 +130,7 @@ class GRegHook(BaseSparsityHook):
 
     method_name = 'GReg'
     supports_nm = False
+    run_fractions = dict(begin=1, stabilize=1)
 
     def __init__(self,
                  mode: str = 'unstructured',
@@ -170,18 +169,18 @@ class GRegHook(BaseSparsityHook):
         self.mag_ratio_limit = mag_ratio_limit
         self.mag_ratio_momentum = float(mag_ratio_momentum)
         self.exclude_coupled = exclude_coupled
-        self.schedule_cfg = dict(
-            variant=variant,
-            update_interval=update_interval,
-            granularity=granularity,
-            upper_limit=upper_limit,
-            stabilize=stabilize,
-            granularity_pick=granularity_pick,
-            upper_limit_pick=upper_limit_pick,
-            granularity_recover=granularity_recover,
-            begin=begin)
-        if not any(isinstance(v, float) for v in (begin, stabilize)):
-            GRegSchedule(**self.schedule_cfg)  # fail early
+        self.configure_schedule(
+            dict(
+                type='GRegSchedule',
+                variant=variant,
+                update_interval=update_interval,
+                granularity=granularity,
+                upper_limit=upper_limit,
+                stabilize=stabilize,
+                granularity_pick=granularity_pick,
+                upper_limit_pick=upper_limit_pick,
+                granularity_recover=granularity_recover,
+                begin=begin))
         self.penalty: Optional[GrowingPenalty] = None
         self._stage = _PenaltyStage(self)
         self._wrapper = None
@@ -239,18 +238,11 @@ class GRegHook(BaseSparsityHook):
                 f'({list(self.coupled)}); nothing can be pruned by filters')
         return left
 
-    def build_schedule(self, num_partitions: int) -> GRegSchedule:
-        cfg = dict(self.schedule_cfg)
-        for key in ('begin', 'stabilize'):
-            cfg[key] = self.steps_of(cfg[key], False, key)
-        return GRegSchedule(**cfg)
-
     def before_run(self, runner) -> None:
         super().before_run(runner)
         self.penalty = GrowingPenalty(self.sparsifier.params, self.mode)
         if self.mode == 'filter':
-            model = runner.model.module if is_model_wrapper(
-                runner.model) else runner.model
+            model = self.unwrap_model(runner)
             self._followers = OrderedDict(
                 (n, f) for n, f in channel_followers(model).items()
                 if n in self.sparsifier.params)
@@ -373,7 +365,9 @@ class GRegHook(BaseSparsityHook):
             step,
             pruned=newly_pruned,
             what=f'pruned the picked {self.mode} set after the penalty; '
-            f'fine-tuning with fixed masks')
+            f'fine-tuning with fixed masks',
+            event='prune',
+            mode=self.mode)
 
     @torch.no_grad()
     def _remove_channels(self, optimizer=None) -> None:

@@ -2,26 +2,26 @@
 import logging
 import math
 from collections import OrderedDict
-from typing import Optional, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
-from mmengine.hooks import Hook
+from mmengine.hooks import LoggerHook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
-from gap_mm.engine.optimizers import StepStage
 from gap_mm.errors import GaPConfigError
 from gap_mm.schedules.scs import LAMBDA_CONTROLLERS, SCSSchedule, next_lambda
 from gap_mm.sparsity import init_regrown_state_
 from gap_mm.sparsity.gates import check_landing_target
+from ..optimizers import StepStage
+from .base_method_hook import BaseMethodHook
 
 
 class _GateSGD(StepStage):
     """Plain SGD on the gate logits inside every optimizer step, before the
     weights' optimizer steps: ``s -= gate_lr * grad``; the gradient is then
-    dropped, so the weights' optimizer (AdamW in the demo) never sees the
-    logits. Stateless: a resumed run continues exactly."""
+    dropped, so the weights' optimizer never sees the logits. Stateless: a
+    resumed run continues exactly."""
 
     def __init__(self, hook: 'SCSHook') -> None:
         self.hook = hook
@@ -46,7 +46,7 @@ class _GateSGD(StepStage):
 
 
 @HOOKS.register_module()
-class SCSHook(Hook):
+class SCSHook(BaseMethodHook):
     """Drives the gates of an :class:`~gap_mm.models.SCSModel`:
     structured continuous sparsification (a reconstruction of Yuan,
     Savarese and Maire, ICLR 2021; see :mod:`gap_mm.sparsity.gates`).
@@ -65,34 +65,35 @@ class SCSHook(Hook):
     resumes exactly.
 
     Before ``begin`` (a dense warm-up) the gates stay at ``1[s > 0]`` (all
-    on in pruning mode), nothing is drawn and there is no penalty, so the
-    detector learns before any gate is judged.
+    on in pruning mode), nothing is drawn and there is no penalty.
 
     Growing mode (``SCSModel(seed_width=...)``): when gating begins, the
     channels outside the seed are silenced
     (:meth:`~gap_mm.sparsity.gates.GateSet.silence_off_channels_`: the next
     layer's weights that read them set to 0), so a channel a draw switches
-    on joins the network at 0, as a regrown weight does, rather than adding
-    the features of the untrained weights the warm-up left it, and learns
-    from the task from there. The optimizer state of those weights and of
-    the channels' own weights and norm restarts as a regrown weight's
+    on joins the network at 0, as a regrown weight does. The optimizer
+    state of those weights and of the channels' own weights and norm
+    restarts as a regrown weight's
     (:func:`~gap_mm.sparsity.init_regrown_state_`: Adam's second moments at
-    the mean of the rest of the tensor, not at 0, which under the warm-up's
-    step count moved every grown position at several times the learning
-    rate and made the demo detector diverge).
+    the mean of the rest of the tensor, not at 0).
 
     The gate logits are trained by plain SGD at ``gate_lr`` inside the
     optimizer wrapper's step (a :class:`~gap_mm.engine.optimizers.
     StepStage`; ``optim_wrapper=dict(type='GaPOptimWrapper', ...)``), not
-    by the weights' optimizer: an adaptive optimizer such as AdamW moves a
-    logit by about its full step whenever the FLOPs term, whose sign is
-    the same for every gate, outweighs the noise of its detection
-    gradient, while with SGD a logit moves by its gradient, the detection
-    term against the FLOPs it costs. Measured on the demo detector at a
-    target of 0.5 (``benchmarks/quality/README.md``): AdamW ended at 0.42
-    of the FLOPs and 0.487 bbox mAP, SGD at 0.47 and 0.530.
-    ``gate_lr=None`` leaves the logits to the weights' optimizer (its
-    ``paramwise_cfg``).
+    by the weights' optimizer, so that a logit moves by its gradient: the
+    detection term against the FLOPs it costs. ``gate_lr=None`` leaves the
+    logits to the weights' optimizer (its ``paramwise_cfg``).
+
+    Every iteration's FLOPs (the draws while gating, else the hard
+    structure) go to the message hub as ``train/scs_step_flops``. At the
+    end of a run that trained, the event record gets ``{"event":
+    "summary", "values": {"train_flops": ..., "train_flops_all_iterations":
+    ...}}``: the mean over the iterations the LoggerHook logged (the value
+    it logs for this key is the iteration's own, not a window mean) and
+    the mean over every iteration. Their running sums are kept in the
+    checkpoint under ``'scs_state'``, so that a resumed run writes the same
+    means. The freeze (and landing) and the silencing of growing mode are
+    events of the record too.
 
     Args:
         freeze (int | float): Iteration from which the structure is fixed
@@ -110,37 +111,35 @@ class SCSHook(Hook):
             ``'signed'`` (``lambda += lambda_rate * (flops - target) /
             target``, negative below the target: the term grows gates back,
             for growing mode from ``SCSModel(seed_width=...)``; there
-            ``lambda_rate`` is an absolute step, about the pruning mode's
-            ``lambda_init``: 0.01 on the demo). See
+            ``lambda_rate`` is an absolute step, of the order of the pruning
+            mode's ``lambda_init``). See
             :func:`~gap_mm.schedules.scs.next_lambda`. Defaults to
             ``'multiplicative'``.
         silence_seed (bool): Growing mode: zero what the next layers read
             from the channels outside the seed when gating begins, and
             restart the optimizer state there and of those channels' own
-            parameters. Defaults to True; False only to reproduce
-            the first growing runs.
+            parameters. Defaults to True.
         beta_init (float): Defaults to 1.
         beta_final (float): Defaults to 200.
         lambda_interval (int): Defaults to 10.
         gate_lr (float, optional): Learning rate of the gate logits' SGD,
             > 0, or None (the weights' optimizer trains them). Defaults to
-            100, measured on the demo detector, whose gate gradients are
-            1e-6 to 1e-3 per step.
+            100.
         land_on_target (bool): At the freeze, replace the structure
             ``1[s > 0]`` by the largest within ``flops_target`` that keeps
             the gates of highest logit and each layer's top channel
             (:meth:`~gap_mm.models.SCSModel.land_`: every logit shifted by
             one threshold), so that the frozen and exported model computes
             at most the target even where the ``lambda`` controller did not
-            bring the structure there in time (the tiny PointNet++ froze at
-            0.61 of the FLOPs for a target of 0.5: its gates stop moving
-            once ``beta`` saturates them), and no less than it needs to
+            bring the structure there in time, and no less than it needs to
             where the structure fell below. Needs ``flops_target``.
             Defaults to False (the structure the controller reached).
         seed (int): Seed of the gate samples. Defaults to 0.
     """
 
-    priority = 'ABOVE_NORMAL'
+    method_name = 'SCS'
+    run_fractions = dict(freeze=1, begin=0)
+    state_key = 'scs_state'
 
     def __init__(self,
                  freeze: Union[int, float] = 0.8,
@@ -199,6 +198,7 @@ class SCSHook(Hook):
             raise GaPConfigError(
                 f'SCSHook begin={begin}: a float is a fraction of the run '
                 f'and must be in [0, 1); give an int for an iteration')
+        super().__init__()
         self.freeze = freeze
         self.begin = begin
         self.flops_target = flops_target
@@ -208,29 +208,36 @@ class SCSHook(Hook):
         self.land_on_target = land_on_target
         self.gate_lr = None if gate_lr is None else float(gate_lr)
         self.seed = int(seed)
-        self.schedule_cfg = dict(
-            beta_init=beta_init,
-            beta_final=beta_final,
-            lambda_interval=lambda_interval)
-        if not isinstance(freeze, float) and not isinstance(begin, float):
-            SCSSchedule(
-                freeze=freeze, begin=begin, **self.schedule_cfg)  # fail early
+        self.configure_schedule(
+            dict(
+                type='SCSSchedule',
+                freeze=freeze,
+                begin=begin,
+                beta_init=beta_init,
+                beta_final=beta_final,
+                lambda_interval=lambda_interval))
         self.schedule: Optional[SCSSchedule] = None
         self.model = None
         self._wrapper = None
         self._stage = _GateSGD(self)
+        #: Sum and count of the per-iteration FLOPs ratios
+        #: (``train/scs_step_flops``) of the iterations trained so far, of
+        #: all of them and of those the LoggerHook logged.
+        self._flops_sum = 0.0
+        self._flops_count = 0
+        self._logged_sum = 0.0
+        self._logged_count = 0
+        self._logger_hook: Optional[LoggerHook] = None
 
     def before_run(self, runner) -> None:
-        model = runner.model.module if is_model_wrapper(
-            runner.model) else runner.model
+        model = self.unwrap_model(runner)
         if not hasattr(model, 'gates') or not hasattr(model, 'flops_ratio'):
             raise GaPConfigError(
                 f'SCSHook needs model=dict(type=\'SCSModel\', architecture='
                 f'<the detector>, ...), but the model is '
                 f'{type(model).__name__}')
         self.model = model
-        train_loop = getattr(runner, '_train_loop', None)
-        if train_loop is None or isinstance(train_loop, dict):
+        if not self.trains(runner):
             return  # testing: the gates are 1[s > 0]
         if self.flops_target is not None and self.lambda_controller == \
                 'multiplicative' and not float(model.scs_lambda) > 0:
@@ -265,15 +272,9 @@ class SCSHook(Hook):
             # ungated layers
             check_landing_target(model.architecture, model.gates,
                                  model.flops, self.flops_target)
-        max_iters = runner.max_iters
-        freeze, begin = self.freeze, self.begin
-        if isinstance(freeze, float):
-            freeze = max(1, int(round(freeze * max_iters)))
-        if isinstance(begin, float):
-            begin = int(round(begin * max_iters))
-        self.schedule = SCSSchedule(
-            freeze=freeze, begin=begin, **self.schedule_cfg)
-        self.schedule.check_fits(max_iters)
+        self.set_run_length(runner)
+        self.schedule = self.build_schedule()
+        self.schedule.check_fits(runner.max_iters)
         trainer = "the weights' optimizer" if self.gate_lr is None \
             else f'SGD at lr {self.gate_lr:g}'
         print_log(
@@ -286,18 +287,26 @@ class SCSHook(Hook):
             logger='current')
 
     def before_train(self, runner) -> None:
-        if self.gate_lr is None:
-            return
-        wrapper = runner.optim_wrapper
-        if not hasattr(wrapper, 'add_stage'):
-            raise GaPConfigError(
+        if self.gate_lr is not None:
+            wrapper = self.check_optim_wrapper(
+                runner, 'add_stage',
                 f'SCSHook(gate_lr={self.gate_lr:g}) trains the gate logits '
-                f'inside the optimizer step and needs optim_wrapper=dict('
-                f"type='GaPOptimWrapper', ...) (GaPAmpOptimWrapper for AMP), "
-                f'but got {type(wrapper).__name__}; or set gate_lr=None to '
-                f'leave the logits to the weights\' optimizer')
-        self._wrapper = wrapper
-        wrapper.add_stage(self._stage)
+                f'inside the optimizer step and needs',
+                otherwise='; or set gate_lr=None to leave the logits to the '
+                'weights\' optimizer')
+            self._wrapper = wrapper
+            wrapper.add_stage(self._stage)
+        super().before_train(runner)
+        state = self._loaded_state
+        if state is not None and state.get('step') == runner.iter:
+            # resumed where the checkpoint was saved: the mean goes on
+            method = state.get('method') or {}
+            self._flops_sum = float(method.get('flops_sum', 0.0))
+            self._flops_count = int(method.get('flops_count', 0))
+            self._logged_sum = float(method.get('logged_sum', 0.0))
+            self._logged_count = int(method.get('logged_count', 0))
+        self._logger_hook = next(
+            (h for h in runner.hooks if isinstance(h, LoggerHook)), None)
 
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
         step, gates = runner.iter, self.model.gates
@@ -311,9 +320,11 @@ class SCSHook(Hook):
         elif self.schedule.is_frozen(step):
             if not gates.frozen:
                 landed = ''
+                reached = float(self.model.flops_ratio(hard=True))
+                threshold = None
                 if self.land_on_target:
-                    reached = float(self.model.flops_ratio(hard=True))
-                    if self.model.land_(self.flops_target) is None:
+                    threshold = self.model.land_(self.flops_target)
+                    if threshold is None:
                         landed = (f' (already the largest structure within '
                                   f'the target {self.flops_target})')
                     else:
@@ -322,11 +333,19 @@ class SCSHook(Hook):
                                   f' the gates of highest logit kept, and '
                                   f'each layer\'s top channel)')
                 gates.freeze()
+                frozen = float(self.model.flops_ratio(hard=True))
                 print_log(
                     f'SCS at iteration {step}: structure frozen, FLOPs '
-                    f'{float(self.model.flops_ratio(hard=True)):.3f} of the '
-                    f'full model{landed}',
+                    f'{frozen:.3f} of the full model{landed}',
                     logger='current')
+                self.record_event(
+                    runner,
+                    step,
+                    'freeze',
+                    flops=frozen,
+                    reached=reached,
+                    landed=threshold is not None,
+                    target=self.flops_target)
         else:
             gates.stochastic = True
             gates.resample(self.seed, step)
@@ -335,12 +354,9 @@ class SCSHook(Hook):
         """Growing mode, as gating begins: the consumers' weights that read
         the channels outside the seed start from 0, and the optimizer state
         of those weights and of the channels' own parameters restarts as a
-        regrown weight's does (first moments and SGD's momentum 0, which
-        holds the warm-up's weight decay; Adam's second moments the mean of
-        the tensor's other positions: these positions had no gradient
-        through the warm-up, and a second moment of 0 under a step count of
-        hundreds would move every one of them at several times the learning
-        rate at once)."""
+        regrown weight's does (first moments and SGD's momentum 0; Adam's
+        second moments the mean of the tensor's other positions, which had
+        no gradient through the warm-up)."""
         model = self.model.architecture
         gates = self.model.gates
         channels = gates.off_channel_slices(model)
@@ -362,6 +378,9 @@ class SCSHook(Hook):
             f'the network at 0, and the optimizer state of those weights and '
             f'of the channels\' own parameters restarted',
             logger='current')
+        self.record_event(
+            runner, runner.iter, 'silence', weights=weights,
+            layers=len(zeroed))
 
     def after_train_iter(self,
                          runner,
@@ -385,3 +404,61 @@ class SCSHook(Hook):
         hub.update_scalar('train/scs_step_flops', step_flops)
         hub.update_scalar('train/scs_lambda', float(model.scs_lambda))
         hub.update_scalar('train/scs_beta', model.gates.beta)
+        self._flops_sum += step_flops
+        self._flops_count += 1
+        if self._logs_this_iteration(runner, batch_idx):
+            self._logged_sum += step_flops
+            self._logged_count += 1
+
+    def _logs_this_iteration(self, runner, batch_idx: int) -> bool:
+        """Whether the LoggerHook writes the scalars of this iteration (its
+        own rule, through its own helpers)."""
+        hook = self._logger_hook
+        if hook is None:
+            return False
+        if hook.every_n_inner_iters(batch_idx, hook.interval):
+            return True
+        return hook.end_of_epoch(runner.train_dataloader, batch_idx) and (
+            not hook.ignore_last
+            or len(runner.train_dataloader) <= hook.interval)
+
+    def train_flops(self) -> Dict[str, Optional[float]]:
+        """The mean of ``train/scs_step_flops`` over the iterations the
+        LoggerHook logged (``train_flops``) and over every iteration
+        trained (``train_flops_all_iterations``), those before a resume
+        included; None where there were none."""
+        return dict(
+            train_flops=self._logged_sum / self._logged_count
+            if self._logged_count else None,
+            train_flops_all_iterations=self._flops_sum / self._flops_count
+            if self._flops_count else None)
+
+    def after_run(self, runner) -> None:
+        if self.schedule is not None and self._flops_count:
+            self.record_event(
+                runner, runner.iter, 'summary', values=self.train_flops())
+
+    # ------------------------------------------------------ checkpoints
+    def checkpoint_state(self, runner) -> Optional[Dict[str, Any]]:
+        if self.schedule is None:
+            return None
+        return dict(
+            hook=type(self).__name__,
+            step=runner.iter + 1,
+            method=dict(
+                flops_sum=self._flops_sum,
+                flops_count=self._flops_count,
+                logged_sum=self._logged_sum,
+                logged_count=self._logged_count))
+
+    def read_checkpoint_state(self, runner,
+                              checkpoint: Mapping) -> Optional[Dict]:
+        state = checkpoint.get(self.state_key)
+        if state is None:
+            print_log(
+                'SCSHook: the loaded checkpoint has no \'scs_state\'; the '
+                'mean training FLOPs of the summary cover the iterations '
+                'from here only',
+                logger='current',
+                level=logging.WARNING)
+        return state

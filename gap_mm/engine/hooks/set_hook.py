@@ -2,7 +2,6 @@
 from typing import Any, Dict, Mapping
 
 import torch
-from mmengine import dist
 from mmengine.registry import HOOKS
 
 from gap_mm.sparsity import RandomScore
@@ -16,8 +15,10 @@ class SETHook(DropGrowHook):
 
     A :class:`DropGrowHook` that grows inactive weights at random: the
     scores of an update are drawn from the run's seed and the iteration
-    (:class:`~gap_mm.sparsity.RandomScore`), so every rank grows the same
-    weights and a resumed run the same ones as an uninterrupted run. The
+    (:class:`~gap_mm.sparsity.RandomScore`; the seed is
+    :attr:`~BaseMethodHook.run_seed`, rank 0's, kept in the checkpoint), so
+    every rank grows the same weights and a resumed run the same ones as an
+    uninterrupted run. The
     drop fraction is constant by default (SET's ζ).
 
     Args:
@@ -29,25 +30,14 @@ class SETHook(DropGrowHook):
     method_name = 'SET'
     default_decay = 'constant'
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._seed = None
-
-    def before_train(self, runner) -> None:
-        if self._seed is None:
-            seed = [runner.seed]
-            dist.broadcast_object_list(seed)
-            self._seed = int(seed[0])
-        super().before_train(runner)
-
     def grow_scores(self, runner, step: int) -> Dict[str, torch.Tensor]:
-        score = RandomScore(seed=self._seed * 1000003 + step)
+        score = RandomScore(seed=self.run_seed * 1000003 + step)
         sp = self.sparsifier
         return {n: score(n, sp.params[n]) for n in sp.names if sp.is_sparse(n)}
 
     def method_state(self) -> Dict[str, Any]:
-        return dict(seed=self._seed)
+        return dict(seed=self.run_seed)
 
     def load_method_state(self, state: Mapping[str, Any]) -> None:
         if state.get('seed') is not None:
-            self._seed = int(state['seed'])
+            self.run_seed = int(state['seed'])

@@ -1,35 +1,7 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
-"""Channel and block gates of structured continuous sparsification (SCS,
-Yuan, Savarese and Maire, ICLR 2021), and the expected FLOPs they leave.
-
-No code of the paper was published; this is a reconstruction from its
-abstract and the continuous sparsification it extends (Savarese et al.,
-NeurIPS 2020). Every gated channel and every skippable residual block has a
-trainable logit ``s``; with the temperature ``beta``:
-
-* in training, ``g = q * sigmoid(beta * s)`` with ``q ~ Bernoulli(sigmoid(
-  beta * s))``, drawn once per iteration from a generator seeded by the
-  step (so every rank draws the same ``q``, and a resumed run the same as
-  the straight one);
-* in evaluation, and once the structure is frozen, ``g = 1[s > 0]``.
-
-Where gates go (pure torch, through forward hooks, so the model's own code
-is unchanged):
-
-* a channel gate on each producer of :mod:`gap_mm.sparsity.channels`,
-  multiplying its channels after the norm layer (after the producer where
-  there is none) and before the activation: the channels a gate switches off
-  are exactly 0 after the ReLU, and :mod:`gap_mm.export.slim` removes them;
-* a block gate on each residual block without a downsample (the only ones
-  that can be skipped: input and output shapes agree), multiplying the
-  residual branch after its last norm layer, before the sum: off, the block
-  computes ``relu(x) = x`` (its input is a ReLU output).
-
-Channels tied by residual sums (a block's last conv and its downsample) and
-by FPN levels (lateral and output convs, heads shared across levels) are
-never gated, for the reasons of :mod:`gap_mm.sparsity.coupling`: removing
-one of them would need the same channel removed in every tensor of the sum.
-"""
+"""The gate modules of SCS: :class:`Gate` (the logits of one layer's
+channels or of one block) and :class:`GateSet` (a model's gates, applied by
+forward hooks), and the check of a growing mode's seed."""
 import math
 import weakref
 from collections import OrderedDict
@@ -39,7 +11,7 @@ import torch
 from torch import nn
 
 from gap_mm.errors import GaPConfigError
-from .channels import _class_names, _join, find_channel_groups
+from ..channels import _class_names, _join, find_channel_groups
 
 
 def _key(name: str) -> str:
@@ -450,7 +422,7 @@ class GateSet(nn.Module):
 def _why_not_gated(model: nn.Module, prefix: str,
                    skipped: Mapping[str, str]) -> str:
     """Why no gate site starts with ``prefix``."""
-    from .coupling import coupled_filter_params
+    from ..coupling import coupled_filter_params
     for name, why in skipped.items():
         if name.startswith(prefix):
             return f'{name}: {why}'
@@ -484,163 +456,3 @@ def _branch_end(module: nn.Module) -> Optional[str]:
     attr = getattr(module, f'norm{idx}_name', None) or f'bn{idx}'
     return attr if isinstance(getattr(module, attr, None), nn.Module) \
         else None
-
-
-def gated_flops(model: nn.Module,
-                gates: GateSet,
-                flops: Mapping[str, int],
-                hard: bool = False,
-                sampled: bool = False,
-                structure: Optional[Mapping[str, torch.Tensor]] = None
-                ) -> torch.Tensor:
-    """The FLOPs of ``model`` under its gates, over its full FLOPs.
-
-    A conv / linear layer computes ``F * a_out * a_in * a_block`` of its
-    full FLOPs ``F`` (from :func:`gap_mm.analysis.flops.module_flops`, i.e.
-    ``mmengine.analysis``): ``a_out`` the fraction of its output channels
-    that are on, ``a_in`` of its input channels (when it reads a gated
-    group), ``a_block`` its block's gate; a gated producer's norm layer
-    computes ``a_out`` of its FLOPs, and every other layer inside a gated
-    block ``a_block``, so the hard count equals the slimmed model's. With
-    ``hard=False`` the fractions are the gates' probabilities
-    ``sigmoid(beta * s)`` (the expectation under independent gates,
-    differentiable in ``s``: the penalty); with ``hard=True`` the
-    structure ``1[s > 0]``, or ``structure`` (gate name -> bool) where it
-    is given; with ``sampled=True`` the draws ``q`` of the
-    current iteration (the channels a training step computes: the others
-    are exactly 0, and a restructured network would skip them). Everything
-    else (ungated layers and norms, the rest) counts in full.
-
-    Returns:
-        Tensor: A scalar in (0, 1].
-    """
-    total = float(flops.get('', 0))
-    if total <= 0:
-        raise GaPConfigError('the FLOPs count of the whole model is 0; '
-                             'count it with module_flops on a real input')
-    if sampled and hard:
-        raise ValueError('gated_flops: hard or sampled, not both')
-    if structure is not None and not hard:
-        raise ValueError('gated_flops: a structure goes with hard=True')
-    frac = OrderedDict()
-    for name, gate in gates.gates().items():
-        # float64: the FLOPs are counts of up to ~1e11
-        if sampled:
-            frac[name] = gate.sample.detach().double().mean()
-        elif hard:
-            on = gate.hard() if structure is None else structure[name]
-            frac[name] = on.double().mean()
-        else:
-            frac[name] = gate.probs(gates.beta).double().mean()
-    device = next(iter(gates.parameters())).device
-    one = torch.ones((), dtype=torch.float64, device=device)
-    factor: Dict[str, torch.Tensor] = {}
-
-    def scale(layer: str, value: torch.Tensor) -> None:
-        factor[layer] = factor.get(layer, one) * value
-
-    for gate, layers in gates.scaled_layers(model).items():
-        for layer in layers:
-            scale(layer, frac[gate])
-    gated = sum(float(flops.get(n, 0)) for n in factor)
-    kept = sum(float(flops.get(n, 0)) * f for n, f in factor.items())
-    return (total - gated + kept) / total
-
-
-def landing_structure(
-        model: nn.Module, gates: GateSet, flops: Mapping[str, int],
-        target: float) -> Tuple[float, Dict[str, torch.Tensor]]:
-    """The largest structure within a FLOPs budget that keeps the gates of
-    highest logit: ``1[s > t]`` for the smallest threshold ``t`` whose
-    FLOPs (counted as :func:`gated_flops` counts them) are at most
-    ``target`` of the full model's, where a layer with a channel on keeps
-    its top channel whatever ``t`` (a layer with none would cut the
-    network: the logits of different layers have different scales, and a
-    threshold above all of one layer's logits switched off a whole
-    PointNet++ feature-propagation layer). Gates of equal logit are kept
-    or dropped together; a block gate is dropped like any other (the
-    block is skipped).
-
-    The FLOPs fall as ``t`` rises, so ``t`` is found by bisection over
-    the logits' values (a dozen counts for thousands of gates); it is one
-    of them, or 1 below the smallest when the whole model fits.
-
-    Returns:
-        tuple: ``t`` and the structure (gate name -> bool tensor), for
-        :meth:`GateSet.impose_`.
-
-    Raises:
-        GaPConfigError: If not even the smallest structure (every gate
-            off but each layer's top channel) fits ``target``.
-    """
-    named = gates.gates()
-    logits = {n: g.logits.detach() for n, g in named.items()}
-    protect = {}
-    for name, s in logits.items():
-        keep = torch.zeros_like(s, dtype=torch.bool)
-        if name in gates.channel_sites and bool((s > 0).any()):
-            keep[int(s.argmax())] = True
-        protect[name] = keep
-    values = torch.cat([s.flatten() for s in logits.values()
-                        ]).unique().tolist()  # sorted; each a float32
-
-    def structure(t: float) -> Dict[str, torch.Tensor]:
-        return {n: (s > t) | protect[n] for n, s in logits.items()}
-
-    def ratio(t: float) -> float:
-        return float(
-            gated_flops(model, gates, flops, hard=True,
-                        structure=structure(t)))
-
-    below = values[0] - max(1.0, abs(values[0]))  # every gate on
-    if ratio(below) <= target:
-        return below, structure(below)
-    floor = ratio(values[-1])
-    if floor > target:
-        raise GaPConfigError(_floor_message(target, floor))
-    lo, hi = 0, len(values) - 1  # values[hi] fits
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if ratio(values[mid]) <= target:
-            hi = mid
-        else:
-            lo = mid + 1
-    return values[lo], structure(values[lo])
-
-
-def landing_floor(model: nn.Module, gates: GateSet,
-                  flops: Mapping[str, int]) -> float:
-    """The FLOPs (over the full model's) of the smallest structure a
-    landing can reach from any logits: every block off and one channel
-    on in every gated layer (:func:`landing_structure` keeps a layer's
-    top channel). Known when the model is built, so a target below it can
-    be refused before training."""
-    structure = {}
-    for name, gate in gates.gates().items():
-        on = torch.zeros_like(gate.logits, dtype=torch.bool)
-        if name in gates.channel_sites:
-            on[0] = True
-        structure[name] = on
-    return float(
-        gated_flops(model, gates, flops, hard=True, structure=structure))
-
-
-def check_landing_target(model: nn.Module, gates: GateSet,
-                         flops: Mapping[str, int], target: float) -> None:
-    """Refuse a landing target below :func:`landing_floor`.
-
-    Raises:
-        GaPConfigError: Naming the target and the floor.
-    """
-    floor = landing_floor(model, gates, flops)
-    if floor > target:
-        raise GaPConfigError(_floor_message(target, floor))
-
-
-def _floor_message(target: float, floor: float) -> str:
-    # rounded up, so that the target it names does fit
-    shown = math.ceil(floor * 1e4) / 1e4
-    return (f'no structure of the gates computes at most {target} of the '
-            f'full FLOPs: with every gate off but one channel per layer '
-            f'the model computes {floor:.6f}; give a flops_target >= '
-            f'{shown:.4f}, or gate more layers')
