@@ -1,6 +1,7 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
 """Where sparse training plugs into MMEngine: hooks and optimizer
 wrappers."""
+from .checkpointing import AtomicCheckpointHook
 from .dist_check import MaskDivergenceError, verify_masks_across_ranks
 from .hooks import (BaseSparsityHook, DropGrowHook, GaPHook, GMPHook, GRegHook,
                     RigLHook, SCSHook, SETHook)
@@ -11,7 +12,7 @@ from .optimizers import (GaPAmpOptimWrapper, GaPMaskingMixin, GaPOptimWrapper,
                          StepStage)
 
 __all__ = [
-    'BaseSparsityHook', 'CombineExchange', 'DropGrowHook', 'GMPHook',
+    'AtomicCheckpointHook', 'BaseSparsityHook', 'CombineExchange', 'DropGrowHook', 'GMPHook',
     'GRegHook', 'GaPAmpOptimWrapper', 'GaPHook', 'GaPMaskingMixin',
     'GaPOptimWrapper', 'GroupDefaultSampler', 'GroupInfiniteSampler',
     'GroupLayout', 'MaskDivergenceError', 'ParallelGaP', 'RankGroups',
