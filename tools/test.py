@@ -20,6 +20,7 @@ from mmengine.evaluator import BaseMetric, DumpResults  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
+from gap_mm.checkpoint.recovery import check_checkpoint_file  # noqa: E402
 from gap_mm.errors import GaPConfigError  # noqa: E402
 from gap_mm.utils import (allow_mmengine_checkpoint_globals,  # noqa: E402
                           check_data_paths, check_gap_hook_options,
@@ -196,6 +197,8 @@ def test(args: argparse.Namespace) -> None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
 
+    # a truncated or empty file stops here, named, not in torch.load
+    check_checkpoint_file(args.checkpoint, 'checkpoint')
     cfg.load_from = args.checkpoint
     check_data_paths(cfg, ('test_dataloader', ))
 

@@ -20,6 +20,7 @@ from mmengine.logging import print_log  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
+from gap_mm.checkpoint.recovery import prepare_checkpoint_loading  # noqa
 from gap_mm.errors import GaPConfigError  # noqa: E402
 from gap_mm.utils import (allow_mmengine_checkpoint_globals,  # noqa: E402
                           check_data_paths, check_gap_hook_options,
@@ -159,13 +160,9 @@ def train(args: argparse.Namespace) -> None:
                                '"auto_scale_lr.base_batch_size" in your'
                                ' configuration file.')
 
-    # --resume: 'auto' resumes from the latest checkpoint in work_dir.
-    if args.resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = None
-    elif args.resume is not None:
-        cfg.resume = True
-        cfg.load_from = args.resume
+    # --resume: 'auto' resumes from the newest complete checkpoint in
+    # work_dir; an unusable explicit checkpoint stops here, named.
+    prepare_checkpoint_loading(cfg, args.resume)
 
     # torch >= 2.6 loads checkpoints with weights_only=True by default.
     allow_mmengine_checkpoint_globals()

@@ -48,9 +48,10 @@ def _fsync_dir(dirname: str) -> None:
         os.close(fd)
 
 
-def _write_and_sync(f: BinaryIO, data: Union[bytes, bytearray,
-                                               memoryview]) -> None:
-    """Write ``data`` to the open file ``f``, flush it and fsync it.
+def _write_and_sync(f: BinaryIO, data: Union[bytes, bytearray, memoryview],
+                    tmp_path: str) -> None:
+    """Write ``data`` to the open file ``f`` (the temporary file
+    ``tmp_path``), flush it and fsync it.
 
     The tests replace this function to kill a process in mid-write.
     """
@@ -84,7 +85,7 @@ def atomic_write_bytes(data: Union[bytes, bytearray, memoryview],
         f'{os.getpid()}-')
     try:
         with os.fdopen(fd, 'wb') as f:
-            _write_and_sync(f, data)
+            _write_and_sync(f, data, tmp_path)
         # mkstemp creates 0600; give the file the mode open() would have
         umask = os.umask(0)
         os.umask(umask)

@@ -55,7 +55,7 @@ def test_atomic_write_failure_keeps_old_file(tmp_path, monkeypatch):
     path = tmp_path / 'f.bin'
     atomic_write_bytes(b'old', path)
 
-    def half_then_fail(f, data):
+    def half_then_fail(f, data, tmp_path):
         f.write(data[:len(data) // 2])
         raise OSError(28, 'No space left on device')
 
@@ -97,7 +97,7 @@ def test_interrupted_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     iter_2 = osp.join(str(work_dir), 'iter_2.pth')
     before = open(iter_2, 'rb').read()
 
-    def half_then_die(f, data):
+    def half_then_die(f, data, tmp_path):
         f.write(bytes(data)[:len(data) // 2])
         raise KeyboardInterrupt  # what Ctrl-C mid-save raises
 
