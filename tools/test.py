@@ -22,6 +22,7 @@ from mmengine.runner import Runner  # noqa: E402
 
 from gap_mm.checkpoint.recovery import check_checkpoint_file  # noqa: E402
 from gap_mm.errors import GaPConfigError  # noqa: E402
+from gap_mm.utils.launcher_guard import die_with_launcher  # noqa: E402
 from gap_mm.utils import (allow_mmengine_checkpoint_globals,  # noqa: E402
                           check_data_paths, check_gap_hook_options,
                           destroy_dist, export_local_rank, merge_cfg_options,
@@ -170,6 +171,8 @@ def main() -> None:
     A missing checkpoint or data file and a bad GaP setting end with their
     message and exit code 1, not a traceback.
     """
+    # a worker of tools/dist_*.sh stops when its launcher dies, SIGKILL too
+    die_with_launcher()
     args = parse_args()
     if not checkpoint_exists(args.checkpoint):
         sys.exit(f'error: checkpoint file not found: {args.checkpoint}')

@@ -22,6 +22,7 @@ from mmengine.runner import Runner  # noqa: E402
 
 from gap_mm.checkpoint.recovery import prepare_checkpoint_loading  # noqa
 from gap_mm.errors import GaPConfigError  # noqa: E402
+from gap_mm.utils.launcher_guard import die_with_launcher  # noqa: E402
 from gap_mm.utils import (allow_mmengine_checkpoint_globals,  # noqa: E402
                           check_data_paths, check_gap_hook_options,
                           destroy_dist, export_local_rank, merge_cfg_options,
@@ -119,6 +120,8 @@ def main() -> None:
     A bad config value (GaP settings, data paths, a schedule longer than the
     run) ends with its message and exit code 1, not a traceback.
     """
+    # a worker of tools/dist_*.sh stops when its launcher dies, SIGKILL too
+    die_with_launcher()
     args = parse_args()
     try:
         train(args)
