@@ -265,9 +265,11 @@ def test_sigkill_of_launcher_group_stops_workers(long_dist_run):
     ]
 
 
-def test_sigterm_of_launcher_stops_workers(long_dist_run):
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
+def test_signal_to_launcher_stops_workers(long_dist_run, sig):
+    """SIGTERM, and SIGINT as Ctrl-C sends it to the foreground group."""
     launcher, workers, _, _ = long_dist_run
-    launcher.send_signal(signal.SIGTERM)
+    os.killpg(launcher.pid, sig)
     assert _wait(lambda: not any(_alive(pid) for pid in workers), 60)
     assert launcher.wait(timeout=60) != 0
 
