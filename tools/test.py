@@ -21,6 +21,7 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from gap_mm.checkpoint.recovery import check_checkpoint_file  # noqa: E402
+from gap_mm.checkpoint.weights_match import check_weights_match  # noqa: E402
 from gap_mm.errors import GaPConfigError  # noqa: E402
 from gap_mm.utils.launcher_guard import die_with_launcher  # noqa: E402
 from gap_mm.utils import (allow_mmengine_checkpoint_globals,  # noqa: E402
@@ -218,6 +219,11 @@ def test(args: argparse.Namespace) -> None:
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
+
+    if not args.tta:
+        # another model's checkpoint would test random weights (mAP 0.000)
+        check_weights_match(
+            runner.model, args.checkpoint, 'checkpoint', require_all=True)
 
     if args.out is not None:
         runner.test_evaluator.metrics.append(

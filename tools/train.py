@@ -21,6 +21,7 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from gap_mm.checkpoint.recovery import prepare_checkpoint_loading  # noqa
+from gap_mm.checkpoint.weights_match import check_weights_match  # noqa: E402
 from gap_mm.errors import GaPConfigError  # noqa: E402
 from gap_mm.utils.launcher_guard import die_with_launcher  # noqa: E402
 from gap_mm.utils import (allow_mmengine_checkpoint_globals,  # noqa: E402
@@ -175,6 +176,9 @@ def train(args: argparse.Namespace) -> None:
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
+    if cfg.get('load_from') and not cfg.get('resume'):
+        # another model's checkpoint would silently train from scratch
+        check_weights_match(runner.model, cfg.load_from, 'load_from')
     runner.train()
 
 

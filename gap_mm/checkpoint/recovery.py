@@ -234,3 +234,21 @@ def prepare_checkpoint_loading(cfg, resume: Optional[str]) -> None:
     if cfg.get('load_from'):
         check_checkpoint_file(
             cfg.load_from, '--resume' if cfg.get('resume') else 'load_from')
+
+
+def restores_method_state(runner) -> bool:
+    """Whether the checkpoint a Runner loads is a resume (``--resume``,
+    ``resume=True``) rather than weights to start from (``load_from``).
+
+    Only a resume should restore a method's saved state (masks, schedule
+    position, partitions); after ``load_from`` the weights are loaded and
+    the method starts afresh. A hook's ``after_load_checkpoint`` asks this
+    before it reads its state from the checkpoint.
+
+    Args:
+        runner (Runner): The MMEngine Runner.
+
+    Returns:
+        bool: True when the Runner resumes.
+    """
+    return bool(getattr(runner, '_resume', False))

@@ -12,7 +12,8 @@ from .optimizers import (GaPAmpOptimWrapper, GaPMaskingMixin, GaPOptimWrapper,
                          StepStage)
 
 __all__ = [
-    'AtomicCheckpointHook', 'BaseSparsityHook', 'CombineExchange', 'DropGrowHook', 'GMPHook',
+    'AtomicCheckpointHook',
+    'BaseSparsityHook', 'CombineExchange', 'DropGrowHook', 'GMPHook',
     'GRegHook', 'GaPAmpOptimWrapper', 'GaPHook', 'GaPMaskingMixin',
     'GaPOptimWrapper', 'GroupDefaultSampler', 'GroupInfiniteSampler',
     'GroupLayout', 'MaskDivergenceError', 'ParallelGaP', 'RankGroups',

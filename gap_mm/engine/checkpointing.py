@@ -174,7 +174,8 @@ class AtomicCheckpointHook(CheckpointHook):
         finally:
             self.file_backend = backend
         keep = {getattr(self, 'best_ckpt_path', None)}
-        keep.update((getattr(self, 'best_ckpt_path_dict', None) or {}).values())
+        best_paths = getattr(self, 'best_ckpt_path_dict', None) or {}
+        keep.update(best_paths.values())
         deferred.flush(keep)
 
 

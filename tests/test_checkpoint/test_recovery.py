@@ -2,7 +2,6 @@
 """Which checkpoint a run starts from when some are truncated, empty or
 missing (gap_mm.checkpoint.recovery)."""
 import os
-import os.path as osp
 
 import pytest
 import torch

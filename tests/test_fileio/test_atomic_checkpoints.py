@@ -13,7 +13,8 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
 import gap_mm  # noqa: F401  (registers the backend and the hook)
-from gap_mm.checkpoint import checkpoint_problem, load_checkpoint
+from gap_mm.checkpoint import (checkpoint_problem, load_checkpoint,
+                               restores_method_state)
 from gap_mm.engine.checkpointing import AtomicCheckpointHook
 from gap_mm.fileio import (AtomicLocalBackend, atomic_local_backend,
                            atomic_write_bytes, remove_stale_temp_files)
@@ -93,7 +94,9 @@ def test_interrupted_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     and last_checkpoint naming it survive (MMEngine's hook had deleted
     iter_2.pth before writing)."""
     work_dir = tmp_path / 'work'
-    _runner(work_dir, 'atomic_first', max_iters=2).train()
+    runner = _runner(work_dir, 'atomic_first', max_iters=2)
+    assert not restores_method_state(runner)
+    runner.train()
     iter_2 = osp.join(str(work_dir), 'iter_2.pth')
     before = open(iter_2, 'rb').read()
 
@@ -104,6 +107,7 @@ def test_interrupted_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(atomic_local_backend, '_write_and_sync',
                         half_then_die)
     runner = _runner(work_dir, 'atomic_second', max_iters=4, resume=True)
+    assert restores_method_state(runner)
     with pytest.raises(KeyboardInterrupt):
         runner.train()
     assert not osp.exists(osp.join(str(work_dir), 'iter_4.pth'))

@@ -14,6 +14,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from gap_mm.checkpoint import checkpoint_problem, load_checkpoint
 from gap_mm.testing.e2e import free_port, run_tool
@@ -162,6 +163,35 @@ def test_truncated_explicit_checkpoint_one_line(trained, tmp_path, tool):
     assert proc.returncode == 1
     assert 'Traceback' not in proc.stderr
     assert f'error: {what} {half} is truncated' in proc.stderr
+
+
+@pytest.mark.parametrize('tool', ['train', 'test'])
+def test_checkpoint_of_another_model_stops(trained, tmp_path, tool):
+    """MMEngine loads with strict=False: this trained from scratch, or
+    tested random weights with exit code 0."""
+    other = str(tmp_path / 'other.pth')
+    torch.save(dict(state_dict={'conv.weight': torch.zeros(1)}), other)
+    work = str(tmp_path / 'w')
+    cmd = (_train_py(TOY_CFG, '--work-dir', work, '--cfg-options',
+                     f'load_from={other}') if tool == 'train' else [
+                         sys.executable,
+                         osp.join(REPO, 'tools', 'test.py'), TOY_CFG, other,
+                         '--work-dir', work
+                     ])
+    proc = _run(cmd, tmp_path, check=False)
+    what = 'load_from' if tool == 'train' else 'checkpoint'
+    assert proc.returncode == 1
+    assert 'Traceback' not in proc.stderr
+    assert (f'error: {what} {other} holds 0 of the 9 tensors of the model '
+            '(LauncherToyModel): 9 are missing') in proc.stderr
+
+
+def test_load_from_same_model_logs_the_match(trained, tmp_path):
+    proc = _run(
+        _train_py(TOY_CFG, '--work-dir', tmp_path / 'w', '--cfg-options',
+                  f'load_from={osp.join(trained, "iter_4.pth")}'), tmp_path)
+    assert 'iter_4.pth holds 9 of the 9 tensors of the model' in (
+        proc.stdout + proc.stderr)
 
 
 # --- the launcher ------------------------------------------------------------
