@@ -23,6 +23,10 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 if [ -x "$ROOT/.venv/bin/python" ]; then DEFAULT_PYTHON="$ROOT/.venv/bin/python"; else DEFAULT_PYTHON=python; fi
 PYTHON=${PYTHON:-$DEFAULT_PYTHON}
 
+# exec keeps this pid for torchrun: the workers check that it is alive and
+# ask the kernel for SIGTERM when it dies (gap_mm/utils/launcher_guard.py),
+# since torchrun starts them in sessions of their own.
+GAP_MM_LAUNCHER_PID=$$ \
 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" \
 exec "$PYTHON" -m torch.distributed.run \
     --nnodes="$NNODES" \

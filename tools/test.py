@@ -20,9 +20,12 @@ from mmengine.evaluator import BaseMetric, DumpResults  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
+from gap_mm.checkpoint.recovery import check_checkpoint_file  # noqa: E402
+from gap_mm.checkpoint.weights_match import check_weights_match  # noqa: E402
 from gap_mm.errors import GaPConfigError  # noqa: E402
 from gap_mm.prerun_checks import (check_data_paths,  # noqa: E402
                                   check_gap_hook_options, merge_cfg_options)
+from gap_mm.utils.launcher_guard import die_with_launcher  # noqa: E402
 from gap_mm.utils import (allow_mmengine_checkpoint_globals,  # noqa: E402
                           destroy_dist, export_local_rank,
                           setup_cpu_distributed)
@@ -170,6 +173,8 @@ def main() -> None:
     A missing checkpoint or data file and a bad GaP setting end with their
     message and exit code 1, not a traceback.
     """
+    # a worker of tools/dist_*.sh stops when its launcher dies, SIGKILL too
+    die_with_launcher()
     args = parse_args()
     if not checkpoint_exists(args.checkpoint):
         sys.exit(f'error: checkpoint file not found: {args.checkpoint}')
@@ -197,6 +202,8 @@ def test(args: argparse.Namespace) -> None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
 
+    # a truncated or empty file stops here, named, not in torch.load
+    check_checkpoint_file(args.checkpoint, 'checkpoint')
     cfg.load_from = args.checkpoint
     check_data_paths(cfg, ('test_dataloader', ))
 
@@ -213,6 +220,11 @@ def test(args: argparse.Namespace) -> None:
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
+
+    if not args.tta:
+        # another model's checkpoint would test random weights (mAP 0.000)
+        check_weights_match(
+            runner.model, args.checkpoint, 'checkpoint', require_all=True)
 
     if args.out is not None:
         runner.test_evaluator.metrics.append(

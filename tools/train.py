@@ -20,9 +20,12 @@ from mmengine.logging import print_log  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
+from gap_mm.checkpoint.recovery import prepare_checkpoint_loading  # noqa
+from gap_mm.checkpoint.weights_match import check_weights_match  # noqa: E402
 from gap_mm.errors import GaPConfigError  # noqa: E402
 from gap_mm.prerun_checks import (check_data_paths,  # noqa: E402
                                   check_gap_hook_options, merge_cfg_options)
+from gap_mm.utils.launcher_guard import die_with_launcher  # noqa: E402
 from gap_mm.utils import (allow_mmengine_checkpoint_globals,  # noqa: E402
                           destroy_dist, export_local_rank,
                           setup_cpu_distributed)
@@ -119,6 +122,8 @@ def main() -> None:
     A bad config value (GaP settings, data paths, a schedule longer than the
     run) ends with its message and exit code 1, not a traceback.
     """
+    # a worker of tools/dist_*.sh stops when its launcher dies, SIGKILL too
+    die_with_launcher()
     args = parse_args()
     try:
         train(args)
@@ -160,13 +165,9 @@ def train(args: argparse.Namespace) -> None:
                                '"auto_scale_lr.base_batch_size" in your'
                                ' configuration file.')
 
-    # --resume: 'auto' resumes from the latest checkpoint in work_dir.
-    if args.resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = None
-    elif args.resume is not None:
-        cfg.resume = True
-        cfg.load_from = args.resume
+    # --resume: 'auto' resumes from the newest complete checkpoint in
+    # work_dir; an unusable explicit checkpoint stops here, named.
+    prepare_checkpoint_loading(cfg, args.resume)
 
     # torch >= 2.6 loads checkpoints with weights_only=True by default.
     allow_mmengine_checkpoint_globals()
@@ -176,6 +177,9 @@ def train(args: argparse.Namespace) -> None:
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
+    if cfg.get('load_from') and not cfg.get('resume'):
+        # another model's checkpoint would silently train from scratch
+        check_weights_match(runner.model, cfg.load_from, 'load_from')
     runner.train()
 
 

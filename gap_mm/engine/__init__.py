@@ -1,6 +1,7 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
 """Where sparse training plugs into MMEngine: hooks and optimizer
 wrappers."""
+from .checkpointing import AtomicCheckpointHook
 from .dist_check import MaskDivergenceError, verify_masks_across_ranks
 from .hooks import (EVENTS_FILE, BaseMethodHook, BaseSparsityHook,
                     DropGrowHook, GaPHook, GMPHook, GRegHook, RigLHook,
@@ -12,11 +13,11 @@ from .optimizers import (GaPAmpOptimWrapper, GaPMaskingMixin, GaPOptimWrapper,
                          StepStage)
 
 __all__ = [
-    'EVENTS_FILE', 'BaseMethodHook', 'BaseSparsityHook', 'CombineExchange',
-    'DropGrowHook', 'GMPHook', 'GRegHook', 'GaPAmpOptimWrapper', 'GaPHook',
-    'GaPMaskingMixin', 'GaPOptimWrapper', 'GroupDefaultSampler',
-    'GroupInfiniteSampler', 'GroupLayout', 'MaskDivergenceError',
-    'ParallelGaP', 'RankGroups', 'RigLHook', 'SCSHook', 'SETHook',
-    'StepStage', 'covered_tensors', 'group_layout',
-    'verify_masks_across_ranks'
+    'AtomicCheckpointHook', 'EVENTS_FILE', 'BaseMethodHook',
+    'BaseSparsityHook', 'CombineExchange', 'DropGrowHook', 'GMPHook',
+    'GRegHook', 'GaPAmpOptimWrapper', 'GaPHook', 'GaPMaskingMixin',
+    'GaPOptimWrapper', 'GroupDefaultSampler', 'GroupInfiniteSampler',
+    'GroupLayout', 'MaskDivergenceError', 'ParallelGaP', 'RankGroups',
+    'RigLHook', 'SCSHook', 'SETHook', 'StepStage', 'covered_tensors',
+    'group_layout', 'verify_masks_across_ranks'
 ]
