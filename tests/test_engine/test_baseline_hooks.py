@@ -2,6 +2,7 @@
 """GMP, RigL, SET and the random static mask on the shared engine."""
 import copy
 import os.path as osp
+from unittest import mock
 
 import torch
 from mmengine.hooks import Hook
@@ -208,6 +209,43 @@ class TestRigLHook(BaselineRunnerCase):
 
     def test_resume_is_bitwise_identical(self):
         self._assert_resume_is_bitwise_identical(self.HOOK)
+
+    def test_load_from_starts_another_method_afresh(self):
+        """``load_from`` a RigL checkpoint into a C-GaP run: the weights are
+        loaded, C-GaP chooses its masks afresh from them (no "other
+        partitions" error), and the log says the saved state was not
+        restored; only --resume reads it."""
+        rigl = self._train(self._with_hook(self.HOOK), 'rigl')
+        ckpt = osp.join(self.temp_dir.name, 'rigl', 'iter_16.pth')
+        self.assertIn('gap_state', torch.load(ckpt, weights_only=True))
+        cfg = copy.deepcopy(self.cfg)
+        cfg.load_from = ckpt
+        cfg.train_cfg = dict(by_epoch=False, max_iters=1)
+        cfg.custom_hooks[0]['schedule'] = dict(type='static')
+        cfg.experiment_name = 'gap_from_rigl'
+        cfg.work_dir = osp.join(self.temp_dir.name, 'gap_from_rigl')
+        runner = self.build_runner(cfg)
+        gap, _ = self._hooks(runner)
+        with mock.patch('gap_mm.engine.hooks.base_method_hook.print_log'
+                        ) as log:
+            runner.load_or_resume()
+        self.assertTrue(
+            any('load_from loads the weights only' in call.args[0]
+                for call in log.call_args_list), log.call_args_list)
+        self.assertIsNone(gap._loaded_state)
+        loaded = {k: v.clone() for k, v in runner.model.state_dict().items()}
+        for key, value in rigl.model.state_dict().items():
+            self.assertTrue(torch.equal(loaded[key], value), key)
+        runner.train()
+        # static C-GaP masks of the loaded weights: the largest 25% of each
+        # layer's |w|, chosen afresh (RigL's masks are not restored)
+        for name in gap.sparsifier.names:
+            weight = loaded[name].abs().flatten()
+            keep = gap.sparsifier.keep_mask(name).flatten()
+            k = int(keep.sum())
+            self.assertEqual(k, weight.numel() - round(0.75 * weight.numel()))
+            self.assertGreaterEqual(weight[keep].min(), weight[~keep].max(),
+                                    name)
 
 
 class TestSETAndRandomStatic(BaselineRunnerCase):

@@ -10,6 +10,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
+from gap_mm.checkpoint.recovery import restores_method_state
 from gap_mm.errors import GaPConfigError
 from gap_mm.registry import SCHEDULES, build_registered
 from gap_mm.schedules import BaseSchedule, ScheduleError
@@ -197,7 +198,20 @@ class BaseMethodHook(Hook):
             checkpoint[self.state_key] = state
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Keep the method state of a resumed checkpoint for
+        ``before_train``. A checkpoint given as ``load_from`` (no resume)
+        only provides weights: the method starts afresh, and the log says
+        so when the checkpoint holds a method state."""
         if not self.state_key:
+            return
+        if not restores_method_state(runner):
+            if self.state_key in checkpoint:
+                print_log(
+                    f'{type(self).__name__}: load_from loads the weights '
+                    f'only; the saved {self.state_key!r} (masks, schedule '
+                    f'position) is not restored and the method starts '
+                    f'afresh; use --resume to continue that run',
+                    logger='current')
             return
         state = self.read_checkpoint_state(runner, checkpoint)
         if state is not None:
