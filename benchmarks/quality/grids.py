@@ -17,41 +17,47 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from cell import Cell
 
-#: Method -> config, per task. Every config inherits its task's GaP config
-#: (same model, data, recipe, budget and prunable set); see configs/.
+#: The file names of the two tasks' configs (configs/README.md): the demo
+#: detector and the tiny PointNet++ part segmentation.
+_DET_NAME = 'retinanet_r18-fpn_1xb8-2k_synthetic-coco.py'
+_PN2_NAME = 'pointnet2_ssg_1xb16-36e_synthetic-shapenet-part.py'
+
+#: Method -> config, per task. Every config is its task's bases plus the
+#: method's hook (same model, data, recipe, budget and prunable set).
 DET = {
-    'dense': 'configs/dense/dense_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py',
-    'C-GaP': 'configs/gap/cgap_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py',
-    'static': 'configs/gap/static_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py',
-    'static random': 'configs/gap/static-random_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py',
-    'GMP': 'configs/gmp/gmp_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py',
-    'RigL': 'configs/rigl/rigl_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py',
-    'SET': 'configs/set/set_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py',
+    'dense': f'configs/dense/dense_{_DET_NAME}',
+    'C-GaP': f'configs/gap/cgap_{_DET_NAME}',
+    'static': f'configs/gap/static_{_DET_NAME}',
+    'static random': f'configs/gap/static-random_{_DET_NAME}',
+    'GMP': f'configs/gmp/gmp_{_DET_NAME}',
+    'RigL': f'configs/rigl/rigl_{_DET_NAME}',
+    'SET': f'configs/set/set_{_DET_NAME}',
 }
 #: Two-partition GaP, one-process cyclic and 2-process parallel (grid pgap).
 DET_K2 = {
-    'C-GaP K2': 'configs/gap/cgap-k2_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py',
-    'P-GaP': 'configs/pgap/pgap_retinanet_r18-fpn_2xb8-2k_synthetic-coco.py',
+    'C-GaP K2': f'configs/gap/cgap-k2_{_DET_NAME}',
+    'P-GaP':
+    'configs/pgap/pgap_retinanet_r18-fpn_2xb8-2k_synthetic-coco.py',
 }
 PN2 = {
-    'dense': 'configs/dense/dense_pointnet2_ssg_1xb16-36e_synthetic-shapenet-part.py',
-    'C-GaP': 'configs/gap/cgap_pointnet2_ssg_1xb16-36e_synthetic-shapenet-part.py',
-    'static': 'configs/gap/static_pointnet2_ssg_1xb16-36e_synthetic-shapenet-part.py',
-    'static random': 'configs/gap/static-random_pointnet2_ssg_1xb16-36e_synthetic-shapenet-part.py',
-    'GMP': 'configs/gmp/gmp_pointnet2_ssg_1xb16-36e_synthetic-shapenet-part.py',
-    'RigL': 'configs/rigl/rigl_pointnet2_ssg_1xb16-36e_synthetic-shapenet-part.py',
-    'SET': 'configs/set/set_pointnet2_ssg_1xb16-36e_synthetic-shapenet-part.py',
+    'dense': f'configs/dense/dense_{_PN2_NAME}',
+    'C-GaP': f'configs/gap/cgap_{_PN2_NAME}',
+    'static': f'configs/gap/static_{_PN2_NAME}',
+    'static random': f'configs/gap/static-random_{_PN2_NAME}',
+    'GMP': f'configs/gmp/gmp_{_PN2_NAME}',
+    'RigL': f'configs/rigl/rigl_{_PN2_NAME}',
+    'SET': f'configs/set/set_{_PN2_NAME}',
 }
 #: GReg's configs for the demo detector, by (variant, mode).
 DET_GREG = {
-    (1, 'unstructured'): 'configs/greg/greg1_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py',
-    (2, 'unstructured'): 'configs/greg/greg2_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py',
-    (1, 'filter'): 'configs/greg/greg1-filter_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py',
-    (2, 'filter'): 'configs/greg/greg2-filter_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py',
+    (1, 'unstructured'): f'configs/greg/greg1_{_DET_NAME}',
+    (2, 'unstructured'): f'configs/greg/greg2_{_DET_NAME}',
+    (1, 'filter'): f'configs/greg/greg1-filter_{_DET_NAME}',
+    (2, 'filter'): f'configs/greg/greg2-filter_{_DET_NAME}',
 }
 #: SCS's configs for the demo detector and the tiny part segmentation.
-DET_SCS = 'configs/scs/scs_retinanet_r18-fpn_1xb8-2k_synthetic-coco.py'
-PN2_SCS = 'configs/scs/scs_pointnet2_ssg_1xb16-36e_synthetic-shapenet-part.py'
+DET_SCS = f'configs/scs/scs_{_DET_NAME}'
+PN2_SCS = f'configs/scs/scs_{_PN2_NAME}'
 #: Methods that train an N:M pattern (the others are unstructured only).
 NM_METHODS = ('C-GaP', 'static', 'static random')
 DET_GAP, DET_DENSE, DET_STATIC = DET['C-GaP'], DET['dense'], DET['static']

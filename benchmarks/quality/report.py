@@ -397,10 +397,15 @@ def headline_block(grid: str, records: Sequence[Mapping[str, Any]],
 
 
 def _markers(grid: str, method: Optional[str] = None) -> tuple:
-    name = grid if method is None else (
-        f'{grid}:headline' if method is HEADLINE else f'{grid}:method={method}')
+    """The begin and end markers of a grid's block, of a method's block,
+    or (``method`` is :data:`HEADLINE`) of the headline block."""
+    if method is None:
+        name = grid
+    elif method is HEADLINE:
+        name = f'{grid}:headline'
+    else:
+        name = f'{grid}:method={method}'
     return f'<!-- quality:{name}:begin -->', f'<!-- quality:{name}:end -->'
-
 
 
 def _replace_between(text: str, begin: str, end: str, block: str) -> str:

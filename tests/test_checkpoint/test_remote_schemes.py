@@ -48,7 +48,8 @@ def server(tmp_path, monkeypatch):
     torch.save({'state_dict': {'w': torch.ones(2)}, 'x': _Payload(marker)},
                str(www / 'evil.pth'))
     good = {'w': torch.arange(4.)}
-    torch.save({'state_dict': good, 'meta': {'iter': 3}}, str(www / 'good.pth'))
+    torch.save({'state_dict': good, 'meta': {'iter': 3}},
+               str(www / 'good.pth'))
     assert not osp.exists(marker)
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
     handler = functools.partial(
@@ -90,7 +91,8 @@ def test_mmengine_paths_refuse_payload_over_http(server, how):
     base, marker, _ = server
     with pytest.raises(Exception, match='[Ww]eights only load failed'):
         if how == 'CheckpointLoader':
-            CheckpointLoader.load_checkpoint(f'{base}/evil.pth', logger='silent')
+            CheckpointLoader.load_checkpoint(
+                f'{base}/evil.pth', logger='silent')
         else:
             mm_load_checkpoint(
                 torch.nn.Linear(2, 2), f'{base}/evil.pth', logger='silent')
@@ -104,8 +106,8 @@ def test_pretrained_init_cfg_refuses_payload_over_http(server):
     class Net(BaseModule):
 
         def __init__(self):
-            super().__init__(
-                init_cfg=dict(type='Pretrained', checkpoint=f'{base}/evil.pth'))
+            super().__init__(init_cfg=dict(
+                type='Pretrained', checkpoint=f'{base}/evil.pth'))
             self.w = torch.nn.Linear(2, 2)
 
     with pytest.raises(Exception, match='[Ww]eights only load failed'):
