@@ -65,7 +65,7 @@ default_hooks = dict(logger=dict(interval=1),
                      checkpoint=dict(interval={MAX_EPOCHS}))
 randomness = dict(seed=0)
 custom_hooks = [
-    dict(type='GaPHook', sparsity={SPARSITY},
+    dict(type='GaPHook', sparsity={SPARSITY}, distribution='uniform',
          exclude=[r'^sa_modules\\.0\\.mlps\\.\\d+\\.layer0\\.',
                   r'^decode_head\\.conv_seg\\.'],
          partitions=[r'^sa_modules\\.', r'^fp_modules\\.',

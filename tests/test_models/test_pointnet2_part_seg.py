@@ -247,6 +247,7 @@ def _full_cfg(name):
 def test_full_gap_config_builds_and_trains_one_step(variant):
     cfg = _full_cfg(f'gap/cgap_{FULL}')
     cfg.model.variant = variant
+    cfg.gap_distribution = 'uniform'  # every layer's exact count below
     assert cfg.train_dataloader.batch_size == 16
     assert cfg.train_pipeline[1].num_points == 2048
     model, wrapper, hook, runner = build_gap_training(cfg, variant)
@@ -297,6 +298,7 @@ def test_dense_config_switches_gap_off():
 ])
 def test_tiny_method_configs_train_one_step(name, hook_type, dense):
     cfg = _full_cfg(name)
+    cfg.gap_distribution = 'uniform'  # every layer's exact count below
     gap = _full_cfg(f'gap/cgap_{TINY}')
     for key in ('model', 'train_cfg', 'param_scheduler', 'optim_wrapper'):
         assert cfg[key] == gap[key], key
