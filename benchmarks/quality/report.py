@@ -238,7 +238,12 @@ def _plot_sparsity(ax, mine, title, ylabel) -> None:
         ys = [g['mean'] for g in gs]
         err = [[g['mean'] - g['min'] for g in gs],
                [g['max'] - g['mean'] for g in gs]]
-        ax.errorbar(xs, ys, yerr=err, marker='o', capsize=3, label=row)
+        # one colour per method in every panel and plot, one line style
+        # per distribution (ERK solid, uniform dashed, anything else dotted)
+        dist = gs[0].get('distribution')
+        ax.errorbar(xs, ys, yerr=err, marker='o', capsize=3, label=row,
+                    color=frontier.METHOD_COLOURS.get(gs[0]['method']),
+                    ls={'erk': '-', 'uniform': '--'}.get(dist, ':'))
     ticks = sorted({_x(g['column']) for g in mine if g['column'] != 'dense'})
     ax.set_xticks(ticks)
     ax.set_xticklabels([
