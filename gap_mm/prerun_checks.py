@@ -5,6 +5,8 @@ They turn the usual failures of a GaP config into one clear message instead
 of a traceback from deep inside mmengine or mmdet.
 """
 import inspect
+import json
+import os
 import os.path as osp
 from typing import Iterable, List, Optional
 
@@ -133,6 +135,8 @@ def check_data_paths(cfg: Config,
                     raise GaPConfigError(
                         f'{loader}: annotation file {path!r} does not exist '
                         f'(data_root {root!r}, ann_file {ann!r}).')
+                if 'coco' in str(ds.get('type', '')).lower():
+                    check_coco_annotations(path, loader)
             for key, prefix in (ds.get('data_prefix') or {}).items():
                 if isinstance(prefix, str) and prefix:
                     path = prefix if osp.isabs(prefix) else osp.join(
@@ -141,3 +145,42 @@ def check_data_paths(cfg: Config,
                         raise GaPConfigError(
                             f'{loader}: data_prefix.{key} folder {path!r} '
                             f'does not exist (data_root {root!r}).')
+
+
+#: COCO annotation files up to this size are parsed in full before a run;
+#: a larger one is checked for truncation only (its dataset parses it).
+COCO_PARSE_LIMIT = 64 * 2**20
+#: What a COCO annotation file must hold.
+COCO_KEYS = ('images', 'annotations', 'categories')
+
+
+def check_coco_annotations(path: str, where: str = 'dataset') -> None:
+    """Fail early, naming the file and what is wrong, when a COCO annotation
+    file is empty, truncated, not JSON, or lacks ``images``,
+    ``annotations`` or ``categories`` (lists)."""
+    size = os.path.getsize(path)
+    if size == 0:
+        raise GaPConfigError(f'{where}: annotation file {path!r} is empty')
+    with open(path, 'rb') as f:
+        f.seek(max(0, size - 64))
+        tail = f.read().rstrip()
+    if not tail.endswith(b'}'):  # JSON that ends so is an object
+        raise GaPConfigError(
+            f'{where}: annotation file {path!r} is truncated or not a COCO '
+            f'JSON object: it does not end with "}}" ({size:,} bytes)')
+    if size > COCO_PARSE_LIMIT:
+        return
+    try:
+        with open(path, 'rb') as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise GaPConfigError(
+            f'{where}: annotation file {path!r} is not valid JSON: '
+            f'{err}') from err
+    missing = [k for k in COCO_KEYS if not isinstance(data.get(k), list)]
+    if missing:
+        raise GaPConfigError(
+            f'{where}: annotation file {path!r} has no list of '
+            f'{" / ".join(repr(k) for k in missing)}: a COCO annotation '
+            f'file holds {", ".join(COCO_KEYS)} (its keys: '
+            f'{sorted(data)[:10]})')
