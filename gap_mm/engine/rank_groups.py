@@ -32,13 +32,15 @@ def group_layout(rank: int, world_size: int, num_groups: int) -> GroupLayout:
         raise GaPConfigError(
             f'num_groups must be a positive int, but got {num_groups!r}')
     if world_size % num_groups:
+        fitting = [k for k in range(2, world_size + 1) if world_size % k == 0]
+        other_k = (f' or use {" or ".join(map(str, fitting))} partitions '
+                   f'(a number that divides {world_size})') if fitting else ''
         raise GaPConfigError(
             f'parallel GaP splits the {world_size} processes into '
             f'{num_groups} rank groups (one per partition), but '
             f'{world_size} is not a multiple of {num_groups}; launch a '
             f'multiple of {num_groups} processes (tools/dist_train.sh CONFIG '
-            f'{num_groups * max(1, world_size // num_groups)}) or use '
-            f'{num_groups} partitions')
+            f'{num_groups * max(1, world_size // num_groups)}){other_k}')
     size = world_size // num_groups
     return GroupLayout(rank // size, rank % size, size, num_groups)
 

@@ -26,6 +26,15 @@ def test_layout_of_consecutive_ranks():
             match='6 processes into 4 rank groups .* not a '
             'multiple of 4'):
         group_layout(0, 6, 4)
+    # the hint names numbers of partitions that divide the world, never the
+    # number that does not
+    with pytest.raises(GaPConfigError) as err:
+        group_layout(0, 3, 2)
+    assert str(err.value).endswith(
+        '(tools/dist_train.sh CONFIG 2) or use 3 partitions (a number that '
+        'divides 3)')
+    with pytest.raises(GaPConfigError, match='or use 2 or 3 or 6 partitions'):
+        group_layout(0, 6, 4)
 
 
 def _infinite(rank, world, groups=2, group_samples=6, size=10):
