@@ -122,7 +122,7 @@ def test_global_magnitude_that_empties_a_layer_is_an_error(name, emptied):
     with pytest.warns(UserWarning, match='removed every weight'), \
             pytest.raises(GaPConfigError,
                           match=f"would prune every weight of .*{emptied}.*"
-                          "Use distribution='erk'"):
+                          "use distribution='erk'"):
         build_gap_training(cfg, f'{name}_global')
 
 

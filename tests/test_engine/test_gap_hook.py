@@ -281,6 +281,14 @@ class TestGaPHook(GaPRunnerCase):
              "got 'dense'"),
             (dict(sparsifier=dict(type='NoSuchSparsifier')), G,
              "unknown sparsifier type 'NoSuchSparsifier'"),
+            # an emptied layer: ERK is advised only where it is not set
+            (dict(sparsity=0.99999, distribution='uniform'), G,
+             r"would prune every weight of .* To keep them: use "
+             r"distribution='erk'"),
+            (dict(sparsity=0.99999, distribution='erk'), G,
+             r"distribution 'erk' would prune every weight of .*\. To keep "
+             r"them: lower the sparsity, exclude these layers or give them "
+             r"overrides\.$"),
         ]
         for i, (override, error, message) in enumerate(cases):
             with self.subTest(override=override):

@@ -370,12 +370,17 @@ class BaseSparsityHook(BaseMethodHook):
             why = (' One magnitude threshold over freshly initialised layers '
                    'compares their initialisation scales (Kaiming, Xavier, '
                    'N(0, 0.01)) rather than their importance.')
+        remedies = ['exclude these layers', 'give them overrides']
+        if self.distribution != 'erk':
+            remedies.insert(0, "use distribution='erk' (non-uniform by "
+                            "layer shape, as in RigL)")
+        else:
+            remedies.insert(0, 'lower the sparsity')
         raise GaPConfigError(
             f'{type(self).__name__} at sparsity {self.sparsity} with '
             f'distribution {self.distribution!r} would prune every weight '
-            f'of {emptied}.{why} Use distribution=\'erk\' (non-uniform by '
-            f'layer shape, as in RigL), exclude these layers, or give them '
-            f'overrides.')
+            f'of {emptied}.{why} To keep them: {", ".join(remedies[:-1])} '
+            f'or {remedies[-1]}.')
 
     # ------------------------------------------------------------ EMA
     def _find_ema_params(self, runner) -> Dict[str, torch.Tensor]:
