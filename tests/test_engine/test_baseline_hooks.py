@@ -348,6 +348,18 @@ class TestBaselineErrors(BaselineRunnerCase):
         rigl = next(h for h in runner.hooks if isinstance(h, RigLHook))
         self.assertEqual((rigl.schedule.end, rigl.schedule.interval), (12, 4))
 
+    def test_end_of_the_run_as_a_fraction(self):
+        """``end=1.0``, inside the documented (0, 1], is the last step that
+        a trained step follows: 15 of a 16-iteration run."""
+        for hook in (dict(type='RigLHook', sparsity=0.75, end=1.0,
+                          interval=4),
+                     dict(type='GMPHook', sparsity=0.75, begin=0, end=1.0,
+                          interval=4)):
+            runner = self._train(self._with_hook(hook), hook['type'])
+            method = next(h for h in runner.hooks
+                          if isinstance(h, BaseSparsityHook))
+            self.assertEqual(method.schedule.end, 15, hook['type'])
+
     def test_rigl_interval_must_fit_gradient_accumulation(self):
         cfg = self._with_hook(
             dict(type='RigLHook', sparsity=0.75, end=10, interval=3))

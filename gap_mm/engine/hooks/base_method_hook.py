@@ -125,7 +125,8 @@ class BaseMethodHook(Hook):
         """A schedule option given as steps (an int) or as a fraction of the
         run (a float in ``(0, 1]``, or ``[0, 1]`` where ``minimum`` is 0;
         e.g. ``end=0.75``), in steps: ``max(minimum, round(value *
-        length))``."""
+        length))``, and at most ``length - 1``, the last step that a trained
+        step still follows (so ``end=1.0`` is the end of the run)."""
         if isinstance(value, float):
             length = self._run_length.get('epochs' if by_epoch else 'iters')
             low_ok = minimum == 0
@@ -139,7 +140,7 @@ class BaseMethodHook(Hook):
                 raise GaPConfigError(
                     f'{type(self).__name__} {option}={value} is a fraction '
                     f'of the run, whose length is unknown here; give an int')
-            return max(minimum, int(round(value * length)))
+            return max(minimum, min(int(round(value * length)), length - 1))
         return value
 
     def set_run_length(self, runner) -> None:
