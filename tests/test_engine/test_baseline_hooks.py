@@ -333,7 +333,8 @@ class TestBaselineErrors(BaselineRunnerCase):
             (dict(rigl, end=20), S, 'needs end 20 \\+ 1 = 21 iterations'),
             (dict(rigl, end=1.5), G, r'RigLHook end=1.5: a float is a '
              r'fraction of the run and must be in \(0, 1\]'),
-            (dict(gmp, end=1.0), S, r'needs end 16 \+ 1 = 17 iterations'),
+            # end=1.0 is the run's end (15 of 16); an int end past it is not
+            (dict(gmp, end=16), S, r'needs end 16 \+ 1 = 17 iterations'),
         ]
         for i, (hook, error, message) in enumerate(cases):
             with self.subTest(hook=hook):
