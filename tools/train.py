@@ -81,12 +81,22 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def amp_device_available() -> bool:
+    """Whether a device that MMEngine's ``AmpOptimWrapper`` accepts is
+    there (it asserts CUDA, NPU, MLU or MUSA when built)."""
+    from mmengine.device import (is_cuda_available, is_mlu_available,
+                                 is_musa_available, is_npu_available)
+    return (is_cuda_available() or is_npu_available() or is_mlu_available()
+            or is_musa_available())
+
+
 def enable_amp(cfg: Config) -> Config:
     """Switch ``cfg.optim_wrapper`` to its automatic mixed precision variant.
 
     ``OptimWrapper`` becomes ``AmpOptimWrapper`` and ``GaPOptimWrapper``
     becomes ``GaPAmpOptimWrapper``; an AMP wrapper is kept (with a warning);
-    any other type raises. ``loss_scale`` is set to ``'dynamic'``.
+    any other type raises, and so does a machine without a GPU.
+    ``loss_scale`` is set to ``'dynamic'``.
 
     Args:
         cfg (Config): The config, modified in place.
@@ -94,9 +104,14 @@ def enable_amp(cfg: Config) -> Config:
     Returns:
         Config: The same config.
     """
+    if not amp_device_available():
+        raise GaPConfigError(
+            '--amp needs a GPU (CUDA, NPU, MLU or MUSA): MMEngine\'s '
+            'AmpOptimWrapper runs only there, and none is available; on the '
+            'CPU train without --amp')
     optim_wrapper = cfg.get('optim_wrapper')
     if optim_wrapper is None:
-        raise ValueError('--amp needs an optim_wrapper in the config')
+        raise GaPConfigError('--amp needs an optim_wrapper in the config')
     # MMEngine builds an OptimWrapper when the type is not given.
     wrapper_type = optim_wrapper.get('type', 'OptimWrapper')
     type_name = getattr(wrapper_type, '__name__', wrapper_type)
@@ -108,7 +123,7 @@ def enable_amp(cfg: Config) -> Config:
             logger='current',
             level=logging.WARNING)
     else:
-        raise ValueError(
+        raise GaPConfigError(
             f'--amp supports optim_wrapper types '
             f'{sorted(AMP_OPTIM_WRAPPERS)} (and their AMP variants '
             f'{sorted(AMP_OPTIM_WRAPPERS.values())}), but got {type_name!r}')

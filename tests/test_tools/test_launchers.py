@@ -185,8 +185,9 @@ def test_test_py_missing_checkpoint(tmp_path):
     ('AmpOptimWrapper', 'AmpOptimWrapper'),
     ('GaPAmpOptimWrapper', 'GaPAmpOptimWrapper'),
 ])
-def test_enable_amp(before, after):
+def test_enable_amp(before, after, monkeypatch):
     train = _load_tool('train')
+    monkeypatch.setattr(train, 'amp_device_available', lambda: True)
     optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.1))
     if before is not None:
         optim_wrapper['type'] = before
@@ -197,8 +198,29 @@ def test_enable_amp(before, after):
     assert cfg.optim_wrapper.optimizer.type == 'SGD'
 
 
-def test_enable_amp_unknown_type():
+def test_amp_without_a_gpu_is_one_line(tmp_path):
+    """``--amp`` on a machine without a GPU stops before training with one
+    line, not MMEngine's assertion."""
+    if torch.cuda.is_available():
+        pytest.skip('a GPU is present: --amp is valid here')
+    proc = _run([
+        sys.executable,
+        osp.join(REPO, 'tools', 'train.py'), TOY_CFG, '--amp', '--work-dir',
+        str(tmp_path / 'amp')
+    ],
+                cwd=str(tmp_path),
+                check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: --amp needs a GPU (CUDA, NPU, MLU or MUSA): MMEngine's "
+        'AmpOptimWrapper runs only there, and none is available; on the CPU '
+        'train without --amp')
+    assert 'Traceback' not in proc.stderr
+
+
+def test_enable_amp_unknown_type(monkeypatch):
     train = _load_tool('train')
+    monkeypatch.setattr(train, 'amp_device_available', lambda: True)
     cfg = Config(
         dict(optim_wrapper=dict(type='MyWrapper', optimizer=dict(type='SGD'))))
     with pytest.raises(ValueError, match="'MyWrapper'"):
