@@ -74,6 +74,13 @@ def summarize(
     })
 
 
+def method_order(methods: Mapping[str, Any]) -> List[str]:
+    """The methods in :data:`METHOD_COLOURS` order, unknown ones after them
+    in their own order: the rows of the table and the lines of the plot."""
+    order = [m for m in METHOD_COLOURS if m in methods]
+    return order + [m for m in methods if m not in order]
+
+
 def within_dense(dense: Mapping, by_sparsity: Mapping[float, Mapping],
                  tolerance: float = 0.01) -> Optional[float]:
     """The highest sparsity whose mean is at least dense's mean minus
@@ -109,9 +116,7 @@ def headline(records: Sequence[Mapping[str, Any]],
     if dense is not None:
         lines.append('| dense | ' + _fmt(dense, None) + ' |' +
                      ' |' * len(columns))
-    order = [m for m in METHOD_COLOURS if m in methods]
-    order += [m for m in methods if m not in order]
-    for method in order:
+    for method in method_order(methods):
         by = methods[method]
         cells = [_fmt(by[s], dense) if s in by else '' for s in columns]
         best = within_dense(dense, by, tolerance) if dense else None
@@ -148,8 +153,7 @@ def plot(records: Sequence[Mapping[str, Any]],
                        label=f'dense, min-max of {dense["n"]} seeds')
             ax.axhline(dense['mean'], color='0.35', lw=1, ls='--',
                        label='dense, mean')
-        order = [m for m in METHOD_COLOURS if m in methods]
-        order += [m for m in methods if m not in order]
+        order = method_order(methods)
         for rank, method in enumerate(order):
             by = methods[method]
             # a small sideways shift per method keeps the seed bars apart
