@@ -12,6 +12,9 @@ from typing import Any, Dict, Optional, Tuple
 TASK_METRICS = {
     'det':
     ('coco/bbox_mAP', 'bbox mAP', ('coco/bbox_mAP_50', 'coco/bbox_mAP_75')),
+    'crowded':
+    ('coco/bbox_mAP', 'bbox mAP', ('coco/bbox_mAP_50', 'coco/bbox_mAP_75',
+                                   'coco/bbox_mAP_s')),
     'partseg':
     ('part_seg/instance_miou', 'instance mIoU', ('part_seg/class_miou', )),
     'toy': ('toy/mse', 'MSE', ()),

@@ -27,7 +27,11 @@ METHOD_COLOURS = OrderedDict([
 ])
 
 #: The task's metric label, for the table's caption and the plot's axis.
-TASK_LABELS = {'det': 'bbox mAP', 'partseg': 'instance mIoU'}
+TASK_LABELS = {
+    'det': 'bbox mAP',
+    'crowded': 'bbox mAP',
+    'partseg': 'instance mIoU'
+}
 
 
 def _frontier_cells(records: Sequence[Mapping[str, Any]], task: str,

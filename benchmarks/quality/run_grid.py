@@ -35,6 +35,16 @@ DATA = {
         'data/synthetic_coco', '--num-train', '1000', '--num-val', '100',
         '--img-size', '160', '--seed', '0'
     ]),
+    'crowded': ('data/synthetic_coco_crowded/annotations/'
+                'instances_val2017.json', [
+                    'tools/dataset_converters/gen_synthetic_coco.py', '--out',
+                    'data/synthetic_coco_crowded', '--num-train', '1000',
+                    '--num-val', '100', '--img-size', '160', '--seed', '1',
+                    '--min-objects', '6', '--max-objects', '14',
+                    '--min-size', '8', '--max-size', '32', '--classes',
+                    'circle', 'square', 'triangle', 'cross', 'ring', 'star',
+                    'pentagon', 'hexagon', 'semicircle', 'arrow'
+                ]),
     'partseg': ('data/shapenet_part_synthetic/synsetoffset2category.txt', [
         'tools/dataset_converters/gen_shapenet_part.py', '--out',
         'data/shapenet_part_synthetic', '--shapes-per-category', '40'

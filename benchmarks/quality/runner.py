@@ -34,7 +34,11 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 #: Input shape for counting a task's FLOPs (``sparsity_report.py
 #: --flops-shape``); tasks without one are not counted.
-TASK_FLOPS_SHAPE = {'det': (3, 160, 160), 'partseg': (512, 6)}
+TASK_FLOPS_SHAPE = {
+    'det': (3, 160, 160),
+    'crowded': (3, 160, 160),
+    'partseg': (512, 6)
+}
 
 #: The file in a work dir where the sparsity hooks record their events, one
 #: JSON object a line: ``{"iter": N, "hook": ..., "event": ..., ...}``.

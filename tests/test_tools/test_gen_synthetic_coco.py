@@ -150,11 +150,41 @@ def test_cli_classes_and_format(tmp_path):
 
     proc = subprocess.run(
         [sys.executable, GEN_PATH, '--out',
-         str(out), '--classes', 'hexagon'],
+         str(out), '--classes', 'octagon'],
         capture_output=True,
         text=True,
         timeout=60)
-    assert proc.returncode != 0 and 'hexagon' in proc.stderr
+    assert proc.returncode != 0 and 'octagon' in proc.stderr
+
+
+@pytest.mark.parametrize('shape', ['pentagon', 'hexagon', 'semicircle',
+                                   'arrow'])
+def test_extra_shapes_fill_their_circle(gen, shape):
+    size, centre = 40.0, (48.0, 48.0)
+    mask = gen.draw_shape_mask(shape, centre, size, 0.0, 96)
+    ys, xs = np.nonzero(mask)
+    # Inside the circumscribed circle around the given centre, and filling
+    # a good part of its box (no degenerate outline).
+    assert np.hypot(xs - centre[0] + 0.5, ys - centre[1] + 0.5).max() \
+        <= size / 2 + 1.5
+    box_w, box_h = xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
+    assert mask.sum() >= 0.3 * box_w * box_h
+
+
+def test_extra_shapes_differ_and_stay_out_of_the_default_classes(gen):
+    assert gen.SHAPES == ('circle', 'square', 'triangle', 'cross', 'ring',
+                          'star')
+    assert gen.ALL_SHAPES[:6] == gen.SHAPES
+    masks = {
+        shape: gen.draw_shape_mask(shape, (48.0, 48.0), 40.0, 0.3, 96)
+        for shape in gen.ALL_SHAPES
+    }
+    for a in gen.ALL_SHAPES:
+        for b in gen.ALL_SHAPES:
+            if a < b:
+                assert (masks[a] ^ masks[b]).sum() > 20, (a, b)
+    meta = gen.coco_metainfo(gen.ALL_SHAPES)
+    assert len(set(meta['palette'])) == len(gen.ALL_SHAPES)
 
 
 def test_mmdet_coco_dataset_loads(gen, data_root):

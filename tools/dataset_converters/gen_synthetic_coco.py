@@ -46,8 +46,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
-#: Every shape this generator can draw, in the default category order.
+#: The default classes, in category-id order (the demo task's six).
 SHAPES = ('circle', 'square', 'triangle', 'cross', 'ring', 'star')
+#: Shapes drawn only when ``--classes`` names them (the crowded task's
+#: extra classes; a pentagon and a hexagon differ only in fine detail).
+EXTRA_SHAPES = ('pentagon', 'hexagon', 'semicircle', 'arrow')
+#: Every shape this generator can draw.
+ALL_SHAPES = SHAPES + EXTRA_SHAPES
 #: Split name -> code mixed into the per-image seed.
 SPLITS = {'train2017': 0, 'val2017': 1}
 
@@ -71,11 +76,13 @@ def coco_metainfo(classes: Sequence[str] = SHAPES) -> dict:
         dict: ``dict(classes=tuple, palette=list of RGB tuples)``.
     """
     palette = [(220, 20, 60), (0, 130, 230), (0, 170, 60), (250, 170, 30),
-               (150, 0, 200), (120, 120, 120)]
+               (150, 0, 200), (120, 120, 120), (0, 200, 200), (200, 100, 0),
+               (255, 105, 180), (90, 60, 30)]
     return dict(
         classes=tuple(classes),
         palette=[
-            palette[SHAPES.index(name) % len(palette)] for name in classes
+            palette[ALL_SHAPES.index(name) % len(palette)]
+            for name in classes
         ])
 
 
@@ -89,10 +96,11 @@ def _rotate(points: np.ndarray, angle: float, center: Point) -> List[Point]:
 
 def shape_polygon(shape: str, center: Point, size: float,
                   angle: float) -> List[Point]:
-    """Outline of a polygonal shape (square, triangle, cross, star).
+    """Outline of a polygonal shape (every shape but circle and ring).
 
     Args:
-        shape (str): ``'square'``, ``'triangle'``, ``'cross'`` or ``'star'``.
+        shape (str): ``'square'``, ``'triangle'``, ``'cross'``, ``'star'``,
+            ``'pentagon'``, ``'hexagon'``, ``'semicircle'`` or ``'arrow'``.
         center (tuple[float, float]): Centre ``(x, y)`` in pixels.
         size (float): Diameter of the shape's circumscribed circle.
         angle (float): Rotation in radians.
@@ -118,9 +126,24 @@ def shape_polygon(shape: str, center: Point, size: float,
         pts = np.array(
             [[rad * math.cos(a), rad * math.sin(a)]
              for rad, a in zip(radii, np.deg2rad(np.arange(10) * 36 - 90))])
+    elif shape in ('pentagon', 'hexagon'):
+        n = 5 if shape == 'pentagon' else 6
+        pts = np.array([[r * math.cos(a), r * math.sin(a)]
+                        for a in np.deg2rad(np.arange(n) * 360 / n - 90)])
+    elif shape == 'semicircle':
+        # A half disc centred in its box (half as tall as wide), its radius
+        # chosen so that the box's corners lie on the circle of ``size``.
+        rho = r / math.hypot(1, 0.5)
+        a = np.deg2rad(np.linspace(180, 360, 25))
+        pts = np.stack([rho * np.cos(a), rho * np.sin(a) + rho / 2], axis=1)
+    elif shape == 'arrow':
+        t, h = r * 0.22, r * 0.5
+        pts = np.array([[-r, -t], [r - h, -t], [r - h, -2 * t], [r, 0],
+                        [r - h, 2 * t], [r - h, t], [-r, t]])
     else:
-        raise ValueError('shape must be one of square, triangle, cross, '
-                         f'star, but got {shape!r}')
+        polygons = [s for s in ALL_SHAPES if s not in ('circle', 'ring')]
+        raise ValueError(
+            f'shape must be one of {polygons}, but got {shape!r}')
     return _rotate(pts, angle, center)
 
 
@@ -129,7 +152,7 @@ def draw_shape_mask(shape: str, center: Point, size: float, angle: float,
     """Rasterise a shape into a boolean mask.
 
     Args:
-        shape (str): One of :data:`SHAPES`.
+        shape (str): One of :data:`ALL_SHAPES`.
         center (tuple[float, float]): Centre ``(x, y)`` in pixels.
         size (float): Diameter of the shape (of its circumscribed circle for
             polygons) in pixels.
@@ -139,8 +162,9 @@ def draw_shape_mask(shape: str, center: Point, size: float, angle: float,
     Returns:
         np.ndarray: A (img_size, img_size) bool mask.
     """
-    if shape not in SHAPES:
-        raise ValueError(f'shape must be one of {SHAPES}, but got {shape!r}')
+    if shape not in ALL_SHAPES:
+        raise ValueError(
+            f'shape must be one of {ALL_SHAPES}, but got {shape!r}')
     canvas = Image.new('L', (img_size, img_size), 0)
     draw = ImageDraw.Draw(canvas)
     if shape in ('circle', 'ring'):
@@ -431,8 +455,8 @@ def parse_args() -> argparse.Namespace:
         '--classes',
         nargs='+',
         default=list(SHAPES),
-        help=f'shapes to draw, in category-id order, from {SHAPES} '
-        '(space or comma separated)')
+        help=f'shapes to draw, in category-id order, from {ALL_SHAPES} '
+        f'(space or comma separated; default: {SHAPES})')
     parser.add_argument('--min-objects', type=int, default=2)
     parser.add_argument('--max-objects', type=int, default=6)
     parser.add_argument(
@@ -458,9 +482,10 @@ def main() -> None:
     """Generate the dataset described by the command line."""
     args = parse_args()
     classes = [c for arg in args.classes for c in arg.split(',') if c]
-    unknown = sorted(set(classes) - set(SHAPES))
+    unknown = sorted(set(classes) - set(ALL_SHAPES))
     if unknown or len(set(classes)) != len(classes) or not classes:
-        raise SystemExit(f'--classes must be distinct names from {SHAPES}, '
+        raise SystemExit('--classes must be distinct names from '
+                         f'{ALL_SHAPES}, '
                          f'but got {classes}')
     if not 1 <= args.min_objects <= args.max_objects:
         raise SystemExit('need 1 <= --min-objects <= --max-objects, but got '

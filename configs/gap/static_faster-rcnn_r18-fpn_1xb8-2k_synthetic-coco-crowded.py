@@ -1,0 +1,25 @@
+# Static sparse training on the second detection task: every layer pruned
+# to its target by the magnitude of its initial weights, masks fixed.
+_base_ = [
+    '../_base_/models/faster-rcnn_r18-fpn_synthetic-coco.py',
+    '../_base_/datasets/synthetic-coco-crowded.py',
+    '../_base_/schedules/adamw-cosine-2k.py', '../_base_/default_runtime.py',
+    '../_base_/sparsity/faster-rcnn_r18-fpn_synthetic-coco.py'
+]
+custom_imports = dict(imports=['gap_mm'], allow_failed_imports=False)
+# 10 classes; objects from 8 px: RPN anchors from 8 px at stride 4.
+model = dict(
+    rpn_head=dict(anchor_generator=dict(scales=[2])),
+    roi_head=dict(bbox_head=dict(num_classes=10)))
+optim_wrapper = dict(type='GaPOptimWrapper')
+custom_hooks = [
+    dict(
+        type='GaPHook',
+        exclude=_base_.gap_exclude,
+        # C-GaP's partitions; the static schedule never grows one.
+        partitions=[
+            r'^backbone\.layer[12]\.', r'^backbone\.layer[34]\.',
+            [r'^neck\.', r'^rpn_head\.'], r'^roi_head\.'
+        ],
+        schedule=dict(type='static'))
+]
