@@ -924,6 +924,7 @@ class Orchestrator:
         self.start = time.time()
         self.deadline = args.deadline or self.start + args.budget
         self.child: Optional[subprocess.Popen] = None
+        self.build: Optional['MmcvBuild'] = None
         os.makedirs(args.work_dir, exist_ok=True)
         self.log = open(osp.join(args.work_dir, 'device_check.log'), 'a')
         self.data = dict(
@@ -963,6 +964,24 @@ class Orchestrator:
                          elapsed_s=0.0))
 
     def run(self) -> int:
+        """Run every group; return the exit status (1 when a check
+        failed, or the run itself broke)."""
+        try:
+            self._run_groups()
+        except Exception:  # noqa: B902  keep the JSON of what did run
+            self.data['error'] = traceback.format_exc()[-4000:]
+            self.data['ok'] = False
+            _log(f'the run broke:\n{self.data["error"]}')
+        finally:
+            for proc in (self.child, self.build and self.build.proc):
+                if proc is not None and proc.poll() is None:
+                    _kill(proc)
+        self.data['finished'] = datetime.datetime.now().astimezone(
+        ).isoformat(timespec='seconds')
+        self.record_summary()
+        return 0 if self.data['ok'] else 1
+
+    def _run_groups(self) -> None:
         if self.args.setup_json and osp.isfile(self.args.setup_json):
             with open(self.args.setup_json) as f:
                 self.record('setup', json.load(f))
@@ -977,7 +996,7 @@ class Orchestrator:
             if group == 'environment':
                 self.record('environment', run_check(self.environment))
             elif group == 'mmcv_build':
-                build = build or MmcvBuild(self)
+                build = self.build = build or MmcvBuild(self)
                 self.record('mmcv_build', run_check(build.finish))
             elif self.left() < 20:
                 for name in wanted:
@@ -992,15 +1011,11 @@ class Orchestrator:
                     continue
                 if group == 'amp' and 'mmcv_build' not in self.args.skip:
                     # it compiles while the (GPU-bound) AMP steps run
-                    build = MmcvBuild(self)
+                    build = self.build = MmcvBuild(self)
                     if (build.problem is None and
                             self.left() - RESERVE_AFTER_BUILD > 60):
                         build.begin()
                 self.run_group(group, wanted)
-        self.data['finished'] = datetime.datetime.now().astimezone(
-        ).isoformat(timespec='seconds')
-        self.record_summary()
-        return 0 if self.data['ok'] else 1
 
     def record_summary(self) -> None:
         _write_json(self.args.out, self.data)
@@ -1079,9 +1094,11 @@ class Orchestrator:
                         elapsed_s=None))
 
     def interrupt(self, signum, frame) -> None:
-        """SIGTERM / SIGINT: stop the child, record, write, exit 1."""
-        if self.child is not None:
-            _kill(self.child)
+        """SIGTERM / SIGINT: stop the child and the mmcv build, record,
+        write, exit 1."""
+        for proc in (self.child, self.build and self.build.proc):
+            if proc is not None and proc.poll() is None:
+                _kill(proc)
         self.data['interrupted'] = f'signal {signum}'
         self.data['ok'] = False
         self.data['finished'] = datetime.datetime.now().astimezone(
