@@ -13,6 +13,7 @@ from typing import Iterable, List, Optional
 from mmengine.config import Config
 
 from gap_mm.engine.gap_variables import check_gap_variable_keys, did_you_mean
+from gap_mm.engine.inherited_hooks import replaced_base_hooks  # noqa: F401
 from gap_mm.errors import GaPConfigError
 
 

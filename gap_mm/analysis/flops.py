@@ -16,7 +16,7 @@ mmengine counts a multiply-add as one FLOP (as mmdet's ``get_flops.py``
 reports).
 """
 import argparse
-from typing import Dict, Mapping, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -180,14 +180,24 @@ def module_flops(model: nn.Module,
 
 def zero_filter_flops(flops: Mapping[str, int],
                       state_dict: Mapping[str, torch.Tensor],
-                      layers: Sequence[str]) -> dict:
+                      layers: Sequence[str],
+                      out_dims: Optional[Mapping[str, int]] = None) -> dict:
     """The FLOPs a model saves by not computing its all-zero output filters.
+
+    A layer's FLOPs are those of the module that owns the weight; an
+    attention's q, k and v projections (``in_proj_weight``), whose module
+    computes the whole attention, count filters but no FLOPs (the figures
+    leave their saving out).
 
     Args:
         flops (Mapping[str, int]): :func:`module_flops` of the model.
         state_dict (Mapping[str, Tensor]): Its weights.
         layers (Sequence[str]): The weights to look at (``'a.b.weight'``,
             conv or linear, output filters along dim 0).
+        out_dims (Mapping[str, int], optional): The dim of each layer's
+            output filters where it is not 0 (1 for a transposed conv, as
+            :func:`~gap_mm.analysis.sparsity_report.compute_report`'s rows
+            give it).
 
     Returns:
         dict: ``total`` (the dense model's FLOPs), ``without_zero_filters``
@@ -207,7 +217,12 @@ def zero_filter_flops(flops: Mapping[str, int],
     n_filters = n_zero = 0
     for name in layers:
         weight = state_dict[name]
-        module = name.rsplit('.', 1)[0]
+        module, _, attr = name.rpartition('.')
+        if attr != 'weight':  # the module computes more than this weight
+            module = None
+        out_dim = (out_dims or {}).get(name, 0)
+        if out_dim:
+            weight = weight.movedim(out_dim, 0)
         out = weight.shape[0]
         if module in flops and weight.numel():
             density = float((weight != 0).sum()) / weight.numel()

@@ -4,9 +4,11 @@
 Works for any MMEngine checkpoint (mmdet, mmdet3d, ...), dense or sparse,
 trained with or without gap_mm: the non-zeros are counted in the weights
 themselves. The prunable layers are those the config's GaPHook selects
-(``module_types`` / ``include`` / ``exclude``) or, without a GaPHook, every
-Conv and Linear weight. The partition of a layer comes from the
-checkpoint's ``gap_state`` when it has one, else from the GaPHook's
+(``module_types`` / ``include`` / ``exclude`` / ``prune_output_layers``)
+or, without a GaPHook, those a hook selects by default (the weights of
+convs, transposed convs, linear layers and attention projections, less the
+frozen ones and the output layers of heads). The partition of a layer comes
+from the checkpoint's ``gap_state`` when it has one, else from the GaPHook's
 ``partitions``, else it is ``'-'``.
 """
 import copy
@@ -21,8 +23,8 @@ from gap_mm.checkpoint import load_checkpoint as load_ckpt
 from gap_mm.checkpoint import partitions as saved_partitions
 from gap_mm.checkpoint import read_state, split_checkpoint
 from gap_mm.errors import GaPConfigError
-from gap_mm.sparsity import (build_partitions, resolve_module_types,
-                             select_prunable)
+from gap_mm.sparsity import (PrunableParams, build_partitions,
+                             resolve_module_types, select_prunable)
 from .schedule_timeline import find_gap_hook, partition_color
 
 Partition = Union[int, str]
@@ -131,24 +133,33 @@ def match_state_dict(model: nn.Module,
 
 
 # --------------------------------------------------------------- analysis
-def prunable_numels(model: nn.Module,
-                    hook: Optional[Mapping] = None) -> Dict[str, int]:
-    """Parameter counts of the prunable weights, in model order.
+def prunable_selection(model: nn.Module,
+                       hook: Optional[Mapping] = None) -> PrunableParams:
+    """The prunable weights, in model order, with their layouts.
 
     With a GaPHook config, its ``module_types`` / ``include`` /
-    ``exclude`` select them as in training; without one, every Conv1d/2d/3d
-    and Linear weight.
+    ``exclude`` / ``prune_output_layers`` select them as in training;
+    without one, the hooks' defaults. The frozen weights are those the
+    model built from the config freezes (``frozen_stages``), as in
+    training.
     """
     hook = hook or {}
     try:
-        params = select_prunable(model,
-                                 resolve_module_types(
-                                     hook.get('module_types')),
-                                 hook.get('include'), hook.get('exclude'))
+        return select_prunable(
+            model, resolve_module_types(hook.get('module_types')),
+            hook.get('include'), hook.get('exclude'),
+            bool(hook.get('prune_output_layers', False)))
     except ValueError as err:
         raise ReportError(f'the GaPHook selection of prunable layers does '
                           f'not fit the model: {err}') from err
-    return OrderedDict((n, p.numel()) for n, p in params.items())
+
+
+def prunable_numels(model: nn.Module,
+                    hook: Optional[Mapping] = None) -> Dict[str, int]:
+    """Parameter counts of the prunable weights, in model order (see
+    :func:`prunable_selection`)."""
+    return OrderedDict(
+        (n, p.numel()) for n, p in prunable_selection(model, hook).items())
 
 
 def resolve_partitions(
@@ -222,13 +233,16 @@ def compute_report(model: nn.Module,
 
     Returns:
         dict: JSON data: ``layers`` (rows of ``name, shape, numel,
-        nonzero, sparsity, partition``, one per prunable layer),
+        nonzero, sparsity, partition, out_dim``, one per prunable layer;
+        ``out_dim`` is the dim of its output channels, 1 for a transposed
+        conv),
         ``partitions`` (totals by partition), ``prunable`` and ``model``
         (totals over the prunable layers and over every parameter),
         ``partition_source`` and ``notes``.
     """
     sd = match_state_dict(model, state_dict, name)
-    numels = prunable_numels(model, hook)
+    selection = prunable_selection(model, hook)
+    numels = OrderedDict((n, p.numel()) for n, p in selection.items())
     owner, source, notes = resolve_partitions(numels, gap_state, hook)
     rows = []
     for layer in numels:
@@ -241,7 +255,8 @@ def compute_report(model: nn.Module,
                 numel=weight.numel(),
                 nonzero=nonzero,
                 sparsity=1.0 - nonzero / max(1, weight.numel()),
-                partition=owner[layer]))
+                partition=owner[layer],
+                out_dim=selection.layouts[layer].out_dim))
     partitions = []
     for k in sorted({r['partition']
                      for r in rows},

@@ -14,6 +14,8 @@ entry ``checkpoint['gap_state']``:
         sparsifier=dict(         # Sparsifier.state_dict()
             masks={name: packed keep-mask, 1 bit per weight},
             num_keep={name: int},
+            block_keep={name: [int, ...]},  # only for a weight of several
+                                            # blocks (an attention's q, k, v)
             partitions=[[name, ...], ...]),
         dense_partitions=[1],    # partitions without a mask at ``step``
         method={...})            # the hook's own state (may be empty)

@@ -1,7 +1,8 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
 """What is pruned and how: pure torch, no Runner.
 
-* :mod:`.selection`: which parameters are prunable;
+* :mod:`.selection`, :mod:`.output_layers`: which parameters are
+  prunable, and the output layers of heads that stay dense by default;
 * :mod:`.distribution`, :mod:`.partition`: per-layer targets, partitions;
 * :mod:`.topk`, :mod:`.scores`: exact top-k selection and importances;
 * :mod:`.masks`, :mod:`.packing`: int8 keep words, 1-bit packing;
@@ -22,10 +23,13 @@ from .optim_state import (REGROWN_SECOND_MOMENTS, SECOND_MOMENT_KEYS,
                           init_regrown_state_, zero_optimizer_state_)
 from .packing import pack_mask, unpack_mask
 from .partition import auto_partitions, build_partitions, regex_partitions
-from .report import format_layer_table
+from .report import (LARGE_DENSE_SHARE, dense_weights, format_layer_table,
+                     format_partitions, format_selection)
 from .scores import MagnitudeScore, RandomScore, build_score
-from .selection import (DEFAULT_PRUNABLE_TYPES, compile_regexes,
-                        resolve_module_types, select_prunable)
+from .output_layers import OUTPUT_LAYERS, output_layer_attrs, output_weights
+from .selection import (DEFAULT_PRUNABLE_TYPES, FROZEN_WHY, PLAIN_LAYOUT,
+                        PrunableParams, WeightLayout, compile_regexes,
+                        layer_weights, resolve_module_types, select_prunable)
 from .sparsifier import MagnitudeSparsifier, Sparsifier, parse_pattern
 from .coupling import RESIDUAL_BLOCKS, coupled_filter_params
 from .penalty import (MODES, GrowingPenalty, check_mode, expand_filters,
@@ -35,7 +39,11 @@ from .topk import kth_largest, nm_mask, num_kept, topk_mask, topk_masks
 
 __all__ = [
     'ChannelGroup', 'GROUP_RULES', 'channel_followers', 'find_channel_groups',
-    'DEFAULT_PRUNABLE_TYPES', 'DISTRIBUTIONS', 'GrowingPenalty', 'MODES',
+    'DEFAULT_PRUNABLE_TYPES', 'FROZEN_WHY', 'LARGE_DENSE_SHARE',
+    'OUTPUT_LAYERS', 'PLAIN_LAYOUT', 'PrunableParams', 'WeightLayout',
+    'dense_weights', 'format_partitions', 'format_selection',
+    'layer_weights', 'output_layer_attrs', 'output_weights',
+    'DISTRIBUTIONS', 'GrowingPenalty', 'MODES',
     'MagnitudeScore', 'RESIDUAL_BLOCKS', 'check_mode', 'coupled_filter_params',
     'expand_filters', 'filter_scores', 'layer_sparsity', 'magnitude_ratio',
     'pick_pruned', 'MagnitudeSparsifier', 'REGROWN_SECOND_MOMENTS',

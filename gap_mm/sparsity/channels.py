@@ -61,11 +61,28 @@ def _join(*parts: str) -> str:
 
 
 def _plain(module: Optional[nn.Module]) -> bool:
-    """A dense conv / linear whose channel dims can be sliced."""
+    """A dense conv / linear whose channel dims can be sliced: a linear
+    layer, or a 2d conv of one group whose weight is ``(out, in, k, k)``.
+    A transposed conv (``(in, out, k, k)``) or a grouped conv is not."""
     if isinstance(module, nn.Linear):
         return True
     return (isinstance(module, nn.Conv2d) and module.groups == 1
             and type(module).forward is nn.Conv2d.forward)
+
+
+#: Why a transposed conv is never part of a channel group.
+TRANSPOSED_WHY = ('a transposed conv, whose weight is (in, out, ...): '
+                  'slimming does not cut its channels')
+
+
+def _why_not(default: str, *modules: Optional[nn.Module]) -> str:
+    """Why a chain is skipped: :data:`TRANSPOSED_WHY` when one of
+    ``modules`` is a transposed conv, else ``default``."""
+    if any(
+            isinstance(m, nn.modules.conv._ConvTransposeNd)
+            for m in modules):
+        return TRANSPOSED_WHY
+    return default
 
 
 def _relu(x: torch.Tensor) -> torch.Tensor:
@@ -94,8 +111,9 @@ def _block_groups(name: str, block: nn.Module,
         if norm is None:
             norm = getattr(block, f'bn{i}', None)
         if act is None or not _plain(producer) or not _plain(consumer):
-            skipped[_join(name, conv)] = ('its block is not a plain '
-                                          'conv-norm-ReLU chain')
+            skipped[_join(name, conv)] = _why_not(
+                'its block is not a plain conv-norm-ReLU chain', producer,
+                consumer)
             continue
         yield ChannelGroup(
             producer=_join(name, conv),
@@ -140,7 +158,9 @@ def _retina_groups(name: str, head: nn.Module,
             if parts is None or not _plain(module.conv) or not _plain(
                     nxt[1]) or (i + 1 < len(convs)
                                 and _conv_module_parts(convs[i + 1]) is None):
-                skipped[producer] = 'not a conv-norm-ReLU ConvModule chain'
+                skipped[producer] = _why_not(
+                    'not a conv-norm-ReLU ConvModule chain',
+                    getattr(module, 'conv', None), nxt[1])
                 continue
             norm, relu = parts
             yield ChannelGroup(
@@ -200,7 +220,9 @@ def _sequential_groups(name: str, seq: nn.Module,
         producer = _join(name, attr, 'conv')
         norm, relu = _conv_module_parts(module)
         if not relu or not _plain(module.conv) or not _plain(nxt.conv):
-            skipped[producer] = 'not a conv-norm-ReLU ConvModule chain'
+            skipped[producer] = _why_not(
+                'not a conv-norm-ReLU ConvModule chain', module.conv,
+                nxt.conv)
             continue
         yield ChannelGroup(
             producer=producer,

@@ -13,7 +13,9 @@ from typing import Dict, Iterator, Tuple
 
 from torch import nn
 
-from .selection import DEFAULT_PRUNABLE_TYPES
+#: The layers whose weights :func:`coupled_filter_params` names: convs
+#: (transposed ones too) and linear layers.
+_LAYER_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 
 #: Residual block class name -> the conv whose output the residual sum adds.
 RESIDUAL_BLOCKS = {'BasicBlock': 'conv2', 'Bottleneck': 'conv3'}
@@ -26,7 +28,7 @@ def _class_names(module: nn.Module) -> Tuple[str, ...]:
 def _conv_weights(module: nn.Module, prefix: str) -> Iterator[str]:
     """Names of the conv / linear weights in ``module`` (itself included)."""
     for sub_name, sub in module.named_modules():
-        if isinstance(sub, DEFAULT_PRUNABLE_TYPES) and isinstance(
+        if isinstance(sub, _LAYER_TYPES) and isinstance(
                 getattr(sub, 'weight', None), nn.Parameter):
             yield '.'.join(p for p in (prefix, sub_name, 'weight') if p)
 

@@ -20,6 +20,7 @@ from .optim_state import init_regrown_state_, zero_optimizer_state_
 from .packing import pack_mask, unpack_mask
 from .partition import PartitionSpec, build_partitions
 from .scores import Score, build_score
+from .selection import PLAIN_LAYOUT, WeightLayout
 from .topk import nm_mask, topk_masks
 
 _NM_RE = re.compile(r'^\s*(\d+)\s*:\s*(\d+)\s*$')
@@ -63,7 +64,13 @@ class Sparsifier:
     step.
 
     A layer is either sparse (it has a mask; masked weights are exactly 0)
-    or dense (no mask, nothing to do). Masks are int8 keep words (see
+    or dense (no mask, nothing to do). A layer is one parameter; one that
+    holds several weights stacked along dim 0 (the q, k and v projections
+    of an ``nn.MultiheadAttention``'s packed ``in_proj_weight``; see
+    :class:`~gap_mm.sparsity.WeightLayout`) has one mask, but each of its
+    *blocks* is counted and selected on its own: ``'uniform'`` prunes each
+    block to its own exact count, ERK sizes each by its own shape, and a
+    re-prune keeps each block's count. Masks are int8 keep words (see
     :mod:`gap_mm.sparsity.masks`): 1 byte per weight in memory, 1 bit in a
     checkpoint. :meth:`keep_mask` and :meth:`pruned_mask` give bool views.
 
@@ -90,6 +97,11 @@ class Sparsifier:
         erk_scale (float): Power on the ERK score. Defaults to 1.0.
         score (dict | callable, optional): The importance of a prune.
             Defaults to magnitude.
+        layouts (Mapping[str, WeightLayout], optional): The layout of each
+            weight (its blocks and its output dim). Defaults to
+            ``params.layouts`` when ``params`` comes from
+            :func:`~gap_mm.sparsity.select_prunable`, else plain
+            ``(out, in, ...)`` weights of one block.
     """
 
     def __init__(self,
@@ -100,12 +112,19 @@ class Sparsifier:
                  overrides: Optional[Mapping[str, float]] = None,
                  partitions: PartitionSpec = 1,
                  erk_scale: float = 1.0,
-                 score: Union[Mapping, Score, None] = None) -> None:
+                 score: Union[Mapping, Score, None] = None,
+                 layouts: Optional[Mapping[str, WeightLayout]] = None) -> None:
         if not params:
             raise GaPConfigError(f'{type(self).__name__} needs at least one '
                                  'prunable parameter')
+        if layouts is None:
+            layouts = getattr(params, 'layouts', None) or {}
         self.params: Dict[str, nn.Parameter] = OrderedDict(params)
         self.names: List[str] = list(self.params)
+        self.layouts: Dict[str, WeightLayout] = OrderedDict(
+            (n, WeightLayout(*layouts.get(n, PLAIN_LAYOUT)))
+            for n in self.names)
+        self._check_layouts()
         self.nm = parse_pattern(pattern)
         self.sparsity = check_sparsity(sparsity)
         if distribution not in DISTRIBUTIONS:
@@ -130,35 +149,106 @@ class Sparsifier:
         }
         self.erk_scale = erk_scale
         self.score_fn: Score = build_score(score)
-        # Target kept weights per layer; 'global' fills them at first prune.
-        self.num_keep: Dict[str, int] = self._initial_keep(self.sparsity)
+        # Target kept weights per layer and per block of a layer ('global'
+        # fills them at the first prune): num_keep[n] == sum(block_keep[n]).
+        self.num_keep: Dict[str, int] = OrderedDict()
+        self.block_keep: Dict[str, List[int]] = OrderedDict()
+        self._set_targets(self._initial_keep(self.sparsity))
         # Keep words of the sparse layers, in model order.
         self._words: Dict[str, torch.Tensor] = OrderedDict()
 
+    # ------------------------------------------------------------- layouts
+    def _check_layouts(self) -> None:
+        for name, layout in self.layouts.items():
+            shape = tuple(self.params[name].shape)
+            if layout.blocks < 1 or (layout.blocks > 1 and
+                                     (not shape or shape[0] % layout.blocks)):
+                raise GaPConfigError(
+                    f'{name} of shape {shape} cannot hold {layout.blocks} '
+                    f'blocks along dim 0')
+            if layout.out_dim not in (0, 1) or (layout.out_dim
+                                                and len(shape) < 2):
+                raise GaPConfigError(
+                    f'{name} of shape {shape} has no output dim '
+                    f'{layout.out_dim}')
+
+    def blocks_of(self, name: str,
+                  tensor: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """Views of ``tensor`` (shaped like the weight ``name``, or flat
+        along dim 0 in the same order) for each block of the weight: the
+        tensor itself for a weight of one block."""
+        blocks = self.layouts[name].blocks
+        return (tensor, ) if blocks == 1 else tensor.chunk(blocks, 0)
+
+    def block_shapes(self, name: str) -> List[Tuple[int, ...]]:
+        """The shape of each block of weight ``name``."""
+        shape = tuple(self.params[name].shape)
+        blocks = self.layouts[name].blocks
+        return [(shape[0] // blocks, ) + shape[1:]] * blocks
+
     # ------------------------------------------------------------- targets
-    def _initial_keep(self, sparsity: float) -> Dict[str, int]:
+    def _units(self, names: Iterable[str]):
+        """``(name, block) -> shape`` of the blocks of ``names``."""
+        return OrderedDict(((name, i), shape) for name in names
+                           for i, shape in enumerate(self.block_shapes(name)))
+
+    def _initial_keep(self, sparsity: float) -> Dict[str, List[int]]:
+        """The kept count of every block of every layer the distribution
+        sets now (for ``'global'``: only the overridden layers)."""
         if self.nm is not None:
             n, m = self.nm
             for name, param in self.params.items():
-                if param.dim() < 2 or param.shape[1] % m:
+                dim = self.layouts[name].in_dim
+                if param.dim() < 2 or param.shape[dim] % m:
                     raise GaPConfigError(
                         f'N:M pattern {n}:{m} cannot prune {name} of shape '
                         f'{tuple(param.shape)}: its input dimension must '
-                        f'divide by {m}. Exclude it with `exclude`.')
-            return OrderedDict(
-                (k, v * n // m) for k, v in self._numels.items())
-        rest = OrderedDict(
-            (k, v) for k, v in self._numels.items() if k not in self.overrides)
-        keep: Dict[str, int] = OrderedDict()
-        if self.distribution == 'uniform':
-            keep.update(uniform_keep(rest, sparsity))
-        elif self.distribution == 'erk':
-            keep.update(
-                erk_keep({k: self.params[k].shape
-                          for k in rest}, sparsity, self.erk_scale))
-        for name, value in self.overrides.items():
-            keep.update(uniform_keep({name: self._numels[name]}, value))
-        return OrderedDict((k, keep[k]) for k in self.names if k in keep)
+                        f'divide by {m} (dim {dim} of the weight). Exclude '
+                        f'it with `exclude`.')
+            keep = OrderedDict(
+                (unit, int(torch.Size(shape).numel()) * n // m)
+                for unit, shape in self._units(self.names).items())
+        else:
+            rest = self._units(n for n in self.names
+                               if n not in self.overrides)
+            numels = OrderedDict(
+                (u, int(torch.Size(s).numel())) for u, s in rest.items())
+            keep = OrderedDict()
+            if self.distribution == 'uniform':
+                keep.update(uniform_keep(numels, sparsity))
+            elif self.distribution == 'erk':
+                keep.update(erk_keep(rest, sparsity, self.erk_scale))
+            for name, value in self.overrides.items():
+                keep.update(
+                    uniform_keep(
+                        OrderedDict((u, int(torch.Size(s).numel()))
+                                    for u, s in self._units([name]).items()),
+                        value))
+        out: Dict[str, List[int]] = OrderedDict()
+        for name in self.names:
+            blocks = [
+                keep.get((name, i))
+                for i in range(self.layouts[name].blocks)
+            ]
+            if blocks[0] is not None:
+                out[name] = [int(k) for k in blocks]
+        return out
+
+    def _set_targets(self, block_keep: Mapping[str, Sequence[int]]) -> None:
+        """Replace the targets by ``block_keep`` (per layer, per block)."""
+        self.block_keep = OrderedDict(
+            (n, list(block_keep[n])) for n in self.names if n in block_keep)
+        self.num_keep = OrderedDict(
+            (n, sum(k)) for n, k in self.block_keep.items())
+
+    def _record_keep(self, name: str, pruned: torch.Tensor) -> None:
+        """Make the kept counts of ``pruned`` (a pruned mask of ``name``)
+        its targets, block by block."""
+        self.block_keep[name] = [
+            b.numel() - int(torch.count_nonzero(b))
+            for b in self.blocks_of(name, pruned)
+        ]
+        self.num_keep[name] = sum(self.block_keep[name])
 
     def set_sparsity(self, sparsity: float) -> None:
         """Change the overall target (a ramp such as GMP's).
@@ -173,7 +263,7 @@ class Sparsifier:
                 'an N:M pattern has the fixed sparsity 1 - N/M; set_sparsity '
                 'does not apply to it')
         self.sparsity = check_sparsity(sparsity)
-        self.num_keep = self._initial_keep(self.sparsity)
+        self._set_targets(self._initial_keep(self.sparsity))
 
     # ---------------------------------------------------------------- state
     @property
@@ -291,8 +381,9 @@ class Sparsifier:
         if self.nm is not None:
             n, m = self.nm
             return [
-                ~nm_mask(score(name, self.params[name]), n, m)
-                for name in names
+                ~nm_mask(
+                    score(name, self.params[name]), n, m,
+                    self.layouts[name].in_dim) for name in names
             ]
         pooled = [n for n in names if n not in self.overrides]
         chosen: Dict[str, torch.Tensor] = {}
@@ -310,8 +401,8 @@ class Sparsifier:
             masks = topk_masks(scores, budget, pruned=True)
             chosen = dict(zip(pooled, masks))
             for name, mask in chosen.items():
-                self.num_keep[name] = mask.numel() - int(
-                    torch.count_nonzero(mask))
+                self._record_keep(name, mask)
+            self._sort_targets()
             emptied = [n for n in pooled if self.num_keep[n] == 0]
             if emptied:
                 warnings.warn(
@@ -322,12 +413,17 @@ class Sparsifier:
         for name in names:
             if name in chosen:
                 result.append(chosen[name])
-            else:
-                result.append(
-                    topk_masks([score(name, self.params[name])],
-                               self.num_keep[name],
-                               pruned=True)[0])
+                continue
+            blocks = self.blocks_of(name, score(name, self.params[name]))
+            masks = [
+                topk_masks([b], k, pruned=True)[0]
+                for b, k in zip(blocks, self.block_keep[name])
+            ]
+            result.append(masks[0] if len(masks) == 1 else torch.cat(masks))
         return result
+
+    def _sort_targets(self) -> None:
+        self._set_targets(self.block_keep)
 
     @torch.no_grad()
     def grow(self, partitions: Iterable[int]) -> Dict[str, torch.Tensor]:
@@ -438,15 +534,24 @@ class Sparsifier:
             param = self.params[name]
             word = self._words.get(name)
             n_pruned = 0 if word is None else num_pruned(word)
-            rows.append(
-                dict(
-                    name=name,
-                    shape=tuple(param.shape),
-                    numel=param.numel(),
-                    kept=param.numel() - n_pruned,
-                    sparsity=n_pruned / max(1, param.numel()),
-                    partition=self.partition_of[name],
-                    dense=word is None))
+            row = dict(
+                name=name,
+                shape=tuple(param.shape),
+                numel=param.numel(),
+                kept=param.numel() - n_pruned,
+                sparsity=n_pruned / max(1, param.numel()),
+                partition=self.partition_of[name],
+                dense=word is None)
+            if self.layouts[name].blocks > 1:
+                row['blocks'] = [
+                    dict(
+                        shape=tuple(b.shape),
+                        numel=b.numel(),
+                        kept=b.numel() if word is None else int(
+                            torch.count_nonzero(b))) for b in self.blocks_of(
+                                name, param if word is None else word)
+                ]
+            rows.append(row)
         return rows
 
     @staticmethod
@@ -487,15 +592,24 @@ class Sparsifier:
         return torch.tensor(rows, dtype=torch.int64)
 
     def state_dict(self) -> Dict[str, object]:
-        """Masks bit-packed (keep-masks, 1 bit per weight), targets and
+        """Masks bit-packed (keep-masks, 1 bit per weight), targets (per
+        block under ``block_keep`` for a weight of several blocks) and
         partitions."""
-        return dict(
+        state = dict(
             masks={
                 name: pack_mask(word != 0)
                 for name, word in self._words.items()
             },
             num_keep=dict(self.num_keep),
             partitions=[list(g) for g in self.partitions])
+        blocks = {
+            n: list(k)
+            for n, k in self.block_keep.items()
+            if self.layouts[n].blocks > 1
+        }
+        if blocks:
+            state['block_keep'] = blocks
+        return state
 
     @torch.no_grad()
     def load_state_dict(self, state: Mapping[str, object]) -> None:
@@ -503,10 +617,24 @@ class Sparsifier:
         if state.get('partitions') is not None and [
                 list(g) for g in state['partitions']
         ] != [list(g) for g in self.partitions]:
+            saved = [n for g in state['partitions'] for n in g]
+            only_saved = [n for n in saved if n not in self.params]
+            only_here = [n for n in self.names if n not in set(saved)]
+            diff = ''
+            if only_saved or only_here:
+                diff = (f' Prunable in the checkpoint only: '
+                        f'{_preview(only_saved)}; here only: '
+                        f'{_preview(only_here)}. (Since gap_mm prunes '
+                        f'transposed convs and attention projections and '
+                        f'leaves frozen weights and output layers of heads '
+                        f'dense by default, a run started by an older '
+                        f'gap_mm may need `module_types`, '
+                        f'`prune_output_layers` or `exclude` set as it '
+                        f'pruned.)')
             raise GaPConfigError(
                 'The checkpoint was trained with other partitions than '
                 'the current config builds; resume with the same '
-                '`partitions`, `include`/`exclude` and model')
+                '`partitions`, `include`/`exclude` and model.' + diff)
         masks = state.get('masks', {})
         unknown = sorted(set(masks) - set(self.names))
         if unknown:
@@ -523,11 +651,40 @@ class Sparsifier:
                     f'the parameter has {tuple(self.params[name].shape)}')
             words[name] = keep_word(~keep).to(self.params[name].device)
         self._words = words
-        self.num_keep.update({
-            k: int(v)
-            for k, v in state.get('num_keep', {}).items()
-        })
+        saved_blocks = state.get('block_keep') or {}
+        for name, value in (state.get('num_keep') or {}).items():
+            if name not in self.params:
+                continue
+            value = int(value)
+            if name in saved_blocks:
+                blocks = [int(k) for k in saved_blocks[name]]
+            elif self.layouts[name].blocks == 1:
+                blocks = [value]
+            elif name in words:  # a state without block counts: the mask's
+                self._record_keep(name, words[name] == 0)
+                continue
+            elif self.num_keep.get(name) == value:
+                continue
+            else:
+                raise GaPConfigError(
+                    f'the checkpoint holds no per-block counts for {name}, '
+                    f'whose {self.layouts[name].blocks} blocks are counted '
+                    f'on their own')
+            if len(blocks) != self.layouts[name].blocks or sum(
+                    blocks) != value:
+                raise GaPConfigError(
+                    f'the checkpoint\'s block counts {blocks} of {name} do '
+                    f'not fit its {self.layouts[name].blocks} blocks and '
+                    f'{value} kept weights')
+            self.block_keep[name] = blocks
+        self._sort_targets()
         self.apply_masks_()
+
+
+def _preview(names: Sequence[str], limit: int = 5) -> str:
+    names = list(names)
+    more = f' ... ({len(names)} in all)' if len(names) > limit else ''
+    return '[' + ', '.join(names[:limit]) + more + ']'
 
 
 @SPARSIFIERS.register_module()

@@ -154,18 +154,20 @@ def topk_mask(score: torch.Tensor, k: int) -> torch.Tensor:
     return topk_masks([score], k)[0]
 
 
-def nm_mask(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
+def nm_mask(score: torch.Tensor, n: int, m: int, dim: int = 1) -> torch.Tensor:
     """N:M keep-mask: in every run of ``m`` consecutive weights along the
-    input dimension (dim 1), keep the ``n`` largest scores.
+    input dimension (``dim``, 1 by default), keep the ``n`` largest scores.
 
     For a conv weight ``(out, in, *kernel)`` the runs go along ``in`` at a
-    fixed kernel position, as sparse tensor cores expect. Ties keep the lower
-    input index.
+    fixed kernel position, as sparse tensor cores expect; a transposed
+    conv's weight ``(in, out / groups, *kernel)`` has its input on dim 0.
+    Ties keep the lower input index.
 
     Args:
         score (Tensor): Scores shaped like the weight, at least 2-D.
         n (int): Kept per run.
-        m (int): Run length; ``score.shape[1]`` must divide by it.
+        m (int): Run length; ``score.shape[dim]`` must divide by it.
+        dim (int): The input dimension. Defaults to 1.
 
     Returns:
         Tensor: Bool keep-mask shaped like ``score``.
@@ -173,13 +175,13 @@ def nm_mask(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
     if score.dim() < 2:
         raise ValueError(f'N:M needs a weight of at least 2 dims, got shape '
                          f'{tuple(score.shape)}')
-    if score.shape[1] % m:
+    if score.shape[dim] % m:
         raise ValueError(
-            f'N:M with M={m} needs the input dimension to divide by {m}, '
-            f'got shape {tuple(score.shape)}')
-    moved = score.movedim(1, -1)  # (out, *kernel, in)
+            f'N:M with M={m} needs the input dimension (dim {dim}) to divide '
+            f'by {m}, got shape {tuple(score.shape)}')
+    moved = score.movedim(dim, -1)  # (out, *kernel, in)
     runs = moved.reshape(-1, m)
     order = torch.sort(runs, dim=1, descending=True, stable=True).indices
     keep = torch.zeros_like(runs, dtype=torch.bool)
     keep.scatter_(1, order[:, :n], True)
-    return keep.view(moved.shape).movedim(-1, 1).contiguous()
+    return keep.view(moved.shape).movedim(-1, dim).contiguous()

@@ -417,3 +417,119 @@ class TestGaPVariablesUnderAnyLauncher(GaPRunnerCase):
                 GaPConfigError, r'gap_sparsity=0.25 was set after the config '
                 r'was read, but GaPHook is given sparsity=0.5 explicitly'):
             runner.train()
+
+
+class GaPToyAttnModel(GaPToyModel):
+    """A frozen Conv1d stem, an ``nn.MultiheadAttention`` over the 8
+    positions (packed q, k, v), a ConvTranspose1d and a linear head: 4
+    prunable layers (in_proj_weight of 3 blocks, out_proj, the transposed
+    conv, the head) and one frozen."""
+
+    def __init__(self, data_preprocessor=None) -> None:
+        super().__init__(data_preprocessor=data_preprocessor)
+        del self.fc1, self.bn, self.fc2, self.head
+        self.conv.requires_grad_(False)
+        self.attn = torch.nn.MultiheadAttention(8, 2)
+        self.up = torch.nn.ConvTranspose1d(8, 4, 2, stride=2)
+        self.head = torch.nn.Linear(64, 1)
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        if isinstance(inputs, (list, tuple)):
+            inputs = torch.stack(inputs)
+        if isinstance(data_samples, (list, tuple)):
+            data_samples = torch.stack(data_samples)
+        x = torch.relu(self.conv(inputs.unsqueeze(1)))  # (B, 8, 8)
+        seq = x.permute(2, 0, 1)  # (L, B, E)
+        seq = seq + self.attn(seq, seq, seq, need_weights=False)[0]
+        x = torch.relu(self.up(seq.permute(1, 2, 0)))  # (B, 4, 16)
+        out = self.head(x.flatten(1)).squeeze(1)
+        if mode == 'loss':
+            return dict(loss=((out - data_samples)**2).mean())
+        return out
+
+
+class TestGaPHookAttentionAndTransposedConv(GaPRunnerCase):
+    """GaP on attention projections (q, k, v each at its own count) and a
+    transposed conv, with a frozen stem left out."""
+
+    def setUp(self):
+        super().setUp()
+        MODELS.register_module(module=GaPToyAttnModel, force=True)
+        self.cfg.model = dict(type='GaPToyAttnModel')
+
+    def _check_blocks(self, runner, sparsity):
+        gap, _ = self._hooks(runner)
+        sp = gap.sparsifier
+        self.assertEqual(sp.names, [
+            'attn.in_proj_weight', 'attn.out_proj.weight', 'up.weight',
+            'head.weight'
+        ])
+        self.assertEqual(list(gap.selection.frozen), ['conv.weight'])
+        keep = sp.keep_mask('attn.in_proj_weight')
+        self.assertEqual([int(b.sum()) for b in keep.chunk(3)],
+                         [num_kept(64, sparsity)] * 3)
+        for name in sp.names[1:]:
+            self.assertEqual(
+                int(sp.keep_mask(name).sum()),
+                num_kept(sp.params[name].numel(), sparsity), name)
+        # the frozen stem was never pruned
+        self.assertTrue((runner.model.conv.weight != 0).all())
+
+    def test_masks_invariants_and_exact_counts(self):
+        runner = self._train(self.cfg, 'attn')
+        _, check = self._hooks(runner)
+        self.assertEqual(check.steps, 16)
+        self.assertGreater(check.grows, 0)
+        self._check_blocks(runner, 0.75)
+        gap, _ = self._hooks(runner)
+        table = gap.start_table(runner)
+        self.assertIn('[0:8]', table)
+        self.assertIn('[16:24]', table)
+        self.assertIn(
+            'Partitions: 0: 1 layer, 192 weights (50.0%); 1: 3 layers, '
+            '192 weights (50.0%)', table)
+        self.assertIn('Left dense, 1 frozen weight (24 values', table)
+        self.assertIn('conv.weight (24)', table)
+
+    def test_resume_is_bitwise_identical(self):
+        straight = self._train(self.cfg, 'attn_straight')
+        cfg = copy.deepcopy(self.cfg)
+        cfg.custom_hooks.append(dict(type='KillAfterIterHook', iteration=8))
+        with self.assertRaises(KilledForTest):
+            self._train(cfg, 'attn_first_half')
+        cfg = copy.deepcopy(self.cfg)
+        cfg.resume = True
+        cfg.load_from = osp.join(self.temp_dir.name, 'attn_first_half',
+                                 'iter_8.pth')
+        resumed = self._train(cfg, 'attn_resumed')
+        gap_a, _ = self._hooks(straight)
+        gap_b, _ = self._hooks(resumed)
+        self.assertEqual(gap_a.sparsifier.block_keep,
+                         gap_b.sparsifier.block_keep)
+        for name in gap_a.sparsifier.names:
+            self.assertTrue(
+                torch.equal(
+                    gap_a.sparsifier.keep_mask(name),
+                    gap_b.sparsifier.keep_mask(name)), name)
+        sa, sb = straight.model.state_dict(), resumed.model.state_dict()
+        for key in sa:
+            self.assertTrue(torch.equal(sa[key], sb[key]), key)
+        self._check_blocks(resumed, 0.75)
+
+    def test_erk_and_set(self):
+        cfg = copy.deepcopy(self.cfg)
+        cfg.custom_hooks[0] = dict(
+            type='SETHook',
+            sparsity=0.75,
+            distribution='erk',
+            interval=2,
+            end=12,
+            drop_fraction=0.5)
+        runner = self._train(cfg, 'attn_set')
+        hook = next(h for h in runner.hooks if isinstance(h, BaseSparsityHook))
+        sp = hook.sparsifier
+        keep = sp.keep_mask('attn.in_proj_weight')
+        # every drop-and-grow kept each projection's ERK count
+        self.assertEqual([int(b.sum()) for b in keep.chunk(3)],
+                         sp.block_keep['attn.in_proj_weight'])
+        self.assertEqual(len(set(sp.block_keep['attn.in_proj_weight'])), 1)

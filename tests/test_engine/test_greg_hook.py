@@ -210,6 +210,26 @@ def test_filter_pick_takes_the_smallest_mean_magnitudes():
     assert torch.equal(filter_scores(w.detach().abs()), means)
 
 
+def test_filter_mode_leaves_out_transposed_convs_and_attention():
+    from gap_mm.engine.hooks.greg_hook import GRegHook
+    from gap_mm.sparsity import dense_weights
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.ConvTranspose2d(8, 8, 2),
+        nn.MultiheadAttention(8, 2), nn.Linear(8, 4))
+    hook = GRegHook(mode='filter', sparsity=0.5)
+    hook.distribution = 'uniform'
+    params = hook.select_params(model)
+    assert list(params) == ['0.weight', '2.out_proj.weight', '3.weight']
+    assert 'output channels on dim 1' in params.left_out['1.weight']
+    assert 'q, k and v' in params.left_out['2.in_proj_weight']
+    # the start table says why they stay dense
+    rows = {r['name']: r for r in dense_weights(model, params)}
+    assert rows['1.weight']['why'] == params.left_out['1.weight']
+    # unstructured GReg prunes them
+    hook = GRegHook(sparsity=0.5)
+    assert '1.weight' in hook.select_params(model)
+
+
 def test_coupled_layers_of_residual_blocks():
     found = coupled_filter_params(GRegResToyModel())
     assert list(found) == COUPLED

@@ -11,7 +11,9 @@ Usage::
 Non-zeros are counted in the weights, so any mmdet / mmdet3d checkpoint
 works, dense or sparse, trained with gap_mm or not. The prunable layers are
 those of the config's GaPHook (``module_types`` / ``include`` /
-``exclude``), or every Conv and Linear weight without one. The partition
+``exclude`` / ``prune_output_layers``), or without one those a hook
+prunes by default (conv, transposed conv, linear and attention weights,
+less the frozen ones and the output layers of heads). The partition
 column comes from the checkpoint's ``gap_state``, else from the GaPHook's
 ``partitions``, else it is ``-``. ``--compare`` adds a second checkpoint of
 the same model as a column and as grouped bars.
@@ -105,8 +107,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                 state_dict = match_state_dict(model, state_dict, path)
                 report['flops'] = dict(
                     input_shape=list(args.flops_shape),
-                    **zero_filter_flops(flops, state_dict,
-                                        [r['name'] for r in report['layers']]))
+                    **zero_filter_flops(
+                        flops, state_dict,
+                        [r['name'] for r in report['layers']],
+                        {r['name']: r['out_dim']
+                         for r in report['layers']}))
     except (GaPConfigError, ReportError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1

@@ -12,11 +12,14 @@ from gap_mm.checkpoint import CKPT_KEY, read_state, write_state
 from gap_mm.errors import GaPConfigError
 from gap_mm.registry import SPARSIFIERS, build_registered
 from gap_mm.sparsity import (DISTRIBUTIONS, REGROWN_SECOND_MOMENTS,
-                             RandomScore, Sparsifier, check_sparsity,
-                             format_layer_table, parse_pattern,
-                             resolve_module_types, select_prunable)
+                             PrunableParams, RandomScore, Sparsifier,
+                             check_sparsity, format_layer_table,
+                             format_partitions, format_selection,
+                             parse_pattern, resolve_module_types,
+                             select_prunable)
 from ..dist_check import verify_masks_across_ranks
 from ..gap_variables import resolve_gap_variables
+from ..inherited_hooks import replaced_base_hooks
 from ..optimizers import StepStage
 from .base_method_hook import BaseMethodHook
 
@@ -72,11 +75,18 @@ class BaseSparsityHook(BaseMethodHook):
             takes ``gap_pattern``, else ``'unstructured'``.
         partitions (int | list): K contiguous parameter-balanced
             partitions, or a list of regex groups. Defaults to 1.
-        module_types (list, optional): Layer types whose weight is
+        module_types (list, optional): Layer types whose weights are
             prunable: ``torch.nn`` names, names in MMEngine's ``MODELS``
-            (mmcv's layers) or classes. Defaults to Conv1d/2d/3d, Linear.
+            (mmcv's layers) or classes. Defaults to Conv1d/2d/3d,
+            ConvTranspose1d/2d/3d, Linear and MultiheadAttention (its q, k
+            and v projections, each pruned to its own count).
         include (list[str], optional): Regexes; prune only matching names.
         exclude (list[str], optional): Regexes of names that stay dense.
+        prune_output_layers (bool): Prune the output layers of heads
+            (classification, regression, objectness, centerness, mask
+            logits; see :mod:`gap_mm.sparsity.output_layers`) too. Defaults
+            to False: they stay dense, named in the start table. Frozen
+            weights (``requires_grad=False``) are never pruned.
         overrides (dict, optional): Regex → sparsity per layer.
         erk_scale (float): Power on the ERK score. Defaults to 1.0.
         sparsifier (dict, optional): The mask policy from
@@ -113,6 +123,7 @@ class BaseSparsityHook(BaseMethodHook):
                  module_types: Optional[Sequence] = None,
                  include: Optional[Sequence[str]] = None,
                  exclude: Optional[Sequence[str]] = None,
+                 prune_output_layers: bool = False,
                  overrides: Optional[Mapping[str, float]] = None,
                  erk_scale: float = 1.0,
                  sparsifier: Optional[Mapping] = None,
@@ -147,8 +158,12 @@ class BaseSparsityHook(BaseMethodHook):
                 f'{sorted(SPARSIFIERS.module_dict)}, but got {sparsifier!r}')
         self.partitions = partitions
         self.module_types = resolve_module_types(module_types)
+        if not isinstance(prune_output_layers, bool):
+            raise GaPConfigError(f'prune_output_layers must be True or '
+                                 f'False, but got {prune_output_layers!r}')
         self.include = include
         self.exclude = exclude
+        self.prune_output_layers = prune_output_layers
         self.overrides = overrides
         self.erk_scale = erk_scale
         self.sparsifier_cfg = dict(
@@ -161,6 +176,8 @@ class BaseSparsityHook(BaseMethodHook):
         self.distribution: Optional[str] = None
         self.pattern: Optional[str] = None
         self.sparsifier: Optional[Sparsifier] = None
+        #: What :meth:`select_params` selected, and what it left out.
+        self.selection: Optional[PrunableParams] = None
         self._stats: Dict[str, float] = {}
         self._ema_params: Dict[str, torch.Tensor] = {}
 
@@ -225,17 +242,19 @@ class BaseSparsityHook(BaseMethodHook):
         self.distribution = values['distribution']
         self.pattern = values['pattern']
 
-    def select_params(self,
-                      model: torch.nn.Module) -> Dict[str, torch.nn.Parameter]:
+    def select_params(self, model: torch.nn.Module) -> PrunableParams:
         """The prunable weights of ``model`` by name (``module_types``,
-        ``include``, ``exclude``); a method may leave out more."""
+        ``include``, ``exclude``, ``prune_output_layers``; frozen weights
+        left out); a method may leave out more (with
+        :meth:`PrunableParams.subset`)."""
         return select_prunable(model, self.module_types, self.include,
-                               self.exclude)
+                               self.exclude, self.prune_output_layers)
 
     def build_sparsifier(self, model: torch.nn.Module) -> Sparsifier:
         """Select the prunable layers of ``model`` and build the
         sparsifier."""
         params = self.select_params(model)
+        self.selection = params
         return build_registered(
             SPARSIFIERS,
             self.sparsifier_cfg,
@@ -330,11 +349,29 @@ class BaseSparsityHook(BaseMethodHook):
             self.update(runner, step)
         self.mask_ema()
         if self.print_table:
-            print_log(
-                format_layer_table(
-                    self.sparsifier.layer_stats(),
-                    f'{type(self).__name__} masks at the start of training:'),
-                logger='current')
+            print_log(self.start_table(runner), logger='current')
+
+    def start_table(self, runner) -> str:
+        """The table logged at the start of training: every prunable layer
+        with its mask, the partitions' sizes, what stays dense (frozen
+        weights and output layers by name, any other large weight with how
+        to include it) and the warnings about the config (custom_hooks that
+        replaced an inherited list)."""
+        rows = self.sparsifier.layer_stats()
+        title = f'{type(self).__name__} masks at the start of training:'
+        parts = [format_layer_table(rows, title), format_partitions(rows)]
+        warnings = [
+            msg
+            for _, msg in replaced_base_hooks(getattr(runner, 'cfg', None))
+        ]
+        if self.selection is not None:
+            notes = format_selection(
+                self.unwrap_model(runner), self.selection, warnings=warnings)
+        else:
+            notes = '\n'.join(f'Warning: {w}' for w in warnings)
+        if notes:
+            parts.append(notes)
+        return '\n'.join(parts)
 
     def initialize_masks(self, runner, step: int) -> None:
         """The masks of a fresh start, by ``init``: every partition pruned to
@@ -359,9 +396,10 @@ class BaseSparsityHook(BaseMethodHook):
     def _check_no_layer_emptied(self) -> None:
         """A layer left without a single weight cannot learn: stop with the
         layers named instead of training a broken model."""
+        sp = self.sparsifier
         emptied = [
-            n for n in self.sparsifier.names if self.sparsifier.is_sparse(n)
-            and not bool(self.sparsifier.keep_mask(n).any())
+            n for n in sp.names if sp.is_sparse(n) and not all(
+                bool(b.any()) for b in sp.blocks_of(n, sp.keep_mask(n)))
         ]
         if not emptied:
             return

@@ -16,7 +16,8 @@ class DropGrowHook(BaseSparsityHook):
     :meth:`grow_scores`, ``k = round(f(t) * active)`` with the fraction
     ``f`` of :class:`~gap_mm.schedules.DropGrowSchedule`. Grown weights
     start at 0 and their momentum at 0; dropped ones are zeroed with their
-    optimizer state. The count of every layer stays exact.
+    optimizer state. The count of every layer stays exact, and of every
+    block of a layer (an attention's q, k and v projections).
 
     Subclasses implement :meth:`grow_scores` (RigL: the dense gradient,
     SET: random).
@@ -95,13 +96,21 @@ class DropGrowHook(BaseSparsityHook):
             pruned = sp.pruned_mask(name)
             if pruned is None:
                 continue
-            num_pruned = int(pruned.sum())
-            k = num_to_move(pruned.numel() - num_pruned, num_pruned, fraction)
-            if k:
-                new[name] = drop_and_grow(pruned,
-                                          sp.score(name, sp.params[name]),
-                                          scores[name], k)
-                moved += k
+            # block by block, so that each block (an attention's q, k, v)
+            # keeps its own count
+            parts, layer_moved = [], 0
+            for block, drop, grow in zip(
+                    sp.blocks_of(name, pruned),
+                    sp.blocks_of(name, sp.score(name, sp.params[name])),
+                    sp.blocks_of(name, scores[name])):
+                num_pruned = int(block.sum())
+                k = num_to_move(block.numel() - num_pruned, num_pruned,
+                                fraction)
+                parts.append(drop_and_grow(block, drop, grow, k))
+                layer_moved += k
+            if layer_moved:
+                new[name] = parts[0] if len(parts) == 1 else torch.cat(parts)
+                moved += layer_moved
         newly_pruned, newly_grown = sp.set_masks(new)
         self.apply_event(
             runner,

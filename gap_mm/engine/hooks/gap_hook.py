@@ -47,7 +47,8 @@ class GaPHook(BaseSparsityHook):
         **kwargs: The options of :class:`BaseSparsityHook`: ``sparsity``,
             ``distribution``, ``pattern`` (None reads the config's
             ``gap_sparsity`` / ``gap_distribution`` / ``gap_pattern``),
-            ``module_types``, ``include``, ``exclude``, ``overrides``,
+            ``module_types``, ``include``, ``exclude``,
+            ``prune_output_layers``, ``overrides``,
             ``erk_scale``, ``sparsifier``, ``init``,
             ``regrown_second_moment``, ``verify_sync``, ``print_table``.
 

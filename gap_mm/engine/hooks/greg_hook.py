@@ -218,20 +218,39 @@ class GRegHook(BaseSparsityHook):
             raise GaPConfigError(
                 "GRegHook mode='filter' takes distribution 'uniform' or "
                 "'erk' (a per-layer count of filters), not 'global'")
-        if not self.exclude_coupled:
-            return params
-        self.coupled = {
-            n: why
-            for n, why in coupled_filter_params(model).items() if n in params
-        }
+        # a filter is a slice along dim 0 of an (out, in, ...) weight of one
+        # block: a transposed conv (out on dim 1) and an attention's packed
+        # q, k, v projections are not pruned by filters
+        unfit = OrderedDict(
+            (n, 'filter-wise GReg prunes (out, in, ...) weights of one '
+             'block: ' + ('a transposed conv has its output channels on '
+                          'dim 1' if layout.out_dim else
+                          'it holds the q, k and v projections'))
+            for n, layout in params.layouts.items()
+            if layout.out_dim != 0 or layout.blocks != 1)
+        if unfit:
+            print_log(
+                f'GRegHook (filter-wise) leaves out {len(unfit)} layers it '
+                f'cannot prune by output filter: ' +
+                ', '.join(f'{n} ({why})' for n, why in unfit.items()),
+                logger='current')
+        self.coupled = {}
+        if self.exclude_coupled:
+            self.coupled = {
+                n: why
+                for n, why in coupled_filter_params(model).items()
+                if n in params and n not in unfit
+            }
         if self.coupled:
             print_log(
                 f'GRegHook (filter-wise) leaves out {len(self.coupled)} '
                 f'layers whose output channels are coupled: ' +
                 ', '.join(f'{n} ({why})' for n, why in self.coupled.items()),
                 logger='current')
-        left = OrderedDict(
-            (n, p) for n, p in params.items() if n not in self.coupled)
+        why = OrderedDict(unfit)
+        why.update((n, f'its output channels are coupled ({w})')
+                   for n, w in self.coupled.items())
+        left = params.subset([n for n in params if n not in why], why)
         if not left:
             raise GaPConfigError(
                 f'GRegHook (filter-wise): every prunable layer is coupled '
