@@ -18,6 +18,19 @@ from mmengine.registry import HOOKS, MODELS, DefaultScope
 from gap_mm.engine import BaseSparsityHook, GaPOptimWrapper
 
 
+def sparsity_hook_cfg(cfg: Config) -> dict:
+    """The first sparsity hook (a ``BaseSparsityHook``) of
+    ``cfg.custom_hooks``."""
+    for hook in cfg.get('custom_hooks') or []:
+        kind = hook['type']
+        cls = HOOKS.get(kind) if isinstance(kind, str) else kind
+        if isinstance(cls, type) and issubclass(cls, BaseSparsityHook):
+            return hook
+    raise AssertionError(
+        f'no sparsity hook in custom_hooks '
+        f'{[h["type"] for h in cfg.get("custom_hooks") or []]}')
+
+
 def build_gap_training(
         cfg: Config,
         name: str,
@@ -28,7 +41,8 @@ def build_gap_training(
 
     Args:
         cfg (Config): A config with a sparsity hook (GaPHook, RigLHook, ...)
-            as its first custom hook.
+            among its custom hooks (the first one is used; mmdet's own
+            hooks before it, as SSD's, are left unbuilt).
         name (str): A unique name for the message hub.
         iters_per_epoch (int): The stand-in's iterations per epoch, for an
             epoch-based run (its ``max_iters``). Defaults to 100.
@@ -45,7 +59,7 @@ def build_gap_training(
         model = MODELS.build(cfg.model)
         model.init_weights()
         wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
-        hook = HOOKS.build(cfg.custom_hooks[0])
+        hook = HOOKS.build(sparsity_hook_cfg(cfg))
     assert isinstance(wrapper, GaPOptimWrapper), type(wrapper)
     assert isinstance(hook, BaseSparsityHook), type(hook)
     by_epoch = 'max_epochs' in cfg.train_cfg
