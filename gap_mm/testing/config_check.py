@@ -16,19 +16,7 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import HOOKS, MODELS, DefaultScope
 
 from gap_mm.engine import BaseSparsityHook, GaPOptimWrapper
-
-
-def sparsity_hook_cfg(cfg: Config) -> dict:
-    """The first sparsity hook (a ``BaseSparsityHook``) of
-    ``cfg.custom_hooks``."""
-    for hook in cfg.get('custom_hooks') or []:
-        kind = hook['type']
-        cls = HOOKS.get(kind) if isinstance(kind, str) else kind
-        if isinstance(cls, type) and issubclass(cls, BaseSparsityHook):
-            return hook
-    raise AssertionError(
-        f'no sparsity hook in custom_hooks '
-        f'{[h["type"] for h in cfg.get("custom_hooks") or []]}')
+from gap_mm.prerun_checks import sparsity_hooks
 
 
 def build_gap_training(
@@ -59,7 +47,9 @@ def build_gap_training(
         model = MODELS.build(cfg.model)
         model.init_weights()
         wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
-        hook = HOOKS.build(sparsity_hook_cfg(cfg))
+        hooks = sparsity_hooks(cfg)
+        assert hooks, 'no sparsity hook in custom_hooks'
+        hook = HOOKS.build(hooks[0])
     assert isinstance(wrapper, GaPOptimWrapper), type(wrapper)
     assert isinstance(hook, BaseSparsityHook), type(hook)
     by_epoch = 'max_epochs' in cfg.train_cfg
