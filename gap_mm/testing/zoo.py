@@ -114,7 +114,8 @@ FAMILIES: List[Family] = [
         output=r'^bbox_head\.rtm_(cls|reg)\.\d+$',
         ema=True,
         notes='append GaPHook to the config\'s `custom_hooks` (EMAHook, '
-        'PipelineSwitchHook); depthwise-free CSPNeXt, shared head convs'),
+        'PipelineSwitchHook); the 5x5 depthwise convs of CSPNeXt are '
+        'pruned, the head convs its 3 levels share once'),
     Family(
         'DETR',
         'detr/detr_r50_8xb2-150e_coco.py',
