@@ -11,11 +11,13 @@ to the config's own ``custom_hooks`` where it has any (YOLOX, RTMDet, SSD).
 :func:`make_tiny` then shrinks what the CPU cannot afford and nothing the
 sparsity engine meets differently: the layer types, the frozen stages, the
 heads, the losses, the optimizer and the hooks stay mmdet's; the widths,
-the depths (ResNet-18 shapes for ResNet-50), the image size (64 px), the
-class count (the 6 generated shapes), the data and the length (2 epochs of
-2 iterations) shrink. Only SSD's VGG-16 backbone, which has no width
-option, is replaced (by a 3-stage ResNet-18 shape at 1/8 width), with its
-neck and anchors sized for 64 px.
+the depths (ResNet-18 shapes for ResNet-50, 2 transformer layers), the
+image size (64 px), the class count (the 6 generated shapes), the data
+(random flips, no mosaic, mixup or crops) and the length (2 epochs of 3
+iterations) shrink, and the test thresholds drop (``score_thr=0``) so that
+CocoMetric has boxes to score after 6 iterations. Only SSD's VGG-16
+backbone, which has no width option, is replaced (by a 3-stage ResNet-18
+shape at 1/8 width), with its neck and anchors sized for 64 px.
 """
 import os.path as osp
 from dataclasses import dataclass
