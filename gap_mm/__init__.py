@@ -2,9 +2,11 @@
 """gap_mm: scheduled grow-and-prune (GaP) sparse training for OpenMMLab.
 
 ``import gap_mm`` registers everything: the hook and optimizer wrappers in
-MMEngine's root registries, so every ``default_scope`` finds them, and, when
-mmdet3d is installed, the task modules of :mod:`gap_mm3d` (the ShapeNet part
-dataset, transforms, metric and the PointNet++ part segmentation model) in
+MMEngine's root registries, so every ``default_scope`` finds them; when mmdet
+is installed, :class:`~gap_mm.models.FixedSSDHead` (mmdet's ``SSDHead`` with
+what mmdet 3.3.0's prediction reads) in mmdet's; and, when mmdet3d is
+installed, the task modules of :mod:`gap_mm3d` (the ShapeNet part dataset,
+transforms, metric and the PointNet++ part segmentation model) in
 mmdet3d's. It also allow-lists, for ``torch.load(weights_only=True)``,
 exactly the MMEngine classes a checkpoint holds, so that ``--resume`` works
 under torch >= 2.6 without ever switching ``weights_only`` off, and replaces

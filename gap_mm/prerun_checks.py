@@ -40,6 +40,15 @@ def sparsity_hooks(cfg: Config) -> List[dict]:
     return out
 
 
+def imports_gap_mm(cfg: Config) -> bool:
+    """Whether ``cfg.custom_imports`` imports gap_mm (or a module of it), so
+    that mmdet's own tools, which read it, run with gap_mm too."""
+    imports = (cfg.get('custom_imports') or {}).get('imports') or []
+    if isinstance(imports, str):
+        imports = [imports]
+    return any(m == 'gap_mm' or str(m).startswith('gap_mm.') for m in imports)
+
+
 def merge_cfg_options(cfg: Config, options: Optional[dict]) -> None:
     """Merge ``--cfg-options`` into ``cfg`` as the tools do.
 

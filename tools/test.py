@@ -8,6 +8,7 @@ Examples:
     tools/dist_test.sh configs/xxx.py ckpt.pth 2              # also on CPU
 """
 import argparse
+import logging
 import os.path as osp
 import sys
 import warnings
@@ -17,14 +18,17 @@ from typing import Optional
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
 from mmengine.evaluator import BaseMetric, DumpResults  # noqa: E402
+from mmengine.logging import print_log  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
+from gap_mm.checkpoint.loading import plain_load_note  # noqa: E402
 from gap_mm.checkpoint.recovery import check_checkpoint_file  # noqa: E402
 from gap_mm.checkpoint.weights_match import check_weights_match  # noqa: E402
 from gap_mm.errors import GaPConfigError  # noqa: E402
 from gap_mm.prerun_checks import (check_data_paths,  # noqa: E402
-                                  check_gap_hook_options, merge_cfg_options)
+                                  check_gap_hook_options, imports_gap_mm,
+                                  merge_cfg_options)
 from gap_mm.utils.launcher_guard import die_with_launcher  # noqa: E402
 from gap_mm.utils import (allow_mmengine_checkpoint_globals,  # noqa: E402
                           destroy_dist, export_local_rank,
@@ -204,6 +208,13 @@ def test(args: argparse.Namespace) -> None:
 
     # a truncated or empty file stops here, named, not in torch.load
     check_checkpoint_file(args.checkpoint, 'checkpoint')
+    if not imports_gap_mm(cfg):
+        # An upstream config: this tool reads a training checkpoint, mmdet's
+        # own tools with the same config do not; say how to make the file
+        # they read.
+        note = plain_load_note(args.checkpoint)
+        if note:
+            print_log(note, logger='current', level=logging.WARNING)
     cfg.load_from = args.checkpoint
     check_data_paths(cfg, ('test_dataloader', ))
 

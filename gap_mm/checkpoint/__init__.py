@@ -1,6 +1,7 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
 """Checkpoints: the one safe loader and the one sparsity-state layout."""
-from .loading import CheckpointReadError, load_checkpoint, split_checkpoint
+from .loading import (PUBLISH_TOOL, CheckpointReadError, load_checkpoint,
+                      plain_load_note, publish_command, split_checkpoint)
 from .recovery import (check_checkpoint_file, checkpoint_problem,
                        find_resumable_checkpoint, prepare_checkpoint_loading,
                        restores_method_state)
@@ -10,7 +11,8 @@ from .state import (CKPT_KEY, STATE_VERSION, CheckpointStateError,
 from .weights_match import WeightsMatch, check_weights_match, match_weights
 
 __all__ = [
-    'CKPT_KEY', 'STATE_VERSION', 'CheckpointReadError', 'CheckpointStateError',
+    'CKPT_KEY', 'PUBLISH_TOOL', 'STATE_VERSION', 'CheckpointReadError',
+    'CheckpointStateError', 'plain_load_note', 'publish_command',
     'check_checkpoint_file', 'checkpoint_problem', 'find_resumable_checkpoint',
     'prepare_checkpoint_loading', 'restores_method_state',
     'keep_masks', 'load_checkpoint', 'packed_masks', 'partitions',

@@ -15,14 +15,51 @@ import os.path as osp
 import pickle
 import zipfile
 from collections import OrderedDict
-from typing import Any, Dict, List, Mapping, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from mmengine.runner import CheckpointLoader
 
 from gap_mm.errors import GaPConfigError
-from gap_mm.utils.safe_load import allow_mmengine_checkpoint_globals
+from gap_mm.utils.safe_load import (allow_mmengine_checkpoint_globals,
+                                    globals_refused_without_gap_mm)
 from .schemes import SAFE_SCHEMES, register_safe_schemes
+
+
+#: The converter that writes a checkpoint plain mmdet / mmdet3d load.
+PUBLISH_TOOL = 'tools/model_converters/publish_model.py'
+
+
+def publish_command(path: str) -> str:
+    """The command that writes, beside ``path``, the file plain mmdet /
+    mmdet3d (no gap_mm, ``torch.load(weights_only=True)``) loads."""
+    stem, ext = osp.splitext(path)
+    return f'python {PUBLISH_TOOL} {path} {stem}_published{ext or ".pth"}'
+
+
+def plain_load_note(path: str) -> Optional[str]:
+    """Why plain mmdet / mmdet3d, without gap_mm, cannot load ``path``, and
+    the command that makes a file they load; None if they can (or for a
+    remote path, which is not inspected).
+
+    A training checkpoint holds MMEngine's training state (the message
+    hub's ``HistoryBuffer``, numpy values), which ``torch.load`` refuses
+    with its default ``weights_only=True`` unless gap_mm's allow-list is
+    there (:func:`gap_mm.utils.safe_load.globals_refused_without_gap_mm`).
+    """
+    path = os.fspath(path)
+    if '://' in path or not osp.isfile(path):
+        return None
+    refused = globals_refused_without_gap_mm(path)
+    if not refused:
+        return None
+    shown = ', '.join(refused[:3]) + (' ...' if len(refused) > 3 else '')
+    return (f'{path} holds training state ({shown}) that plain mmdet / '
+            f'mmdet3d refuse without gap_mm ("Weights only load failed": '
+            f'torch.load reads weights only): mmdet\'s tools/test.py with '
+            f'an upstream config, init_detector and DetInferencer stop on '
+            f'it. Write the file they load (state_dict and meta): '
+            f'{publish_command(path)}')
 
 
 class CheckpointReadError(GaPConfigError):

@@ -32,6 +32,7 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook
 from mmengine.registry import HOOKS
 
+from gap_mm.checkpoint.loading import plain_load_note
 from gap_mm.fileio import atomic_write_text, remove_stale_temp_files
 
 
@@ -90,7 +91,11 @@ class AtomicCheckpointHook(CheckpointHook):
       the old one (:func:`gap_mm.fileio.atomic_write_text`);
     - a superseded ``best_*.pth`` is deleted after the new best is saved;
     - ``before_train`` deletes temporary files that a killed writer left in
-      the checkpoint folder.
+      the checkpoint folder;
+    - ``after_train`` logs, unless ``published_keys`` is set, the command
+      that writes from the last checkpoint the file plain mmdet / mmdet3d
+      load without gap_mm (the training state in a checkpoint needs
+      gap_mm's allow-list).
 
     The checkpoint file itself is written atomically by the file backend
     (:class:`gap_mm.fileio.AtomicLocalBackend` for local paths).
@@ -112,6 +117,18 @@ class AtomicCheckpointHook(CheckpointHook):
                     runner.logger.info(
                         f'Removed {path}, the partial write of a killed '
                         'run')
+
+    def after_train(self, runner) -> None:
+        """Publish as MMEngine does (``published_keys``); without it, say
+        for the last checkpoint, which holds the training state, how to
+        write the file that plain mmdet / mmdet3d load
+        (:func:`gap_mm.checkpoint.plain_load_note`)."""
+        super().after_train(runner)
+        if (is_main_process() and self.published_keys is None
+                and self.last_ckpt is not None):
+            note = plain_load_note(str(self.last_ckpt))
+            if note:
+                runner.logger.info(note)
 
     def _save_checkpoint_with_step(self, runner, step: int,
                                    meta: Dict[str, Any]) -> None:

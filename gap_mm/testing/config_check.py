@@ -16,6 +16,7 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import HOOKS, MODELS, DefaultScope
 
 from gap_mm.engine import BaseSparsityHook, GaPOptimWrapper
+from gap_mm.prerun_checks import sparsity_hooks
 
 
 def build_gap_training(
@@ -28,7 +29,8 @@ def build_gap_training(
 
     Args:
         cfg (Config): A config with a sparsity hook (GaPHook, RigLHook, ...)
-            as its first custom hook.
+            among its custom hooks (the first one is used; mmdet's own
+            hooks before it, as SSD's, are left unbuilt).
         name (str): A unique name for the message hub.
         iters_per_epoch (int): The stand-in's iterations per epoch, for an
             epoch-based run (its ``max_iters``). Defaults to 100.
@@ -45,7 +47,9 @@ def build_gap_training(
         model = MODELS.build(cfg.model)
         model.init_weights()
         wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
-        hook = HOOKS.build(cfg.custom_hooks[0])
+        hooks = sparsity_hooks(cfg)
+        assert hooks, 'no sparsity hook in custom_hooks'
+        hook = HOOKS.build(hooks[0])
     assert isinstance(wrapper, GaPOptimWrapper), type(wrapper)
     assert isinstance(hook, BaseSparsityHook), type(hook)
     by_epoch = 'max_epochs' in cfg.train_cfg

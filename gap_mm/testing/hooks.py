@@ -6,8 +6,10 @@ not import it.
 """
 import os
 import os.path as osp
+import random
 from typing import Optional
 
+import numpy as np
 import torch
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
@@ -74,3 +76,36 @@ class DumpRankMasksHook(Hook):
         masks = {n: sp.keep_mask(n) for n in sp.names}
         torch.save(masks,
                    osp.join(runner.work_dir, f'masks_rank{get_rank()}.pth'))
+
+
+@HOOKS.register_module()
+class SeedEveryStepHook(Hook):
+    """Re-seeds Python's, numpy's and torch's global generators at the start
+    of every epoch and every iteration, from the run's seed and the step.
+
+    MMEngine saves no random-generator state in a checkpoint, so a resumed
+    run draws other random numbers than the run it continues (mmdet's
+    ``RandomSampler`` of the R-CNNs, dropout, random transforms) and cannot
+    match it bit for bit, whatever a sparsity hook restores. With this hook
+    every draw is a function of the step (and of what the step computes),
+    so an epoch-based run resumed from an epoch checkpoint must match the
+    uninterrupted run exactly if, and only if, everything else it needs
+    (weights, optimizer, EMA, masks, schedule position) was restored.
+
+    Priority ``HIGHEST``: the seeds are set before any other hook or the
+    data loader draws.
+    """
+
+    priority = 'HIGHEST'
+
+    def _seed(self, runner, step: int, salt: int) -> None:
+        seed = (int(runner.seed or 0) * 1000003 + 2 * step + salt) % 2**31
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def before_train_epoch(self, runner) -> None:
+        self._seed(runner, runner.epoch, 1)
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        self._seed(runner, runner.iter, 0)

@@ -15,8 +15,12 @@ returns numpy scalars, param schedulers, and a dataset whose ``metainfo``
 holds a numpy array. Plain ``dict``/``list``/``tuple``/``OrderedDict``,
 python scalars, strings and tensors are allowed by torch already.
 """
+import _compat_pickle
+import os
 import pickle
-from typing import Any, Callable, List, Tuple, Union
+import pickletools
+import zipfile
+from typing import Any, Callable, List, Set, Tuple, Union
 
 import numpy as np
 import torch
@@ -134,3 +138,82 @@ def allow_mmengine_checkpoint_globals() -> None:
     if hasattr(torch.serialization, 'add_safe_globals'):  # torch >= 2.4
         torch.serialization.add_safe_globals(
             mmengine_checkpoint_safe_globals())
+
+
+def allowed_global_names() -> Set[str]:
+    """The dotted names of what :func:`allow_mmengine_checkpoint_globals`
+    allow-lists, as a pickle names them (``'module.qualname'``)."""
+    names = set()
+    for item in mmengine_checkpoint_safe_globals():
+        if isinstance(item, tuple):
+            names.add(item[1])
+        else:
+            names.add(f'{item.__module__}.{item.__qualname__}')
+    return names
+
+
+def pickled_globals(path: Union[str, os.PathLike]) -> List[str]:
+    """The globals (``'module.name'``) a ``torch.save`` archive's pickle
+    names, read from its opcodes without unpickling anything.
+
+    ``torch.save`` pickles with protocol 2, whose ``GLOBAL`` opcode carries
+    the module and the name; that is what is read here.
+
+    Args:
+        path (str): A local ``torch.save`` file (a zip archive).
+
+    Returns:
+        list[str]: Each global once, in order of appearance; empty for a
+        file that is no zip archive with a ``data.pkl``.
+    """
+    path = os.fspath(path)
+    if not zipfile.is_zipfile(path):
+        return []
+    with zipfile.ZipFile(path) as archive:
+        member = next((n for n in archive.namelist()
+                       if n.endswith('/data.pkl') or n == 'data.pkl'), None)
+        if member is None:
+            return []
+        data = archive.read(member)
+    found: List[str] = []
+    for opcode, arg, _ in pickletools.genops(data):
+        if opcode.name == 'GLOBAL':
+            module, name = str(arg).split(' ', 1)
+            # protocol 2 writes Python 2's names (__builtin__, copy_reg);
+            # unpickling maps them back, and so does this
+            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+            if f'{module}.{name}' not in found:
+                found.append(f'{module}.{name}')
+    return found
+
+
+def globals_refused_without_gap_mm(path: Union[str, os.PathLike]) -> List[str]:
+    """What a plain ``torch.load(path)`` (``weights_only=True``, torch's
+    default since 2.6) refuses where gap_mm is not imported: the globals of
+    the file that torch does not allow by itself, i.e. those that gap_mm's
+    allow-list or another package's admits.
+
+    A training checkpoint of MMEngine holds its message hub
+    (``HistoryBuffer``) and numpy values; a file written by
+    ``tools/model_converters/publish_model.py`` holds none.
+
+    Args:
+        path (str): A local ``torch.save`` file.
+
+    Returns:
+        list[str]: The refused globals; empty if plain torch loads the
+        file, or if it cannot be read (the loader then says why).
+    """
+    try:
+        names = pickled_globals(path)
+        if not names or not hasattr(torch.serialization,
+                                    'get_unsafe_globals_in_checkpoint'):
+            return []
+        # torch counts what was allow-listed in this process as safe;
+        # gap_mm's own allow-list is not there in a plain process
+        unsafe = set(
+            torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except (OSError, ValueError, zipfile.BadZipFile, RuntimeError):
+        return []
+    ours = allowed_global_names()
+    return [n for n in names if n in unsafe or n in ours]

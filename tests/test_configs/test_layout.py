@@ -2,10 +2,10 @@
 """configs/ is laid out as mmdet lays out its own (configs/README.md).
 
 Every config loads; method configs sit one level above their ``_base_``
-files and never read a parent's hook list; no chain of project configs is
-deeper than two hops to an mmdet / mmdet3d config or a file of
-``configs/_base_/``; and every ``configs/...py`` a Markdown page of the
-repository names exists and loads.
+files and read no hook list but an upstream config's (to append to it); no
+chain of project configs is deeper than two hops to an mmdet / mmdet3d
+config or a file of ``configs/_base_/``; and every ``configs/...py`` a
+Markdown page of the repository names exists and loads.
 """
 import ast
 import functools
@@ -102,12 +102,66 @@ def too_deep(configs_root: str, max_hops: int = MAX_HOPS) -> Dict[str, int]:
     return found
 
 
-def test_no_config_reads_a_parents_hook_list():
-    offenders = [
-        _rel(p) for p in all_configs()
-        if '_base_.custom_hooks' in open(p, encoding='utf-8').read()
+def assigned_names(path: str) -> List[str]:
+    """The top-level names a config file assigns, read with ast."""
+    with open(path, encoding='utf-8') as f:
+        tree = ast.parse(f.read(), filename=path)
+    return [
+        t.id for node in tree.body if isinstance(node, ast.Assign)
+        for t in node.targets if isinstance(t, ast.Name)
     ]
-    assert offenders == []
+
+
+def hook_list_readers(configs_root: str) -> Dict[str, List[str]]:
+    """Configs that read ``_base_.custom_hooks`` -> their ``_base_``
+    entries, for those that read a project file's list or no upstream one.
+
+    A config may append to the hook list of another package's config (mmdet
+    keeps EMAHook and the mode-switch hooks of YOLOX, RTMDet and SSD there:
+    ``custom_hooks = _base_.custom_hooks + [dict(type='GaPHook', ...)]``);
+    a project file's hook list is never read, so that no method inherits
+    another's hooks.
+    """
+    found = {}
+    for path in all_configs(configs_root):
+        if '_base_.custom_hooks' not in open(path, encoding='utf-8').read():
+            continue
+        bases = base_paths(path)
+        upstream = [b for b in bases if resolve(path, b) is None]
+        own_lists = [
+            b for b in bases if resolve(path, b) is not None
+            and 'custom_hooks' in assigned_names(resolve(path, b))
+        ]
+        if not upstream or own_lists:
+            found[osp.relpath(path, configs_root)] = bases
+    return found
+
+
+def test_only_upstream_hook_lists_are_read():
+    assert hook_list_readers(CONFIGS) == {}
+
+
+def test_the_hook_list_check_finds_a_project_list(tmp_path):
+    root = tmp_path / 'configs'
+    (root / '_base_').mkdir(parents=True)
+    (root / 'gap').mkdir()
+    (root / '_base_' / 'hooks.py').write_text(
+        "custom_hooks = [dict(type='EMAHook')]\n")
+    (root / '_base_' / 'sparsity.py').write_text('gap_sparsity = 0.8\n')
+    appends = "custom_hooks = _base_.custom_hooks + [dict(type='GaPHook')]\n"
+    (root / 'gap' / 'upstream.py').write_text(
+        "_base_ = ['mmdet::ssd/ssd300_coco.py', '../_base_/sparsity.py']\n"
+        + appends)
+    (root / 'gap' / 'own.py').write_text(
+        "_base_ = ['mmdet::ssd/ssd300_coco.py', '../_base_/hooks.py']\n"
+        + appends)
+    (root / 'gap' / 'none.py').write_text(
+        "_base_ = ['../_base_/sparsity.py']\n" + appends)
+    assert hook_list_readers(str(root)) == {
+        osp.join('gap', 'own.py'):
+        ['mmdet::ssd/ssd300_coco.py', '../_base_/hooks.py'],
+        osp.join('gap', 'none.py'): ['../_base_/sparsity.py'],
+    }
 
 
 def test_no_chain_is_deeper_than_two_hops():

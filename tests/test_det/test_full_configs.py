@@ -384,3 +384,30 @@ def test_scs_pointnet2_configs_gate_the_inner_mlp_layers(name, layers):
         mlp, layer = site.rsplit('.', 2)[:2]
         assert layer != list(modules[mlp]._modules)[-1], site
     assert float(model.flops_ratio(hard=True)) == 1.0
+
+
+def test_ssd300_config_appends_gap_and_trains_one_step():
+    """configs/gap/cgap_ssd300_vgg16_8xb8-2x_coco.py keeps mmdet's SSD
+    hooks, evaluates through FixedSSDHead and prunes 80% ERK of the 22.9 M
+    weights between the stem and the output convs."""
+    name = 'gap/cgap_ssd300_vgg16_8xb8-2x_coco.py'
+    cfg = _cfg(name)
+    assert [h['type'] for h in cfg.custom_hooks] == [
+        'NumClassCheckHook', 'CheckInvalidLossHook', 'GaPHook'
+    ]
+    assert cfg.model.bbox_head.type == 'FixedSSDHead'
+    assert cfg.optim_wrapper.type == 'GaPOptimWrapper'
+    assert cfg.optim_wrapper.optimizer.lr == 2e-3  # mmdet's SGD, kept
+    cfg.model.backbone.init_cfg = None  # no downloads in tests
+    model, wrapper, hook, runner = build_gap_training(cfg, name)
+    sp = hook.sparsifier
+    assert sp.num_partitions == 4
+    assert sum(p.numel() for p in sp.params.values()) == 22_933_504
+    assert not any(n.startswith(('backbone.features.0.', 'bbox_head.'))
+                   for n in sp.names)
+    assert [len(g) for g in sp.partitions] == [9, 3, 2, 8]
+    model.train()
+    losses = model.train_step(_batch(size=300), wrapper)
+    assert all(torch.isfinite(v).all() for v in losses.values())
+    hook.after_train_iter(runner, 0)
+    _assert_erk_at(sp, 0.8)

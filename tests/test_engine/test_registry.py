@@ -55,6 +55,8 @@ for registry, name in [(DATASETS, 'ShapeNetPartDataset'),
                        (MODELS, 'PointNet2PartSeg'),
                        (MODELS, 'PartSegHead')]:
     assert registry.get(name).__module__.startswith('gap_mm3d.'), name
+from mmdet.registry import MODELS as DET_MODELS
+assert DET_MODELS.get('FixedSSDHead') is gap_mm.models.FixedSSDHead
 print('OK', gap_mm.__version__)
 """)
     assert out.startswith('OK ' + gap_mm.__version__)
@@ -82,3 +84,16 @@ assert HOOKS.get('GaPHook') is gap_mm.GaPHook
 print(sorted(m for m in sys.modules if m.startswith('gap_mm3d')))
 """)
     assert out.strip() == '[]'
+
+
+def test_import_without_mmdet_registers_the_engine():
+    # `pip install gap_mm` alone: neither mmdet nor mmdet3d, no SSD head.
+    out = _fresh_interpreter("""
+import sys
+sys.modules['mmdet'] = sys.modules['mmdet3d'] = None  # not installed
+import gap_mm
+from mmengine.registry import HOOKS
+assert HOOKS.get('GaPHook') is gap_mm.GaPHook
+print(gap_mm.models.__all__)
+""")
+    assert out.strip() == "['SCSModel', 'SlimModel']"
