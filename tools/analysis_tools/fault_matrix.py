@@ -5,8 +5,9 @@ resumed with ``--resume``, and compared with an uninterrupted run.
 For each method (C-GaP, P-GaP, GMP, RigL, SET, GReg-2, SCS) its demo config
 (``configs/<method>/*_synthetic-coco.py``) trains 10 iterations on tiny
 procedural data (``tools/dataset_converters/gen_synthetic_coco.py``, 64 px,
-batch 2), its schedule shortened through ``--cfg-options`` so that its
-events happen within them; checkpoints every 4 iterations. The config run
+batch 2, the demo's one data-loader worker), its schedule shortened
+through ``--cfg-options`` so that its events happen within them;
+checkpoints every 4 iterations. The config run
 is ``<out-dir>/configs/<method>.py``: the demo config as its ``_base_``,
 with ``gap_mm.testing.faults`` added to its ``custom_imports``. One run goes
 through uninterrupted. Every other run of the same command kills itself
@@ -76,8 +77,6 @@ COLUMNS = {
 #: What every run of the matrix changes in a demo config.
 COMMON_OPTIONS = [
     'train_dataloader.batch_size=2',
-    'train_dataloader.num_workers=0',
-    'train_dataloader.persistent_workers=False',
     f'train_dataloader.dataset.pipeline.2.scale=({IMG_SIZE},{IMG_SIZE})',
     'val_dataloader=None',
     'val_cfg=None',
@@ -428,13 +427,13 @@ def markdown(cells: List[dict], methods: List[Method], seconds: float,
             lines.append(f'| {method.name} | {method.events} | '
                          f'{"; ".join(events) or "—"} |')
     identical = sum(c['verdict'] == 'bit-identical' for c in cells)
+    command = ' '.join(['python tools/analysis_tools/fault_matrix.py', *argv])
     lines += [
         '',
         f'{len(cells)} cells, {identical} bit-identical; '
         f'{seconds / 60:.1f} minutes with OMP_NUM_THREADS='
         f'{os.environ.get("OMP_NUM_THREADS", "unset")}, torch '
-        f'{torch.__version__}. Command: `python '
-        f'tools/analysis_tools/fault_matrix.py {" ".join(argv)}`'.rstrip(),
+        f'{torch.__version__}. Command: `{command}`',
     ]
     return '\n'.join(lines) + '\n'
 
