@@ -17,41 +17,27 @@ import pytest
 import torch
 
 from gap_mm.checkpoint import checkpoint_problem, load_checkpoint
-from gap_mm.testing.e2e import free_port, run_tool
+from gap_mm.testing.e2e import (checkpoint_differences, free_port,
+                                run_tool)
+from gap_mm.testing.faults import FAULT_ENV, MARKER, parse_fault
 
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 TOY_DIR = osp.join(osp.dirname(osp.abspath(__file__)), 'toy_cfg')
 TOY_CFG = osp.join(TOY_DIR, 'toy_config.py')
 TIMEOUT = 180
-
-KILL_MID_SAVE = '''
-import os
-import signal
-
-from gap_mm.fileio import atomic_local_backend
-
-_write_and_sync = atomic_local_backend._write_and_sync
+#: The toy config's imports with the kill points of gap_mm.testing.faults.
+FAULT_IMPORTS = dict(
+    imports=['gap_toy_launcher_module', 'gap_mm', 'gap_mm.testing.faults'],
+    allow_failed_imports=False)
 
 
-def _die_mid_write(f, data, tmp_path):
-    """SIGKILL this process half way through writing iter_4.pth."""
-    if os.path.basename(tmp_path).startswith('.iter_4.pth.tmp-'):
-        f.write(bytes(data)[:len(data) // 2])
-        f.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
-    _write_and_sync(f, data, tmp_path)
-
-
-atomic_local_backend._write_and_sync = _die_mid_write
-'''
-
-
-def _run(cmd, cwd, check=True):
+def _run(cmd, cwd, check=True, **env):
     return run_tool([str(c) for c in cmd],
                     str(cwd), [REPO, TOY_DIR],
                     check=check,
                     timeout=TIMEOUT,
-                    PORT=str(free_port()))
+                    PORT=str(free_port()),
+                    **env)
 
 
 def _config(tmp_path, name, extra):
@@ -68,15 +54,17 @@ def _train_py(*args):
 def killed_mid_save(tmp_path_factory):
     """A run SIGKILLed while writing iter_4.pth, max_keep_ckpts=1."""
     tmp = tmp_path_factory.mktemp('killed')
-    (tmp / 'kill_mid_save.py').write_text(KILL_MID_SAVE)
     cfg = _config(
-        tmp, 'kill_cfg', 'custom_imports = dict(imports=['
-        '"gap_toy_launcher_module", "gap_mm", "kill_mid_save"], '
-        'allow_failed_imports=False)\n'
+        tmp, 'kill_cfg', f'custom_imports = {FAULT_IMPORTS!r}\n'
         'default_hooks = dict(checkpoint=dict(interval=2, '
         'max_keep_ckpts=1))\n')
     work_dir = tmp / 'work'
-    proc = _run(_train_py(cfg, '--work-dir', work_dir), tmp, check=False)
+    # half of iter_4.pth written, then SIGKILL
+    proc = _run(
+        _train_py(cfg, '--work-dir', work_dir),
+        tmp,
+        check=False,
+        **{FAULT_ENV: 'save:4'})
     return tmp, cfg, str(work_dir), proc
 
 
@@ -103,6 +91,95 @@ def test_resume_after_kill_mid_save(killed_mid_save, tmp_path):
     assert load_checkpoint(osp.join(work_dir,
                                     'iter_4.pth'))['meta']['iter'] == 4
     assert [n for n in os.listdir(work_dir) if n.startswith('.')] == []
+
+
+# --- kills of a sparse run, resumed bit for bit -----------------------------
+
+#: SET on the toy model: drop and grow at 2, 4, 6 and 8 of 10 iterations, a
+#: checkpoint every 4. Its masks cannot be told from the weights (a regrown
+#: weight is 0 at its event), so a resume must restore them.
+SPARSE_TOY = f"""custom_imports = {FAULT_IMPORTS!r}
+train_cfg = dict(max_iters=10, val_interval=100)
+optim_wrapper = dict(type='GaPOptimWrapper')
+custom_hooks = [
+    dict(type='SETHook', sparsity=0.5, interval=2, end=8, drop_fraction=0.5)
+]
+default_hooks = dict(checkpoint=dict(interval=4))
+"""
+
+
+@pytest.fixture(scope='module')
+def sparse_toy(tmp_path_factory):
+    """The config, and iter_8.pth and iter_10.pth of an uninterrupted
+    run."""
+    tmp = tmp_path_factory.mktemp('sparse_toy')
+    cfg = _config(tmp, 'sparse_toy', SPARSE_TOY)
+    _run(_train_py(cfg, '--work-dir', tmp / 'straight'), tmp)
+    return cfg, {
+        n: load_checkpoint(str(tmp / 'straight' / f'iter_{n}.pth'))
+        for n in (8, 10)
+    }
+
+
+@pytest.mark.parametrize('fault', ['step:5', 'masks:6'])
+def test_killed_sparse_run_resumes_bit_identical(sparse_toy, tmp_path,
+                                                 fault):
+    """SIGKILL inside the optimizer step of iteration 6 (the weights moved,
+    not yet masked again) or inside the drop and grow for step 6 (the masks
+    changed, the optimizer state there not yet zeroed or reset):
+    ``--resume`` restarts from iter_4.pth and ends bit-identical to the
+    uninterrupted run."""
+    cfg, straight = sparse_toy
+    work_dir = tmp_path / 'work'
+    proc = _run(
+        _train_py(cfg, '--work-dir', work_dir),
+        tmp_path,
+        check=False,
+        **{FAULT_ENV: fault})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert f'{MARKER} {fault} (rank 0)' in proc.stderr
+    log = proc.stdout + proc.stderr
+    assert 'SET at iteration 4: drop and grow' in log
+    # killed before the event of step 6 was logged
+    assert 'SET at iteration 6' not in log
+    assert sorted(n for n in os.listdir(work_dir)
+                  if n.endswith('.pth')) == ['iter_4.pth']
+
+    proc = _run(_train_py(cfg, '--work-dir', work_dir, '--resume'), tmp_path)
+    log = proc.stdout + proc.stderr
+    assert 'resumed epoch: 0, iter: 4' in log
+    assert 'SET at iteration 6: drop and grow' in log
+    resumed = load_checkpoint(str(work_dir / 'iter_10.pth'))
+    assert checkpoint_differences(straight[10], resumed) == []
+
+
+def test_checkpoint_differences_names_what_differs(sparse_toy):
+    _, straight = sparse_toy
+    last, before = straight[10], straight[8]
+    differences = checkpoint_differences(last, before)
+    for path in ("['state_dict']['linear1.weight']", "['gap_state']['step']",
+                 "['meta']['iter']",
+                 "['message_hub']['log_scalars']['train/loss'][0]"):
+        assert path in differences
+    # one flipped bit of one packed mask
+    masks = last['gap_state']['sparsifier']['masks']
+    name = sorted(masks)[0]
+    changed = dict(last, gap_state=dict(last['gap_state']))
+    changed['gap_state']['sparsifier'] = dict(
+        last['gap_state']['sparsifier'],
+        masks=dict(masks, **{name: dict(masks[name])}))
+    packed = masks[name]['packed'].clone()
+    packed[0] ^= 1
+    changed['gap_state']['sparsifier']['masks'][name]['packed'] = packed
+    assert checkpoint_differences(last, changed) == [
+        f"['gap_state']['sparsifier']['masks'][{name!r}]['packed']"
+    ]
+
+
+@pytest.mark.parametrize('value', ['masks', 'masks:', 'mask:6', 'save:x'])
+def test_parse_fault_rejects(value):
+    with pytest.raises(ValueError, match='expected <point>:<n>'):
+        parse_fault(value)
 
 
 def _truncate(path):
