@@ -11,6 +11,7 @@ import os.path as osp
 from typing import Iterable, List, Optional
 
 from mmengine.config import Config
+from mmengine.utils import import_modules_from_strings
 
 from gap_mm.engine.gap_variables import check_gap_variable_keys, did_you_mean
 from gap_mm.engine.inherited_hooks import replaced_base_hooks  # noqa: F401
@@ -54,7 +55,9 @@ def merge_cfg_options(cfg: Config, options: Optional[dict]) -> None:
 
     :meth:`Config.merge_from_dict`, after rejecting ``gap_*`` keys that
     cannot reach a hook (:func:`check_gap_variable_keys`), so a typo fails
-    before anything is built.
+    before anything is built. When the options set ``custom_imports``, its
+    modules are imported as :meth:`Config.fromfile` imports a file's (the
+    file's were imported when it was read, before the options merged).
 
     Args:
         cfg (Config): The config, changed in place.
@@ -67,6 +70,8 @@ def merge_cfg_options(cfg: Config, options: Optional[dict]) -> None:
     if options:
         check_gap_variable_keys(options.keys())
         cfg.merge_from_dict(options)
+        if any(k.split('.')[0] == 'custom_imports' for k in options):
+            import_modules_from_strings(**cfg.custom_imports)
 
 
 def hook_options(cls: type) -> List[str]:

@@ -1,4 +1,6 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
+import sys
+
 import pytest
 from mmengine.config import Config
 
@@ -116,3 +118,18 @@ def test_unknown_changes_keep_the_explicit_option_with_a_warning(tmp_path):
         assert resolve_gap_variables(cfg, dict(sparsity=0.5),
                                      changed=[]) == {}
     log.assert_not_called()
+
+
+def test_custom_imports_given_as_an_option_are_imported(
+        tmp_path, monkeypatch):
+    (tmp_path / 'gap_mm_probe_module.py').write_text('IMPORTED = True\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, 'gap_mm_probe_module', raising=False)
+    cfg = Config(dict(custom_hooks=[]))
+    merge_cfg_options(
+        cfg, {'custom_imports': dict(imports=['gap_mm_probe_module'])})
+    assert sys.modules['gap_mm_probe_module'].IMPORTED
+    cfg = Config(dict(custom_hooks=[]))
+    with pytest.raises(ImportError, match='gap_mm_no_such_module'):
+        merge_cfg_options(
+            cfg, {'custom_imports.imports': ['gap_mm_no_such_module']})
