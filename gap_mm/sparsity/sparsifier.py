@@ -8,6 +8,7 @@ from collections import OrderedDict
 from typing import (Callable, Dict, Iterable, List, Mapping, Optional,
                     Sequence, Set, Tuple, Union)
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -15,12 +16,15 @@ from gap_mm.errors import GaPConfigError
 from gap_mm.registry import SPARSIFIERS
 from .distribution import (DISTRIBUTIONS, check_sparsity, erk_keep,
                            match_overrides, uniform_keep)
-from .masks import keep_word, num_pruned, zero_pruned_
-from .optim_state import init_regrown_state_, zero_optimizer_state_
+from .drop_grow import drop_grow_positions, num_to_move
+from .masks import (keep_of, keep_word, num_pruned, pruned_of,
+                    zero_pruned_)
+from .optim_state import (init_regrown_state_, reset_optimizer_state_,
+                          zero_optimizer_state_)
 from .packing import pack_mask, unpack_mask
 from .partition import PartitionSpec, build_partitions
-from .scores import Score, build_score
-from .topk import nm_mask, topk_masks
+from .scores import MagnitudeScore, Score, build_score
+from .topk import flat_nonzero, nm_mask, topk_masks
 
 _NM_RE = re.compile(r'^\s*(\d+)\s*:\s*(\d+)\s*$')
 
@@ -196,13 +200,13 @@ class Sparsifier:
         """Bool mask, True where the weight is kept; None for a dense
         layer."""
         word = self._words.get(name)
-        return None if word is None else word != 0
+        return None if word is None else keep_of(word)
 
     def pruned_mask(self, name: str) -> Optional[torch.Tensor]:
         """Bool mask, True where the weight is pruned; None for a dense
         layer."""
         word = self._words.get(name)
-        return None if word is None else word == 0
+        return None if word is None else pruned_of(word)
 
     def score(self, name: str, param: torch.Tensor) -> torch.Tensor:
         """Importance of each weight; larger survives. Defaults to the
@@ -390,6 +394,70 @@ class Sparsifier:
         self._sort_words()
         return newly_pruned, newly_grown
 
+    def _scores_at(self, name: str, positions: torch.Tensor) -> torch.Tensor:
+        """:meth:`score` of ``name`` at some flat positions; the default
+        magnitude reads only the weights there."""
+        param = self.params[name]
+        if (type(self).score is Sparsifier.score
+                and type(self.score_fn) is MagnitudeScore):
+            return param.detach().reshape(-1).index_select(0,
+                                                           positions).abs_()
+        return self.score(name, param).reshape(-1).index_select(0, positions)
+
+    @torch.no_grad()
+    def drop_and_grow(
+        self, fraction: float, grow_score: Callable[[str, torch.Tensor],
+                                                    torch.Tensor]
+    ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor], int]:
+        """Rewire every sparse layer at a fixed count (RigL, SET).
+
+        Layer by layer in model order, ``k = round(fraction * active)``
+        weights move (see :func:`~gap_mm.sparsity.num_to_move`): the ``k``
+        active ones of smallest :meth:`score` are dropped and zeroed, and
+        the ``k`` inactive ones (those just dropped included) of largest
+        ``grow_score`` become active, at the 0 they hold. These are the
+        masks of :func:`~gap_mm.sparsity.drop_and_grow`, ties broken by
+        position; only the moved positions are gathered.
+
+        Args:
+            fraction (float): The drop fraction of this update.
+            grow_score (callable): ``grow_score(name, param)``, the grow
+                scores of a layer, shaped like it; read once per layer that
+                moves, just before it does.
+
+        Returns:
+            tuple[dict, dict, int]: ``(newly_pruned, newly_grown, moved)``:
+            per layer that moved, the int64 flat positions pruned now that
+            were active before, and those active now that were pruned before
+            (for :meth:`reset_optimizer_state_`); and the number of weights
+            moved.
+        """
+        newly_pruned: Dict[str, torch.Tensor] = OrderedDict()
+        newly_grown: Dict[str, torch.Tensor] = OrderedDict()
+        moved = 0
+        for name in self.names:
+            word = self._words.get(name)
+            if word is None:
+                continue
+            keep = keep_of(word).reshape(-1)
+            active = flat_nonzero(keep)
+            numel = word.numel()
+            k = num_to_move(active.numel(), numel - active.numel(), fraction)
+            if not k:
+                continue
+            param = self.params[name]
+            pruned, dropped, grown = drop_grow_positions(
+                keep, active, self._scores_at(name, active),
+                grow_score(name, param), k)
+            self._set_word(name, pruned.view(param.shape))
+            # a position dropped and grown again is unchanged
+            newly_pruned[name] = dropped.index_select(
+                0, flat_nonzero(pruned.index_select(0, dropped)))
+            newly_grown[name] = grown.index_select(
+                0, flat_nonzero(keep.index_select(0, grown).logical_not_()))
+            moved += k
+        return newly_pruned, newly_grown, moved
+
     # ------------------------------------------------------- every step
     @torch.no_grad()
     def apply_masks_(self) -> None:
@@ -429,6 +497,18 @@ class Sparsifier:
         :func:`~gap_mm.sparsity.optim_state.init_regrown_state_`)."""
         return init_regrown_state_(optimizer, self.params, masks,
                                    second_moment)
+
+    def reset_optimizer_state_(self,
+                               optimizer: torch.optim.Optimizer,
+                               pruned: Mapping[str, torch.Tensor],
+                               grown: Mapping[str, torch.Tensor],
+                               second_moment: str = 'mean') -> int:
+        """:meth:`zero_optimizer_state_` where ``pruned``, then
+        :meth:`init_regrown_state_` where ``grown``, in one pass where they
+        can share it (see
+        :func:`~gap_mm.sparsity.optim_state.reset_optimizer_state_`)."""
+        return reset_optimizer_state_(optimizer, self.params, pruned, grown,
+                                      second_moment)
 
     # ------------------------------------------------------------ reports
     def layer_stats(self) -> List[Dict[str, object]]:
@@ -479,8 +559,10 @@ class Sparsifier:
             if word is None:
                 rows.append((-1, -1))
                 continue
-            packed = pack_mask(word != 0)['packed'].numpy()
-            digest = hashlib.blake2b(packed.tobytes(), digest_size=8)
+            # packbits sets a bit for every nonzero byte: the kept weights
+            packed = np.packbits(
+                word.detach().reshape(-1).cpu().numpy().view(np.uint8))
+            digest = hashlib.blake2b(packed, digest_size=8)
             rows.append(
                 (num_pruned(word),
                  int.from_bytes(digest.digest(), 'little', signed=True)))
