@@ -291,6 +291,7 @@ class Sparsifier:
                        names: Sequence[str],
                        score=None) -> List[torch.Tensor]:
         """Pruned masks (True = pruned) of ``names`` by score."""
+        magnitude = score is None and self._magnitude()
         score = score or self.score
         if self.nm is not None:
             n, m = self.nm
@@ -323,14 +324,23 @@ class Sparsifier:
                     f'{emptied}; consider exclude=[...] or overrides for '
                     f'them, or the uniform/erk distribution')
         result = []
+        scratch = None  # the magnitudes of one layer after another
         for name in names:
             if name in chosen:
                 result.append(chosen[name])
+                continue
+            param = self.params[name]
+            if scratch is None and magnitude:
+                scratch = param.new_empty(
+                    max(self.params[n].numel() for n in names))
+            if magnitude and param.dtype == scratch.dtype:
+                scores = torch.abs(
+                    param.detach(),
+                    out=scratch[:param.numel()].view(param.shape))
             else:
-                result.append(
-                    topk_masks([score(name, self.params[name])],
-                               self.num_keep[name],
-                               pruned=True)[0])
+                scores = score(name, param)
+            result.append(
+                topk_masks([scores], self.num_keep[name], pruned=True)[0])
         return result
 
     @torch.no_grad()
@@ -394,12 +404,42 @@ class Sparsifier:
         self._sort_words()
         return newly_pruned, newly_grown
 
+    @torch.no_grad()
+    def set_keep_masks(self,
+                       keep: Mapping[str, torch.Tensor],
+                       zero_weights: bool = True) -> None:
+        """Set the masks of some layers from bool keep-masks (True where
+        kept), without :meth:`set_masks`' report of what changed.
+
+        Args:
+            keep (Mapping[str, Tensor]): Keep-masks by layer name, each
+                shaped like its weight.
+            zero_weights (bool): Zero the weights the masks prune. False
+                leaves them as they are, for a caller that overwrites them
+                at once (the P-GaP combine). Defaults to True.
+        """
+        for name, mask in keep.items():
+            param = self.params[name]
+            if tuple(mask.shape) != tuple(param.shape):
+                raise ValueError(
+                    f'mask for {name} has shape {tuple(mask.shape)}, the '
+                    f'parameter has {tuple(param.shape)}')
+            word = mask.to(param.device, torch.bool).view(torch.int8).neg()
+            self._words[name] = word
+            if zero_weights:
+                zero_pruned_(param, word)
+        self._sort_words()
+
+    def _magnitude(self) -> bool:
+        """Whether :meth:`score` is the default ``|w|``."""
+        return (type(self).score is Sparsifier.score
+                and type(self.score_fn) is MagnitudeScore)
+
     def _scores_at(self, name: str, positions: torch.Tensor) -> torch.Tensor:
         """:meth:`score` of ``name`` at some flat positions; the default
         magnitude reads only the weights there."""
         param = self.params[name]
-        if (type(self).score is Sparsifier.score
-                and type(self.score_fn) is MagnitudeScore):
+        if self._magnitude():
             return param.detach().reshape(-1).index_select(0,
                                                            positions).abs_()
         return self.score(name, param).reshape(-1).index_select(0, positions)
