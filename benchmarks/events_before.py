@@ -12,7 +12,7 @@ this module.
 import hashlib
 import math
 from collections import OrderedDict
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -173,6 +173,14 @@ def init_regrown_state_(optimizer, params, masks,
 class SparsifierBefore(MagnitudeSparsifier):
     """:class:`~gap_mm.sparsity.MagnitudeSparsifier` with the old prune,
     mask setting, optimizer-state surgery and fingerprint."""
+
+    def keep_mask(self, name: str) -> Optional[torch.Tensor]:
+        word = self._words.get(name)
+        return None if word is None else word != 0
+
+    def pruned_mask(self, name: str) -> Optional[torch.Tensor]:
+        word = self._words.get(name)
+        return None if word is None else word == 0
 
     def _set_word(self, name: str, pruned: torch.Tensor) -> None:
         from gap_mm.sparsity import zero_pruned_
