@@ -295,9 +295,13 @@ def test_tensor_digest_tells_tensors_apart():
     changed.append(y)
     for y in changed:
         assert tensor_digest(y) != digest
-    # a non-contiguous tensor hashes as its contiguous copy
+    # a non-contiguous tensor hashes as its contiguous copy, a view at an
+    # odd offset as its aligned copy
     t = x.view(100, 100).t()
     assert tensor_digest(t) == tensor_digest(t.contiguous())
+    assert tensor_digest(x[1:]) == tensor_digest(x[1:].clone())
+    assert tensor_digest(x[1:-1]) == tensor_digest(x[1:-1].clone())
+    assert tensor_digest(x[1:]) != tensor_digest(x[:-1])
     for value in (torch.zeros(0), torch.tensor(True),
                   torch.arange(7, dtype=torch.int64),
                   torch.randn(9, generator=gen).half()):
