@@ -1,6 +1,7 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
 """The mask events as gap_mm implemented them before issue 33 (commit
-5b6858e), kept verbatim where they differ from today's code.
+5b6858e), copied where they differ from today's code (their error
+messages shortened, the global distribution's warning left out).
 
 Two users: the "before" column of ``bench_events.py`` and
 ``bench_combine.py``, timed side by side with today's code in one run, and
