@@ -430,9 +430,10 @@ class BaseSparsityHook(BaseMethodHook):
             runner: The Runner.
             step (int): The step the new masks apply from.
             pruned (Mapping[str, Tensor], optional): Bool masks of the
-                positions just pruned.
+                positions just pruned, or their int64 flat positions.
             grown (Mapping[str, Tensor], optional): Bool masks of the
-                positions just regrown (their weights are 0).
+                positions just regrown (their weights are 0), or their
+                int64 flat positions.
             what (str): A description for the log line.
             event (str): The kind of event, for the record.
             **fields: The event's own fields, for the record.
