@@ -1,5 +1,6 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
-"""Cost of one P-GaP combine beside one DDP all-reduce of the same model.
+"""Cost of one P-GaP combine beside one DDP all-reduce of the same model:
+today's code beside the code before issue 33, in one run.
 
 ``N`` CPU processes (gloo) each build the same detector from mmdet's config,
 with an SGD momentum buffer per parameter, and split into K rank groups
@@ -23,6 +24,11 @@ partitions merged into two). In one run, interleaved round by round:
   parameters' gradients in 25 MiB buckets, each all-reduced (sum) and
   divided by N.
 
+The first three steps and the digest check are timed twice per round, with
+today's code and with ``events_before.py`` (the code as of commit 5b6858e),
+in alternating order; the first round warms up. Each process runs
+``--threads`` threads (default 1: the 2 processes share 2 cores).
+
 Bytes per rank are what a rank receives: a broadcast delivers its tensors
 once to every rank but the source (so at most the payload), a ring
 all-reduce ``2 (N-1)/N`` times its buffer. The combine runs once per round
@@ -30,7 +36,7 @@ all-reduce ``2 (N-1)/N`` times its buffer. The combine runs once per round
 
 Usage::
 
-    python benchmarks/bench_combine.py [--procs 2] [--rounds 5]
+    python benchmarks/bench_combine.py [--procs 2] [--rounds 7]
 """
 import argparse
 import os
@@ -75,9 +81,11 @@ def _ddp_allreduce(grads, world):
 
 def _worker(rank, world, port, args, queue):
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    torch.set_num_threads(args.threads)
     torch_dist.init_process_group('gloo', rank=rank, world_size=world)
     from bench_masking import build_detector
+    from events_before import (CombineExchangeBefore, SparsifierBefore,
+                               zero_optimizer_state_)
 
     from gap_mm.engine.parallel_gap import CombineExchange, covered_tensors
     from gap_mm.engine.rank_groups import group_layout
@@ -87,9 +95,6 @@ def _worker(rank, world, port, args, queue):
     torch.manual_seed(0)
     model, _ = build_detector(64, config=config, batch=1)
     params = select_prunable(model)
-    sparsifier = MagnitudeSparsifier(
-        params, sparsity=0.8, partitions=partitions)
-    owner = covered_tensors(model, sparsifier.partition_of, partitions)
     tensors = dict(
         list(model.named_parameters()) + list(model.named_buffers()))
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
@@ -98,14 +103,24 @@ def _worker(rank, world, port, args, queue):
         opt.state[p]['momentum_buffer'] = torch.randn(p.shape, generator=gen)
     grads = [torch.randn(p.shape, generator=gen) for p in model.parameters()]
     layout = group_layout(rank, world, len(partitions))
-    sparse = CombineExchange(tensors, owner, opt, layout, sparsifier)
-    dense = CombineExchange(tensors, owner, opt, layout)
-    sparsifier.prune(range(len(partitions)))
     own = [layout.group]
+    impls = {}
+    for label, sp_cls, exchange_cls in (
+            ('before', SparsifierBefore, CombineExchangeBefore),
+            ('now', MagnitudeSparsifier, CombineExchange)):
+        sp = sp_cls(params, sparsity=0.8, partitions=partitions)
+        owner = covered_tensors(model, sp.partition_of, partitions)
+        sp.prune(range(len(partitions)))
+        impls[label] = (sp, exchange_cls(tensors, owner, opt, layout, sp))
+    dense = CombineExchange(tensors, owner, opt, layout)
 
-    def prune_back():
+    def prune_back(label):
         # what GaPHook does on every rank before the exchange
-        sparsifier.zero_optimizer_state_(opt, sparsifier.prune(own))
+        sp = impls[label][0]
+        if label == 'before':
+            zero_optimizer_state_(opt, sp.params, sp.prune(own))
+        else:
+            sp.reset_optimizer_state_(opt, sp.prune(own), {})
 
     def timed(fn):
         torch_dist.barrier()
@@ -114,27 +129,24 @@ def _worker(rank, world, port, args, queue):
         torch_dist.barrier()
         return time.perf_counter() - start, out
 
-    names = ('prune-back', 'combine', 'combine, dense transfer',
-             'digest check', 'DDP all-reduce')
-    times = {name: [] for name in names}
-    moved = {}
+    times, moved = {}, {}
     for rnd in range(args.rounds + 1):  # the first round warms up
-        sparsifier.grow(own)  # the round trained this partition dense
-        row = dict(
-            zip(names, [
-                timed(prune_back),
-                timed(sparse.combine),
-                timed(dense.combine),
-                timed(lambda: sparse.verify_identical('in the benchmark')),
-                timed(lambda: _ddp_allreduce(grads, world)),
-            ]))
-        if rnd:
-            for name, (t, out) in row.items():
-                times[name].append(t)
-        moved = {
-            'combine': row['combine'][1],
-            'combine, dense transfer': row['combine, dense transfer'][1]
-        }
+        row = {}
+        for label in (('before', 'now') if rnd % 2 else ('now', 'before')):
+            sp, exchange = impls[label]
+            sp.grow(own)  # the round trained this partition dense
+            row[('prune-back', label)] = timed(lambda: prune_back(label))
+            row[('combine', label)] = timed(exchange.combine)
+            row[('digest check', label)] = timed(
+                lambda: exchange.verify_identical('in the benchmark'))
+        row[('combine, dense transfer', 'now')] = timed(dense.combine)
+        row[('DDP all-reduce', 'now')] = timed(
+            lambda: _ddp_allreduce(grads, world))
+        for key, (t, out) in row.items():
+            if rnd:
+                times.setdefault(key, []).append(t)
+            if isinstance(out, dict):
+                moved[key] = out
     if rank == 0:
         n_params = sum(p.numel() for p in model.parameters())
         n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -146,6 +158,8 @@ def _worker(rank, world, port, args, queue):
                 n_params=n_params,
                 param_bytes=n_bytes,
                 buffer_bytes=buffers,
+                threads=torch.get_num_threads(),
+                load=os.getloadavg()[0],
                 uncovered=sum(1 for o in owner.values() if o is None)))
     torch_dist.destroy_process_group()
 
@@ -159,7 +173,8 @@ def _free_port():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--procs', type=int, default=2)
-    parser.add_argument('--rounds', type=int, default=5)
+    parser.add_argument('--rounds', type=int, default=7)
+    parser.add_argument('--threads', type=int, default=1)
     parser.add_argument(
         '--model', choices=sorted(CONFIGS), default='faster_rcnn')
     args = parser.parse_args()
@@ -180,8 +195,8 @@ def main():
     ring = 2 * (n - 1) / n
     rows = [('prune-back', 0.0, 'local: the own partition, exact top-k')]
     for name in ('combine', 'combine, dense transfer'):
-        bcast = res['moved'][name]['broadcast'] / mib
-        mean = res['moved'][name]['allreduce'] / mib
+        bcast = res['moved'][(name, 'now')]['broadcast'] / mib
+        mean = res['moved'][(name, 'now')]['allreduce'] / mib
         rows.append((name, bcast + ring * mean,
                      f'{bcast:.1f} MiB broadcast + {mean:.2f} MiB averaged'))
     rows += [
@@ -189,21 +204,36 @@ def main():
         ('DDP all-reduce', ring * model_mib,
          f'{model_mib:.1f} MiB of gradients, ring'),
     ]
-    ref = statistics.median(res['times']['DDP all-reduce'])
+    assert res['moved'][('combine', 'now')] == res['moved'][('combine',
+                                                             'before')]
+    times = res['times']
+    ref = statistics.median(times[('DDP all-reduce', 'now')])
     print(f'{args.model}: {res["n_params"] / 1e6:.2f} M parameters '
           f'({model_mib:.1f} MiB fp32, {res["buffer_bytes"] / mib:.2f} MiB '
           f'buffers), 80% sparse (uniform), SGD momentum; {n} gloo '
-          f'processes in 2 rank groups; {res["uncovered"]} tensors covered '
-          f'by no partition; median [min, max] of {args.rounds} interleaved '
-          f'rounds\n')
-    print('| step | time (s) | vs DDP all-reduce | MiB received per rank '
+          f'processes in 2 rank groups, {res["threads"]} thread(s) each; '
+          f'{res["uncovered"]} tensors covered by no partition; load '
+          f'average {res["load"]:.2f} at the end; median [min, max] of '
+          f'{args.rounds} interleaved rounds after a warm-up\n')
+    print('| step | before: time (s) | now: time (s) | now / before '
+          '| vs DDP all-reduce, before | now | MiB received per rank '
           '| x model | what moves |')
-    print('|---|---|---|---|---|---|')
-    for name, mb, what in rows:
-        t = res['times'][name]
+    print('|---|---|---|---|---|---|---|---|---|')
+
+    def cell(key):
+        t = times.get(key)
+        if t is None:
+            return '-', None
         med = statistics.median(t)
-        print(f'| {name} | {med:.3f} [{min(t):.3f}, {max(t):.3f}] '
-              f'| {med / ref:.2f}x | {mb:.1f} | {mb / model_mib:.2f} '
+        return f'{med:.3f} [{min(t):.3f}, {max(t):.3f}]', med
+
+    for name, mb, what in rows:
+        old, old_med = cell((name, 'before'))
+        new, new_med = cell((name, 'now'))
+        speed = f'{new_med / old_med:.2f}x' if old_med else '-'
+        vs_old = f'{old_med / ref:.2f}x' if old_med else '-'
+        print(f'| {name} | {old} | {new} | {speed} | {vs_old} | '
+              f'{new_med / ref:.2f}x | {mb:.1f} | {mb / model_mib:.2f} '
               f'| {what} |')
 
 

@@ -160,7 +160,10 @@ def time_steps(model, data, wrappers, steps):
             if round_idx:  # round 0 warms up
                 times[name].append(time.perf_counter() - start)
     base = times[next(iter(wrappers))]
-    medians = {name: statistics.median(ts) for name, ts in times.items()}
+    medians = {
+        name: (statistics.median(ts), min(ts), max(ts))
+        for name, ts in times.items()
+    }
     ratios = {
         name: statistics.median(t / b for t, b in zip(ts, base))
         for name, ts in times.items()
@@ -186,15 +189,15 @@ def bench_step(size, steps, sparsity, config, batch):
     print(f'\n## Train step, {model.__class__.__name__} from {config}, '
           f'batch {batch}, {size}x{size}, '
           f'{n / 1e6:.2f} M prunable weights all masked at {sparsity:.0%}, '
-          f'SGD momentum; medians of {steps} interleaved steps, '
-          f'{torch.get_num_threads()} threads')
+          f'SGD momentum; median [min, max] of {steps} interleaved steps '
+          f'after a warm-up, {torch.get_num_threads()} threads')
     medians, ratios = time_steps(model, data, wrappers, steps)
     print('| masking | step (s) | vs dense (paired) | mask bytes / weight |')
     print('|---|---|---|---|')
-    for name, sec in medians.items():
-        print(f'| {name} | {sec:.3f} | {ratios[name]:.3f}x | '
-              f'{bytes_per[name]} |')
-    return model, medians['dense']
+    for name, (sec, low, high) in medians.items():
+        print(f'| {name} | {sec:.3f} [{low:.3f}, {high:.3f}] | '
+              f'{ratios[name]:.3f}x | {bytes_per[name]} |')
+    return model, medians['dense'][0]
 
 
 def bench_primitives(model, sparsity, repeats=15, step_seconds=None):
@@ -214,25 +217,28 @@ def bench_primitives(model, sparsity, repeats=15, step_seconds=None):
         sparsifiers.append(sp)
     # Interleaved, like the steps: every variant sees the same machine.
     times = [[] for _ in VARIANTS]
-    for _ in range(repeats):
+    for round_idx in range(repeats + 1):  # round 0 warms up
         for sp, ts in zip(sparsifiers, times):
             flush.fill_(1.0)
             start = time.perf_counter()
             sp.mask_grads_()
             sp.apply_masks_()
-            ts.append(time.perf_counter() - start)
-    rows = [(label, statistics.median(ts), mask_bytes)
+            if round_idx:
+                ts.append(time.perf_counter() - start)
+    rows = [(label, statistics.median(ts), mask_bytes, min(ts), max(ts))
             for (label, _, mask_bytes), ts in zip(VARIANTS, times)]
     n = sum(p.numel() for p in params.values())
     print(f'\n## Masking per step (gradients + weights) over {n / 1e6:.2f} M '
-          f'weights, cold caches, median of {repeats} interleaved')
+          f'weights, cold caches, median [min, max] of {repeats} interleaved '
+          f'after a warm-up, {torch.get_num_threads()} threads')
     head = '| masking | ms per step | mask bytes / weight |'
     if step_seconds:
         head += f' share of a {step_seconds:.2f} s dense step |'
     print(head)
     print('|---|---|---|' + ('---|' if step_seconds else ''))
-    for label, sec, mask_bytes in rows:
-        line = f'| {label} | {sec * 1e3:.1f} | {mask_bytes} |'
+    for label, sec, mask_bytes, low, high in rows:
+        line = (f'| {label} | {sec * 1e3:.1f} [{low * 1e3:.1f}, '
+                f'{high * 1e3:.1f}] | {mask_bytes} |')
         if step_seconds:
             line += f' {100 * sec / step_seconds:.2f}% |'
         print(line)
@@ -271,25 +277,29 @@ def bench_prune(model, sparsity, repeats, note):
             tprune.remove(m, name)
 
     rows = []
-    for label, fn in [('gap global top-k (exact)', ours),
-                      ('gap uniform top-k (exact)', ours_uniform),
-                      ('per-layer np.percentile (reference)', percentile),
-                      ('torch.nn.utils.prune.global_unstructured', torch_prune)
-                      ]:
-        ts = []
-        for _ in range(repeats):
+    fn_rows = [('gap global top-k (exact)', ours),
+               ('gap uniform top-k (exact)', ours_uniform),
+               ('per-layer np.percentile (reference)', percentile),
+               ('torch.nn.utils.prune.global_unstructured', torch_prune)]
+    times = {label: [] for label, _ in fn_rows}
+    for round_idx in range(repeats + 1):  # interleaved; round 0 warms up
+        for label, fn in fn_rows:
             restore()
             start = time.perf_counter()
             fn()
-            ts.append(time.perf_counter() - start)
-        rows.append((label, statistics.median(ts)))
+            if round_idx:
+                times[label].append(time.perf_counter() - start)
+    for label, ts in times.items():
+        rows.append((label, statistics.median(ts), min(ts), max(ts)))
     restore()
     print(f'\n## One prune event at {sparsity:.0%} over {n / 1e6:.2f} M '
-          f'weights, {note} (median of {repeats})')
+          f'weights, {note} (median [min, max] of {repeats} interleaved '
+          f'after a warm-up, {torch.get_num_threads()} threads)')
     print('| approach | time (s) | vs gap global |')
     print('|---|---|---|')
-    for label, sec in rows:
-        print(f'| {label} | {sec:.3f} | {sec / rows[0][1]:.2f}x |')
+    for label, sec, low, high in rows:
+        print(f'| {label} | {sec:.3f} [{low:.3f}, {high:.3f}] | '
+              f'{sec / rows[0][1]:.2f}x |')
 
 
 def bench_memory(model, sparsity):
@@ -324,7 +334,9 @@ def main():
     parser.add_argument('--skip-prune', action='store_true')
     parser.add_argument('--config', default=DEFAULT_CONFIG)
     parser.add_argument('--batch', type=int, default=2)
+    parser.add_argument('--threads', type=int, default=2)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     stepped, dense_seconds = None, None
     if not args.skip_step:

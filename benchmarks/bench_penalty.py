@@ -17,9 +17,10 @@ backward, median [min, max] over the rounds:
 
 Usage::
 
-    python benchmarks/bench_penalty.py [--rounds 15]
+    python benchmarks/bench_penalty.py [--rounds 15] [--threads 1]
 """
 import argparse
+import os
 import statistics
 import time
 
@@ -35,7 +36,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--rounds', type=int, default=15)
     parser.add_argument('--sparsity', type=float, default=0.8)
+    parser.add_argument('--threads', type=int, default=1)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model, _ = build_detector(320)
     params = select_prunable(model)
@@ -82,8 +85,9 @@ def main():
                 ts.append(time.perf_counter() - start)
     ref = statistics.median(times[-1])
     print(f'{n / 1e6:.2f} M weights with gradients, {args.sparsity:.0%} '
-          f'picked per layer, {torch.get_num_threads()} threads, cold '
-          f'caches; median [min, max] of {args.rounds} interleaved rounds\n')
+          f'picked per layer, {torch.get_num_threads()} thread(s), cold '
+          f'caches, load average {os.getloadavg()[0]:.2f} at the end; median '
+          f'[min, max] of {args.rounds} interleaved rounds after a warm-up\n')
     print('| per-step cost | ms | vs masking |')
     print('|---|---|---|')
     for (label, _), ts in zip(cases, times):

@@ -45,7 +45,8 @@ def parse_args() -> argparse.Namespace:
         help='dispatch: gap_mm3d.ops (mmcv kernels on CUDA); torch: the '
         'pure-torch code on any device')
     parser.add_argument('--repeats', type=int, help='timed runs per entry')
-    parser.add_argument('--threads', type=int, help='torch CPU threads')
+    parser.add_argument(
+        '--threads', type=int, default=2, help='torch CPU threads')
     return parser.parse_args()
 
 
@@ -58,8 +59,8 @@ def sphere_points(batch: int, num: int, device: torch.device,
 
 
 def median_ms(fns: Sequence[Callable[[], object]], repeats: int,
-              device: torch.device) -> List[float]:
-    """Median wall time of each ``fn()`` in milliseconds.
+              device: torch.device) -> List[Tuple[float, float, float]]:
+    """Median, min and max wall time of each ``fn()`` in milliseconds.
 
     Every function runs once to warm up, then the functions take turns for
     ``repeats`` rounds, so that a burst of load from other processes spoils
@@ -80,7 +81,8 @@ def median_ms(fns: Sequence[Callable[[], object]], repeats: int,
             fn()
             sync()
             samples.append((time.perf_counter() - start) * 1e3)
-    return [statistics.median(samples) for samples in times]
+    return [(statistics.median(samples), min(samples), max(samples))
+            for samples in times]
 
 
 def stage_cases(ops, xyz: torch.Tensor, npoint: int, radius: float,
@@ -144,21 +146,24 @@ def stage_cases(ops, xyz: torch.Tensor, npoint: int, radius: float,
 
 
 def print_table(title: str, columns: Sequence[str],
-                rows: Dict[str, List[float]]) -> None:
-    """Print one table of milliseconds."""
+                rows: Dict[str, List[Tuple[float, float, float]]]) -> None:
+    """Print one table of median milliseconds, then the spread (max / min)
+    of each entry's runs."""
     width = max(len(label) for label in rows) + 2
-    print(f'\n{title}')
-    header = 'op'.ljust(width) + ''.join(f'{c:>12}' for c in columns)
-    print(header)
-    print('-' * len(header))
-    for label, values in rows.items():
-        print(label.ljust(width) + ''.join(f'{v:12.2f}' for v in values))
+    for what, cell in ((title, lambda m: f'{m[0]:12.2f}'),
+                       ('spread of the runs (max / min)',
+                        lambda m: f'{m[2] / m[1]:11.2f}x')):
+        print(f'\n{what}')
+        header = 'op'.ljust(width) + ''.join(f'{c:>12}' for c in columns)
+        print(header)
+        print('-' * len(header))
+        for label, values in rows.items():
+            print(label.ljust(width) + ''.join(cell(v) for v in values))
 
 
 def main() -> None:
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     ops = point_ops_cpu if args.impl == 'torch' else dispatch
     batches = (1, 8) if args.quick else (1, 8, 16)
@@ -167,7 +172,8 @@ def main() -> None:
     impl = ('pure torch' if device.type == 'cpu' or args.impl == 'torch' else
             'mmcv kernels')
     print(f'device={device} ({impl}), torch {torch.__version__}, '
-          f'{torch.get_num_threads()} CPU threads, median of {repeats} runs')
+          f'{torch.get_num_threads()} CPU threads, median of {repeats} runs '
+          f'after a warm-up')
     gen = torch.Generator().manual_seed(0)
 
     # SA1 and FP1 depend on N: one column per (B, N). SA2 and FP2 always
@@ -191,7 +197,7 @@ def main() -> None:
     times = median_ms([entry[3] for entry in entries], repeats, device)
     for title, *_ in tables:
         columns: List[str] = []
-        rows: Dict[str, List[float]] = {}
+        rows: Dict[str, List[Tuple[float, float, float]]] = {}
         for (table, label, column, _), ms in zip(entries, times):
             if table == title:
                 if column not in columns:

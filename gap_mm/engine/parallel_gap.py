@@ -17,7 +17,6 @@ every rank takes part in the combine:
 
 In the fine-tune all ranks train one model with world-wide averaging.
 """
-import hashlib
 import re
 from collections import OrderedDict
 from typing import Dict, List, Mapping, Optional, Sequence
@@ -32,6 +31,8 @@ from mmengine.runner import IterBasedTrainLoop
 from torch import nn
 
 from gap_mm.errors import GaPConfigError
+from gap_mm.sparsity import flat_nonzero
+from gap_mm.utils.digest import tensor_digest
 from .dist_check import MaskDivergenceError
 from .rank_groups import GroupLayout, RankGroups
 from .samplers import GroupDefaultSampler, GroupInfiniteSampler
@@ -94,14 +95,15 @@ def covered_tensors(model: nn.Module, prunable: Mapping[str, int],
     return OrderedDict((n, owner.get(n)) for n in names)
 
 
-def _exchange(views, op, copy_back: bool = True) -> int:
+def _exchange(views, op, fill: bool = True, copy_back: bool = True) -> int:
     """Run ``op`` on one flat buffer per dtype of the ``(tensor, index)``
     pairs ``views`` and copy the result back into them. A pair with an
     ``index`` (flat positions of the kept values) contributes only those
     values, and gets them back scattered into zeros; ``index`` None takes
-    the whole tensor. With
-    ``copy_back=False`` (the source of a broadcast, whose values do not
-    change) nothing is written back. Returns the bytes of the payload.
+    the whole tensor. With ``fill=False`` (a broadcast's receivers) the
+    buffer starts empty; with ``copy_back=False`` (its source, whose values
+    do not change) nothing is written back. Returns the bytes of the
+    payload.
 
     The buffer lives on the backend's device (CUDA for NCCL): optimizer
     state may sit elsewhere (Adam's ``step`` stays on the CPU unless
@@ -109,40 +111,40 @@ def _exchange(views, op, copy_back: bool = True) -> int:
     by_dtype: Dict[torch.dtype, list] = OrderedDict()
     for tensor, index in views:
         by_dtype.setdefault(tensor.dtype, []).append((tensor, index))
-    device = mm_dist.get_comm_device()
+    device = torch.device(mm_dist.get_comm_device())
     sent = 0
     with torch.no_grad():
-        for group in by_dtype.values():
-            flat = torch.cat([(t.detach().reshape(-1) if index is None else
-                               t.detach().reshape(-1).index_select(
-                                   0, index)).to(device)
-                              for t, index in group])
+        for dtype, group in by_dtype.items():
+            sizes = [t.numel() if i is None else i.numel() for t, i in group]
+            flat = torch.empty(sum(sizes), dtype=dtype, device=device)
+            chunks = flat.split(sizes)
+            if fill:
+                for (t, index), chunk in zip(group, chunks):
+                    values = t.detach().reshape(-1)
+                    if index is not None and values.device == device:
+                        torch.index_select(values, 0, index, out=chunk)
+                    elif index is not None:
+                        chunk.copy_(values.index_select(0, index))
+                    else:
+                        chunk.copy_(values)
             op(flat)
             sent += flat.numel() * flat.element_size()
             if not copy_back:
                 continue
-            offset = 0
-            for t, index in group:
-                n = t.numel() if index is None else index.numel()
-                chunk = flat[offset:offset + n].to(t.device)
+            for (t, index), chunk in zip(group, chunks):
+                target = t.data
                 if index is None:
-                    t.data.copy_(chunk.view_as(t))
+                    target.copy_(chunk.view_as(target))
+                elif target.is_contiguous():
+                    target = target.view(-1)
+                    target.zero_()
+                    target.index_copy_(0, index, chunk.to(target.device))
                 else:
-                    values = torch.zeros_like(t.data).reshape(-1)
-                    values.index_copy_(0, index, chunk)
-                    t.data.copy_(values.view_as(t))
-                offset += n
+                    values = torch.zeros(
+                        target.numel(), dtype=dtype, device=target.device)
+                    values.index_copy_(0, index, chunk.to(target.device))
+                    target.copy_(values.view_as(target))
     return sent
-
-
-def _digest(tensor: torch.Tensor) -> int:
-    data = tensor.detach().cpu().contiguous().reshape(-1)
-    if data.dtype == torch.bfloat16:
-        data = data.view(torch.int16)
-    return int.from_bytes(
-        hashlib.blake2b(data.numpy().tobytes(), digest_size=8).digest(),
-        'little',
-        signed=True)
 
 
 def group_sampler_cfg(schedule, batch_size: int) -> dict:
@@ -369,9 +371,8 @@ class CombineExchange:
     # ----------------------------------------------------------- combine
     def _state_tensors(self, names: Sequence[str]) -> List[torch.Tensor]:
         out = []
-        params = dict(self.tensors)
         for name in names:
-            state = self.optimizer.state.get(params[name])
+            state = self.optimizer.state.get(self.tensors[name])
             for key in sorted(state or {}):
                 if isinstance(state[key], torch.Tensor):
                     out.append(state[key])
@@ -385,7 +386,8 @@ class CombineExchange:
     def _exchange_masks(self, names: Sequence[str],
                         src: int) -> Dict[str, torch.Tensor]:
         """Broadcast the keep masks of ``names`` from ``src`` as bits; set
-        them on this rank's sparsifier; return them as bool tensors."""
+        them on this rank's sparsifier; return the flat positions of each
+        layer's kept weights (int64, on its device)."""
         numels = [self.tensors[n].numel() for n in names]
         total = sum(numels)
         device = mm_dist.get_comm_device()  # NCCL sends CUDA tensors only
@@ -409,36 +411,39 @@ class CombineExchange:
             ])
             packed = torch.from_numpy(np.packbits(keep.numpy())).to(device)
         else:
-            packed = torch.zeros(
-                (total + 7) // 8, dtype=torch.uint8, device=device)
+            packed = torch.empty((total + 7) // 8,
+                                 dtype=torch.uint8,
+                                 device=device)
         torch_dist.broadcast(packed, src=src)
-        flat = torch.from_numpy(
-            np.unpackbits(packed.cpu().numpy(),
-                          count=total).astype(bool)).to(device)
-        masks = OrderedDict((n, m.view(self.tensors[n].shape))
-                            for n, m in zip(names, flat.split(numels)))
         if torch_dist.get_rank() != src:
-            self.sparsifier.set_masks(
-                OrderedDict((n, ~m) for n, m in masks.items()))
-        return masks
+            keep = torch.from_numpy(
+                np.unpackbits(packed.cpu().numpy(),
+                              count=total)).view(torch.bool)
+            self.sparsifier.set_keep_masks(
+                OrderedDict((n, m.view(self.tensors[n].shape))
+                            for n, m in zip(names, keep.split(numels))),
+                zero_weights=False)  # the exchange overwrites them
+        return OrderedDict(
+            (n, flat_nonzero(m).to(self.tensors[n].device))
+            for n, m in zip(names, keep.split(numels)))
 
     def _partition_views(self, names: Sequence[str],
-                         masks: Mapping[str, torch.Tensor]):
+                         positions: Mapping[str, torch.Tensor]):
         """``(tensor, index)`` pairs to exchange for ``names``: the kept
         values (flat ``index``) of a masked weight and of its same-shaped
         optimizer state, the whole of everything else (``index`` None)."""
         params = set(self.names)
         views = []
         for name in names:
-            keep = masks.get(name)
-            index = None if keep is None else keep.reshape(
-                -1).nonzero().squeeze(1)
+            index = positions.get(name)
             views.append((self.tensors[name], index))
             if name not in params:
                 continue
             for t in self._state_tensors([name]):
                 same = t.shape == self.tensors[name].shape
-                views.append((t, index if same else None))
+                views.append(
+                    (t, None if index is None or not same else index.to(
+                        t.device)))
         return views
 
     def combine(self) -> Dict[str, int]:
@@ -454,16 +459,18 @@ class CombineExchange:
             names = [n for n, o in self.owner.items() if o == k]
             src = self.layout.leader(k)
             sparse = self._sparse_names(names)
-            masks = self._exchange_masks(sparse, src) if sparse else {}
-            moved['broadcast'] += (sum(m.numel() for m in masks.values()) +
-                                   7) // 8 if masks else 0
-            views = self._partition_views(names, masks)
+            positions = self._exchange_masks(sparse, src) if sparse else {}
+            moved['broadcast'] += (sum(self.tensors[n].numel()
+                                       for n in sparse) + 7) // 8
+            views = self._partition_views(names, positions)
             self._check_layout([t if i is None else i for t, i in views],
                                f'partition {k}')
+            source = torch_dist.get_rank() == src
             moved['broadcast'] += _exchange(
                 views,
                 lambda flat: torch_dist.broadcast(flat, src=src),
-                copy_back=torch_dist.get_rank() != src)
+                fill=source,
+                copy_back=not source)
         names = [n for n, o in self.owner.items() if o is None]
         tensors = [self.tensors[n] for n in names] + self._state_tensors(
             [n for n in names if n in params])
@@ -479,7 +486,8 @@ class CombineExchange:
         # integer buffers (BN's num_batches_tracked) cannot be averaged;
         # every rank counted the same batches
         _exchange([(t, None) for t in others],
-                  lambda f: torch_dist.broadcast(f, src=0))
+                  lambda f: torch_dist.broadcast(f, src=0),
+                  fill=torch_dist.get_rank() == 0)
         moved['allreduce'] = sum(t.numel() * t.element_size() for t in floats)
         return moved
 
@@ -502,11 +510,12 @@ class CombineExchange:
         """Compare digests of every weight, buffer and optimizer state
         tensor over the world; raise naming what differs."""
         names = list(self.tensors)
+        params = set(self.names)
         rows = []
         for name in names:
-            row = [_digest(self.tensors[name])]
-            if name in self.names:
-                row += [_digest(t) for t in self._state_tensors([name])]
+            row = [tensor_digest(self.tensors[name])]
+            if name in params:
+                row += [tensor_digest(t) for t in self._state_tensors([name])]
             rows.append(sum(row) & ((1 << 63) - 1))
         local = torch.tensor(rows, dtype=torch.int64)
         both = torch.stack([local, -local])

@@ -17,10 +17,11 @@ from .channels import (ChannelGroup, GROUP_RULES, channel_followers,
                        find_channel_groups)
 from .distribution import (DISTRIBUTIONS, check_sparsity, erk_keep,
                            global_keep, match_overrides, uniform_keep)
-from .drop_grow import drop_and_grow, num_to_move
+from .drop_grow import drop_and_grow, drop_grow_positions, num_to_move
 from .masks import keep_word, num_pruned, zero_pruned_
 from .optim_state import (REGROWN_SECOND_MOMENTS, SECOND_MOMENT_KEYS,
-                          init_regrown_state_, zero_optimizer_state_)
+                          init_regrown_state_, reset_optimizer_state_,
+                          zero_optimizer_state_)
 from .packing import pack_mask, unpack_mask
 from .partition import auto_partitions, build_partitions, regex_partitions
 from .report import (LARGE_DENSE_SHARE, dense_weights, format_layer_table,
@@ -35,7 +36,8 @@ from .coupling import RESIDUAL_BLOCKS, coupled_filter_params
 from .penalty import (MODES, GrowingPenalty, check_mode, expand_filters,
                       filter_scores, layer_sparsity, magnitude_ratio,
                       pick_pruned)
-from .topk import kth_largest, nm_mask, num_kept, topk_mask, topk_masks
+from .topk import (flat_nonzero, kth_largest, nm_mask, num_kept, topk_mask,
+                   topk_masks, topk_positions)
 
 __all__ = [
     'ChannelGroup', 'GROUP_RULES', 'channel_followers', 'find_channel_groups',
@@ -49,10 +51,11 @@ __all__ = [
     'pick_pruned', 'MagnitudeSparsifier', 'REGROWN_SECOND_MOMENTS',
     'RandomScore', 'SECOND_MOMENT_KEYS', 'Sparsifier', 'auto_partitions',
     'build_partitions', 'build_score', 'check_sparsity', 'compile_regexes',
-    'drop_and_grow', 'erk_keep', 'format_layer_table', 'global_keep',
-    'init_regrown_state_', 'keep_word', 'kth_largest', 'match_overrides',
-    'nm_mask', 'num_kept', 'num_pruned', 'num_to_move', 'pack_mask',
-    'parse_pattern', 'regex_partitions', 'resolve_module_types',
-    'select_prunable', 'topk_mask', 'topk_masks', 'uniform_keep',
+    'drop_and_grow', 'drop_grow_positions', 'erk_keep', 'flat_nonzero',
+    'format_layer_table', 'global_keep', 'init_regrown_state_', 'keep_word',
+    'kth_largest', 'match_overrides', 'nm_mask', 'num_kept', 'num_pruned',
+    'num_to_move', 'pack_mask', 'parse_pattern', 'regex_partitions',
+    'reset_optimizer_state_', 'resolve_module_types', 'select_prunable',
+    'topk_mask', 'topk_masks', 'topk_positions', 'uniform_keep',
     'unpack_mask', 'zero_optimizer_state_', 'zero_pruned_'
 ]

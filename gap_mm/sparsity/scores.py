@@ -7,7 +7,7 @@ config picks one with ``dict(type='magnitude')`` and a user adds their own
 with ``@SCORES.register_module()``.
 """
 import zlib
-from typing import Callable, Mapping, Union
+from typing import Callable, Mapping, Optional, Union
 
 import torch
 
@@ -48,10 +48,23 @@ class RandomScore:
                                  f'{seed!r}')
         self.seed = seed
 
-    def __call__(self, name: str, param: torch.Tensor) -> torch.Tensor:
+    def __call__(self,
+                 name: str,
+                 param: torch.Tensor,
+                 out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The scores of ``param``.
+
+        Args:
+            name (str): The parameter's name.
+            param (Tensor): The parameter.
+            out (Tensor, optional): A contiguous CPU float32 tensor of
+                ``param``'s shape to draw into (the same values), saving
+                an allocation. Defaults to None.
+        """
         gen = torch.Generator().manual_seed(
             (self.seed * 1000003 + zlib.crc32(name.encode())) % (2**63))
-        return torch.rand(param.shape, generator=gen).to(param.device)
+        return torch.rand(
+            param.shape, generator=gen, out=out).to(param.device)
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}(seed={self.seed})'

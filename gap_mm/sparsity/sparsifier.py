@@ -8,6 +8,7 @@ from collections import OrderedDict
 from typing import (Callable, Dict, Iterable, List, Mapping, Optional,
                     Sequence, Set, Tuple, Union)
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -15,13 +16,16 @@ from gap_mm.errors import GaPConfigError
 from gap_mm.registry import SPARSIFIERS
 from .distribution import (DISTRIBUTIONS, check_sparsity, erk_keep,
                            match_overrides, uniform_keep)
-from .masks import keep_word, num_pruned, zero_pruned_
-from .optim_state import init_regrown_state_, zero_optimizer_state_
+from .drop_grow import drop_grow_positions, num_to_move
+from .masks import (keep_of, keep_word, num_pruned, pruned_of,
+                    zero_pruned_)
+from .optim_state import (init_regrown_state_, reset_optimizer_state_,
+                          zero_optimizer_state_)
 from .packing import pack_mask, unpack_mask
 from .partition import PartitionSpec, build_partitions
-from .scores import Score, build_score
+from .scores import MagnitudeScore, Score, build_score
 from .selection import PLAIN_LAYOUT, WeightLayout
-from .topk import nm_mask, topk_masks
+from .topk import flat_nonzero, nm_mask, topk_masks
 
 _NM_RE = re.compile(r'^\s*(\d+)\s*:\s*(\d+)\s*$')
 
@@ -286,13 +290,13 @@ class Sparsifier:
         """Bool mask, True where the weight is kept; None for a dense
         layer."""
         word = self._words.get(name)
-        return None if word is None else word != 0
+        return None if word is None else keep_of(word)
 
     def pruned_mask(self, name: str) -> Optional[torch.Tensor]:
         """Bool mask, True where the weight is pruned; None for a dense
         layer."""
         word = self._words.get(name)
-        return None if word is None else word == 0
+        return None if word is None else pruned_of(word)
 
     def score(self, name: str, param: torch.Tensor) -> torch.Tensor:
         """Importance of each weight; larger survives. Defaults to the
@@ -377,6 +381,7 @@ class Sparsifier:
                        names: Sequence[str],
                        score=None) -> List[torch.Tensor]:
         """Pruned masks (True = pruned) of ``names`` by score."""
+        magnitude = score is None and self._magnitude()
         score = score or self.score
         if self.nm is not None:
             n, m = self.nm
@@ -410,14 +415,26 @@ class Sparsifier:
                     f'{emptied}; consider exclude=[...] or overrides for '
                     f'them, or the uniform/erk distribution')
         result = []
+        scratch = None  # the magnitudes of one layer after another
         for name in names:
             if name in chosen:
                 result.append(chosen[name])
                 continue
-            blocks = self.blocks_of(name, score(name, self.params[name]))
+            param = self.params[name]
+            if scratch is None and magnitude:
+                scratch = param.new_empty(
+                    max(self.params[n].numel() for n in names))
+            if magnitude and param.dtype == scratch.dtype:
+                scores = torch.abs(
+                    param.detach(),
+                    out=scratch[:param.numel()].view(param.shape))
+            else:
+                scores = score(name, param)
+            # block by block, so that each block (an attention's q, k, v)
+            # keeps its own count
             masks = [
-                topk_masks([b], k, pruned=True)[0]
-                for b, k in zip(blocks, self.block_keep[name])
+                topk_masks([b], k, pruned=True)[0] for b, k in zip(
+                    self.blocks_of(name, scores), self.block_keep[name])
             ]
             result.append(masks[0] if len(masks) == 1 else torch.cat(masks))
         return result
@@ -486,6 +503,121 @@ class Sparsifier:
         self._sort_words()
         return newly_pruned, newly_grown
 
+    @torch.no_grad()
+    def set_keep_masks(self,
+                       keep: Mapping[str, torch.Tensor],
+                       zero_weights: bool = True) -> None:
+        """Set the masks of some layers from bool keep-masks (True where
+        kept), without :meth:`set_masks`' report of what changed.
+
+        Args:
+            keep (Mapping[str, Tensor]): Keep-masks by layer name, each
+                shaped like its weight.
+            zero_weights (bool): Zero the weights the masks prune. False
+                leaves them as they are, for a caller that overwrites them
+                at once (the P-GaP combine). Defaults to True.
+        """
+        for name, mask in keep.items():
+            param = self.params[name]
+            if tuple(mask.shape) != tuple(param.shape):
+                raise ValueError(
+                    f'mask for {name} has shape {tuple(mask.shape)}, the '
+                    f'parameter has {tuple(param.shape)}')
+            word = mask.to(param.device, torch.bool).view(torch.int8).neg()
+            self._words[name] = word
+            if zero_weights:
+                zero_pruned_(param, word)
+        self._sort_words()
+
+    def _magnitude(self) -> bool:
+        """Whether :meth:`score` is the default ``|w|``."""
+        return (type(self).score is Sparsifier.score
+                and type(self.score_fn) is MagnitudeScore)
+
+    def _scores_at(self, name: str, positions: torch.Tensor) -> torch.Tensor:
+        """:meth:`score` of ``name`` at some flat positions; the default
+        magnitude reads only the weights there."""
+        param = self.params[name]
+        if self._magnitude():
+            return param.detach().reshape(-1).index_select(0,
+                                                           positions).abs_()
+        return self.score(name, param).reshape(-1).index_select(0, positions)
+
+    @torch.no_grad()
+    def drop_and_grow(
+        self, fraction: float, grow_score: Callable[[str, torch.Tensor],
+                                                    torch.Tensor]
+    ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor], int]:
+        """Rewire every sparse layer at a fixed count (RigL, SET).
+
+        Layer by layer in model order, and block by block within a layer
+        (:meth:`blocks_of`), ``k = round(fraction * active)`` weights move
+        (see :func:`~gap_mm.sparsity.num_to_move`): the ``k`` active ones
+        of smallest :meth:`score` are dropped and zeroed, and the ``k``
+        inactive ones (those just dropped included) of largest
+        ``grow_score`` become active, at the 0 they hold. These are the
+        masks of :func:`~gap_mm.sparsity.drop_and_grow`, ties broken by
+        position; only the moved positions are gathered.
+
+        Args:
+            fraction (float): The drop fraction of this update.
+            grow_score (callable): ``grow_score(name, param)``, the grow
+                scores of a layer, shaped like it; read once per layer that
+                moves, just before it does.
+
+        Returns:
+            tuple[dict, dict, int]: ``(newly_pruned, newly_grown, moved)``:
+            per layer that moved, the int64 flat positions pruned now that
+            were active before, and those active now that were pruned before
+            (for :meth:`reset_optimizer_state_`); and the number of weights
+            moved.
+        """
+        newly_pruned: Dict[str, torch.Tensor] = OrderedDict()
+        newly_grown: Dict[str, torch.Tensor] = OrderedDict()
+        moved = 0
+        for name in self.names:
+            word = self._words.get(name)
+            if word is None:
+                continue
+            keep = keep_of(word).reshape(-1)
+            # block by block (an attention's q, k, v keep their own counts);
+            # a block is a contiguous range of the flat weight
+            plan, layer_moved = [], 0
+            for block in self.blocks_of(name, keep):
+                active = flat_nonzero(block)
+                k = num_to_move(active.numel(),
+                                block.numel() - active.numel(), fraction)
+                plan.append((block, active, k))
+                layer_moved += k
+            if not layer_moved:
+                continue
+            param = self.params[name]
+            grow = grow_score(name, param).reshape(-1)
+            parts, dropped, grown, start = [], [], [], 0
+            for (block, active, k), grow_block in zip(
+                    plan, self.blocks_of(name, grow)):
+                if k:
+                    pruned, drop_b, grow_b = drop_grow_positions(
+                        block, active,
+                        self._scores_at(name, active + start), grow_block, k)
+                    dropped.append(drop_b + start)
+                    grown.append(grow_b + start)
+                else:
+                    pruned = block.logical_not()
+                parts.append(pruned)
+                start += block.numel()
+            pruned = parts[0] if len(parts) == 1 else torch.cat(parts)
+            dropped = dropped[0] if len(dropped) == 1 else torch.cat(dropped)
+            grown = grown[0] if len(grown) == 1 else torch.cat(grown)
+            self._set_word(name, pruned.view(param.shape))
+            # a position dropped and grown again is unchanged
+            newly_pruned[name] = dropped.index_select(
+                0, flat_nonzero(pruned.index_select(0, dropped)))
+            newly_grown[name] = grown.index_select(
+                0, flat_nonzero(keep.index_select(0, grown).logical_not_()))
+            moved += layer_moved
+        return newly_pruned, newly_grown, moved
+
     # ------------------------------------------------------- every step
     @torch.no_grad()
     def apply_masks_(self) -> None:
@@ -525,6 +657,18 @@ class Sparsifier:
         :func:`~gap_mm.sparsity.optim_state.init_regrown_state_`)."""
         return init_regrown_state_(optimizer, self.params, masks,
                                    second_moment)
+
+    def reset_optimizer_state_(self,
+                               optimizer: torch.optim.Optimizer,
+                               pruned: Mapping[str, torch.Tensor],
+                               grown: Mapping[str, torch.Tensor],
+                               second_moment: str = 'mean') -> int:
+        """:meth:`zero_optimizer_state_` where ``pruned``, then
+        :meth:`init_regrown_state_` where ``grown``, in one pass where they
+        can share it (see
+        :func:`~gap_mm.sparsity.optim_state.reset_optimizer_state_`)."""
+        return reset_optimizer_state_(optimizer, self.params, pruned, grown,
+                                      second_moment)
 
     # ------------------------------------------------------------ reports
     def layer_stats(self) -> List[Dict[str, object]]:
@@ -584,8 +728,10 @@ class Sparsifier:
             if word is None:
                 rows.append((-1, -1))
                 continue
-            packed = pack_mask(word != 0)['packed'].numpy()
-            digest = hashlib.blake2b(packed.tobytes(), digest_size=8)
+            # packbits sets a bit for every nonzero byte: the kept weights
+            packed = np.packbits(
+                word.detach().reshape(-1).cpu().numpy().view(np.uint8))
+            digest = hashlib.blake2b(packed, digest_size=8)
             rows.append(
                 (num_pruned(word),
                  int.from_bytes(digest.digest(), 'little', signed=True)))

@@ -397,3 +397,126 @@ def test_unpruned_source_stops_every_rank(tmp_path):
         assert message is not None
         assert 'rank 0 holds' in message and 'dense' in message, message
     assert 'conv.weight' in messages[0]  # the source names the weights
+
+
+class _CombineNet(torch.nn.Module):
+    """Layers of a few thousand weights; ``head`` in no partition."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(8, 32, 3)
+        self.bn = torch.nn.BatchNorm2d(32)
+        self.fc1 = torch.nn.Linear(300, 120)
+        self.fc2 = torch.nn.Linear(120, 64)
+        self.head = torch.nn.Linear(64, 5)
+
+
+def _combine_vs_before_worker(rank, world, port, out_dir):
+    """Two copies of one rank's state, combined by today's exchange and by
+    the one before issue 33; then today's digest check, passed and, after
+    one sign bit changes on rank 1, failed on every rank."""
+    import datetime
+    import sys
+
+    import torch.distributed as torch_dist
+
+    from gap_mm.engine.dist_check import MaskDivergenceError
+    from gap_mm.engine.parallel_gap import CombineExchange, covered_tensors
+    from gap_mm.engine.rank_groups import group_layout
+    from gap_mm.sparsity import MagnitudeSparsifier
+    sys.path.insert(
+        0, osp.join(osp.dirname(osp.dirname(osp.dirname(__file__))),
+                    'benchmarks'))
+    from events_before import CombineExchangeBefore, SparsifierBefore
+    torch_dist.init_process_group(
+        'gloo',
+        init_method=f'tcp://127.0.0.1:{port}',
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=120))
+    partitions = [[r'^conv\.', r'^bn\.'], [r'^fc1\.', r'^fc2\.']]
+    layout = group_layout(rank, world, 2)
+
+    def build(exchange_cls, sparsifier_cls):
+        torch.manual_seed(rank)  # the groups trained different models
+        model = _CombineNet()
+        with torch.no_grad():
+            model.bn.running_mean.normal_()
+            model.bn.num_batches_tracked.fill_(7)
+        params = {
+            n: p
+            for n, p in model.named_parameters()
+            if n.endswith('weight') and p.dim() > 1 and
+            not n.startswith('head')
+        }
+        sparsifier = sparsifier_cls(params, 0.7, partitions=partitions)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        for p in model.parameters():
+            opt.state[p]['momentum_buffer'] = torch.randn_like(p)
+        sparsifier.prune([0, 1])
+        sparsifier.grow([layout.group])  # this group's round, dense
+        with torch.no_grad():
+            for name in sparsifier.partitions[layout.group]:
+                params[name].add_(torch.randn_like(params[name]))
+        own = sparsifier.prune([layout.group])  # pruned back by GaPHook
+        sparsifier.zero_optimizer_state_(opt, own)
+        tensors = dict(model.named_parameters())
+        tensors.update(model.named_buffers())
+        exchange = exchange_cls(tensors,
+                                covered_tensors(model,
+                                                sparsifier.partition_of,
+                                                partitions), opt, layout,
+                                sparsifier)
+        return model, opt, sparsifier, exchange
+
+    result = {}
+    for label, classes in (('before', (CombineExchangeBefore,
+                                       SparsifierBefore)),
+                           ('now', (CombineExchange, MagnitudeSparsifier))):
+        model, opt, sparsifier, exchange = build(*classes)
+        moved = exchange.combine()
+        result[label] = dict(
+            moved=moved,
+            tensors={k: v.clone()
+                     for k, v in model.state_dict().items()},
+            momentum={
+                n: opt.state[p]['momentum_buffer'].clone()
+                for n, p in model.named_parameters()
+            },
+            masks={n: sparsifier.keep_mask(n)
+                   for n in sparsifier.names})
+    exchange.verify_identical('in the test')  # today's digests agree
+    if rank == 1:
+        with torch.no_grad():
+            model.fc2.weight.view(-1)[3].neg_()
+    try:
+        exchange.verify_identical('in the test')
+        result['diverged'] = None
+    except MaskDivergenceError as err:
+        result['diverged'] = str(err)
+    torch.save(result, osp.join(out_dir, f'combine{rank}.pt'))
+    torch_dist.destroy_process_group()
+
+
+@pytest.mark.timeout(300)
+def test_combine_matches_the_exchange_before_bit_for_bit(tmp_path):
+    mp.spawn(
+        _combine_vs_before_worker,
+        args=(2, free_port(), str(tmp_path)),
+        nprocs=2)
+    results = [
+        torch.load(tmp_path / f'combine{r}.pt', weights_only=True)
+        for r in range(2)
+    ]
+    for rank, result in enumerate(results):
+        old, new = result['before'], result['now']
+        assert new['moved'] == old['moved']
+        for part in ('tensors', 'momentum', 'masks'):
+            assert list(new[part]) == list(old[part])
+            for key, value in old[part].items():
+                assert torch.equal(new[part][key], value), (rank, part, key)
+                # and every rank holds the same combined model
+                assert torch.equal(results[0]['now'][part][key],
+                                   new[part][key]), (rank, part, key)
+        assert 'fc2.weight' in result['diverged'], result['diverged']
+        assert 'conv.weight' not in result['diverged']

@@ -468,21 +468,19 @@ class BaseSparsityHook(BaseMethodHook):
             runner: The Runner.
             step (int): The step the new masks apply from.
             pruned (Mapping[str, Tensor], optional): Bool masks of the
-                positions just pruned.
+                positions just pruned, or their int64 flat positions.
             grown (Mapping[str, Tensor], optional): Bool masks of the
-                positions just regrown (their weights are 0).
+                positions just regrown (their weights are 0), or their
+                int64 flat positions.
             what (str): A description for the log line.
             event (str): The kind of event, for the record.
             **fields: The event's own fields, for the record.
         """
-        optimizer = runner.optim_wrapper.optimizer
-        if pruned:
-            self.sparsifier.zero_optimizer_state_(optimizer, pruned)
-        if grown:
-            # Regrown weights are 0 already; momentum restarts at 0,
-            # Adam's second moment at the tensor's level.
-            self.sparsifier.init_regrown_state_(optimizer, grown,
-                                                self.regrown_second_moment)
+        # Regrown weights are 0 already; momentum restarts at 0, Adam's
+        # second moment at the tensor's level.
+        self.sparsifier.reset_optimizer_state_(runner.optim_wrapper.optimizer,
+                                               pruned or {}, grown or {},
+                                               self.regrown_second_moment)
         self.mask_ema()
         where = f'at {self._unit()} {step}'
         if self.verify_sync:

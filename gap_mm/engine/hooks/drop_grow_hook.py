@@ -1,11 +1,10 @@
 # Copyright (c) gap_mm contributors. All rights reserved.
 """What RigL and SET share: a fixed sparsity whose masks are rewired."""
-from typing import Dict, Optional
+from typing import Mapping, Optional
 
 import torch
 
 from gap_mm.errors import GaPConfigError
-from gap_mm.sparsity import drop_and_grow, num_to_move
 from .base_sparsity_hook import BaseSparsityHook
 
 
@@ -78,9 +77,11 @@ class DropGrowHook(BaseSparsityHook):
         super().before_train(runner)
 
     def grow_scores(self, runner,
-                    step: int) -> Optional[Dict[str, torch.Tensor]]:
+                    step: int) -> Optional[Mapping[str, torch.Tensor]]:
         """Scores of the inactive weights by layer name (larger grows), or
-        None to skip this update."""
+        None to skip this update. Each layer's is read once, when that
+        layer is updated, so a mapping that computes them on access holds
+        one layer's at a time."""
         raise NotImplementedError
 
     def update(self, runner, step: int) -> None:
@@ -90,28 +91,8 @@ class DropGrowHook(BaseSparsityHook):
         if scores is None:
             return
         fraction = self.schedule.fraction_at(step)
-        sp = self.sparsifier
-        new, moved = {}, 0
-        for name in sp.names:
-            pruned = sp.pruned_mask(name)
-            if pruned is None:
-                continue
-            # block by block, so that each block (an attention's q, k, v)
-            # keeps its own count
-            parts, layer_moved = [], 0
-            for block, drop, grow in zip(
-                    sp.blocks_of(name, pruned),
-                    sp.blocks_of(name, sp.score(name, sp.params[name])),
-                    sp.blocks_of(name, scores[name])):
-                num_pruned = int(block.sum())
-                k = num_to_move(block.numel() - num_pruned, num_pruned,
-                                fraction)
-                parts.append(drop_and_grow(block, drop, grow, k))
-                layer_moved += k
-            if layer_moved:
-                new[name] = parts[0] if len(parts) == 1 else torch.cat(parts)
-                moved += layer_moved
-        newly_pruned, newly_grown = sp.set_masks(new)
+        newly_pruned, newly_grown, moved = self.sparsifier.drop_and_grow(
+            fraction, lambda name, param: scores[name])
         self.apply_event(
             runner,
             step,
