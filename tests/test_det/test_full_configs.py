@@ -214,6 +214,45 @@ def test_dense_twin_is_the_gap_config_without_gap():
     assert dense.optim_wrapper.optimizer == gap.optim_wrapper.optimizer
 
 
+CROWDED = 'faster-rcnn_r18-fpn_1xb8-2k_synthetic-coco-crowded.py'
+
+
+@pytest.mark.parametrize('name, hook_type', [
+    (f'gap/cgap_{CROWDED}', 'GaPHook'),
+    (f'gap/static_{CROWDED}', 'GaPHook'),
+    (f'set/set_{CROWDED}', 'SETHook'),
+])
+def test_crowded_task_configs_train_one_step(name, hook_type):
+    # The second detection task: the demo's two-stage twin on 10 classes
+    # with the demo's recipe and the same prunable set; each method's
+    # settings are the demo's own.
+    cfg, dense = _cfg(name), _cfg(f'dense/dense_{CROWDED}')
+    twin = _cfg('gap/cgap_faster-rcnn_r18-fpn_1xb8-2k_synthetic-coco.py')
+    demo_method = _cfg(name.replace(CROWDED, DEMO))
+    for key in ('model', 'train_cfg', 'param_scheduler', 'train_dataloader',
+                'randomness'):
+        assert cfg[key] == dense[key], key
+    assert cfg.model.roi_head.bbox_head.num_classes == 10
+    assert len(cfg.train_dataloader.dataset.metainfo.classes) == 10
+    assert cfg.train_dataloader.dataset.data_root != \
+        twin.train_dataloader.dataset.data_root
+    for key in ('train_cfg', 'param_scheduler', 'optim_wrapper'):
+        assert cfg[key] == twin[key], key
+    hook_cfg, demo_hook = cfg.custom_hooks[0], demo_method.custom_hooks[0]
+    assert hook_cfg.type == demo_hook.type == hook_type
+    for key in ('schedule', 'interval', 'end', 'drop_fraction'):
+        assert hook_cfg.get(key) == demo_hook.get(key), key
+    assert hook_cfg.exclude == twin.custom_hooks[0].exclude
+    model, wrapper, hook, runner = build_gap_training(cfg, name)
+    sp = hook.sparsifier
+    assert len(sp.names) == 30
+    model.train()
+    losses = model.train_step(_batch(size=160, num_classes=10), wrapper)
+    assert all(torch.isfinite(v).all() for v in losses.values())
+    hook.after_train_iter(runner, 0)
+    _assert_erk_at(sp, 0.8)
+
+
 @pytest.mark.parametrize('method, model, hook_type',
                          [(method, model, hook)
                           for method, hook in (('gmp', 'GMPHook'),
