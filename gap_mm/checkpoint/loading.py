@@ -22,7 +22,8 @@ from mmengine.runner import CheckpointLoader
 
 from gap_mm.errors import GaPConfigError
 from gap_mm.utils.safe_load import (allow_mmengine_checkpoint_globals,
-                                    globals_refused_without_gap_mm)
+                                    globals_refused_without_gap_mm,
+                                    safe_global_names)
 from .schemes import SAFE_SCHEMES, register_safe_schemes
 
 
@@ -149,12 +150,7 @@ def _unsafe_globals(path: str) -> List[str]:
         get_safe_globals = getattr(serialization, 'get_safe_globals', None)
         if get_safe_globals is None:
             get_safe_globals = serialization._get_safe_globals
-        allowed = set()
-        for item in get_safe_globals():
-            if isinstance(item, tuple):
-                allowed.add(item[1])
-            else:
-                allowed.add(f'{item.__module__}.{item.__qualname__}')
+        allowed = safe_global_names(get_safe_globals())
         return [
             g for g in serialization.get_unsafe_globals_in_checkpoint(path)
             if g not in allowed

@@ -20,7 +20,7 @@ import os
 import pickle
 import pickletools
 import zipfile
-from typing import Any, Callable, List, Set, Tuple, Union
+from typing import Any, Callable, Iterable, List, Set, Tuple, Union
 
 import numpy as np
 import torch
@@ -140,16 +140,21 @@ def allow_mmengine_checkpoint_globals() -> None:
             mmengine_checkpoint_safe_globals())
 
 
+def safe_global_names(items: Iterable[_SafeGlobal]) -> Set[str]:
+    """The dotted names (``'module.qualname'``, as a pickle names them) of
+    allow-list entries: objects, or ``(object, name)`` pairs as
+    ``torch.serialization.add_safe_globals`` takes them."""
+    return {
+        item[1] if isinstance(item, tuple) else
+        f'{item.__module__}.{item.__qualname__}'
+        for item in items
+    }
+
+
 def allowed_global_names() -> Set[str]:
     """The dotted names of what :func:`allow_mmengine_checkpoint_globals`
-    allow-lists, as a pickle names them (``'module.qualname'``)."""
-    names = set()
-    for item in mmengine_checkpoint_safe_globals():
-        if isinstance(item, tuple):
-            names.add(item[1])
-        else:
-            names.add(f'{item.__module__}.{item.__qualname__}')
-    return names
+    allow-lists."""
+    return safe_global_names(mmengine_checkpoint_safe_globals())
 
 
 def pickled_globals(path: Union[str, os.PathLike]) -> List[str]:
