@@ -134,6 +134,34 @@ class GaPRunnerCase(RunnerTestCase):
         runner.train()
         return runner
 
+    def _kill_and_resume(self, prefix=''):
+        """Train straight, train again killed after iteration 8, resume
+        that run from its ``iter_8.pth``; return the straight and the
+        resumed runner and the checkpoint's path."""
+        straight = self._train(self.cfg, f'{prefix}straight')
+        cfg = copy.deepcopy(self.cfg)
+        cfg.custom_hooks.append(dict(type='KillAfterIterHook', iteration=8))
+        with self.assertRaises(KilledForTest):
+            self._train(cfg, f'{prefix}first_half')
+        ckpt_path = osp.join(self.temp_dir.name, f'{prefix}first_half',
+                             'iter_8.pth')
+        cfg = copy.deepcopy(self.cfg)
+        cfg.resume = True
+        cfg.load_from = ckpt_path
+        return straight, self._train(cfg, f'{prefix}resumed'), ckpt_path
+
+    def _assert_same_masks_and_weights(self, a, b):
+        gap_a, _ = self._hooks(a)
+        gap_b, _ = self._hooks(b)
+        for name in gap_a.sparsifier.names:
+            self.assertTrue(
+                torch.equal(
+                    gap_a.sparsifier.keep_mask(name),
+                    gap_b.sparsifier.keep_mask(name)), name)
+        sa, sb = a.model.state_dict(), b.model.state_dict()
+        for key in sa:
+            self.assertTrue(torch.equal(sa[key], sb[key]), key)
+
     def _check_final_counts(self, runner, sparsity):
         gap, _ = self._hooks(runner)
         for row in gap.sparsifier.layer_stats():
@@ -207,12 +235,7 @@ class TestGaPHook(GaPRunnerCase):
         self._check_final_counts(runner, 0.75)
 
     def test_resume_is_bitwise_identical(self):
-        straight = self._train(self.cfg, 'straight')
-        cfg = copy.deepcopy(self.cfg)
-        cfg.custom_hooks.append(dict(type='KillAfterIterHook', iteration=8))
-        with self.assertRaises(KilledForTest):
-            self._train(cfg, 'first_half')
-        ckpt_path = osp.join(self.temp_dir.name, 'first_half', 'iter_8.pth')
+        straight, resumed, ckpt_path = self._kill_and_resume()
         ckpt = torch.load(ckpt_path, weights_only=True)
         state = ckpt['gap_state']
         # iteration 8 is in round 1 with partition 0 dense
@@ -222,21 +245,7 @@ class TestGaPHook(GaPRunnerCase):
             # weights in the plain state_dict are already zero where masked
             self.assertTrue((ckpt['state_dict'][name][~keep] == 0).all())
             self.assertLessEqual(entry['packed'].numel() * 8, keep.numel() + 7)
-
-        cfg = copy.deepcopy(self.cfg)
-        cfg.resume = True
-        cfg.load_from = ckpt_path
-        resumed = self._train(cfg, 'resumed')
-        gap_a, _ = self._hooks(straight)
-        gap_b, _ = self._hooks(resumed)
-        for name in gap_a.sparsifier.names:
-            self.assertTrue(
-                torch.equal(
-                    gap_a.sparsifier.keep_mask(name),
-                    gap_b.sparsifier.keep_mask(name)), name)
-        sa, sb = straight.model.state_dict(), resumed.model.state_dict()
-        for key in sa:
-            self.assertTrue(torch.equal(sa[key], sb[key]), key)
+        self._assert_same_masks_and_weights(straight, resumed)
 
     def test_bad_configs(self):
         G, S = GaPConfigError, ScheduleError
@@ -492,28 +501,12 @@ class TestGaPHookAttentionAndTransposedConv(GaPRunnerCase):
         self.assertIn('conv.weight (24)', table)
 
     def test_resume_is_bitwise_identical(self):
-        straight = self._train(self.cfg, 'attn_straight')
-        cfg = copy.deepcopy(self.cfg)
-        cfg.custom_hooks.append(dict(type='KillAfterIterHook', iteration=8))
-        with self.assertRaises(KilledForTest):
-            self._train(cfg, 'attn_first_half')
-        cfg = copy.deepcopy(self.cfg)
-        cfg.resume = True
-        cfg.load_from = osp.join(self.temp_dir.name, 'attn_first_half',
-                                 'iter_8.pth')
-        resumed = self._train(cfg, 'attn_resumed')
+        straight, resumed, _ = self._kill_and_resume('attn_')
         gap_a, _ = self._hooks(straight)
         gap_b, _ = self._hooks(resumed)
         self.assertEqual(gap_a.sparsifier.block_keep,
                          gap_b.sparsifier.block_keep)
-        for name in gap_a.sparsifier.names:
-            self.assertTrue(
-                torch.equal(
-                    gap_a.sparsifier.keep_mask(name),
-                    gap_b.sparsifier.keep_mask(name)), name)
-        sa, sb = straight.model.state_dict(), resumed.model.state_dict()
-        for key in sa:
-            self.assertTrue(torch.equal(sa[key], sb[key]), key)
+        self._assert_same_masks_and_weights(straight, resumed)
         self._check_blocks(resumed, 0.75)
 
     def test_erk_and_set(self):
