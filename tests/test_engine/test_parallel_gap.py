@@ -209,10 +209,12 @@ def _worker(rank, world, port, work_dir):
     _finish(work_dir, 'pgap', rank, result)
 
 
-def _run(tmp_path, world):
-    mp.spawn(_worker, args=(world, free_port(), str(tmp_path)), nprocs=world)
+def _run(tmp_path, world, worker=_worker, prefix='pgap'):
+    """Spawn ``world`` ranks of ``worker`` and read back what each saved
+    as ``<prefix><rank>.pt``."""
+    mp.spawn(worker, args=(world, free_port(), str(tmp_path)), nprocs=world)
     return [
-        torch.load(tmp_path / f'pgap{r}.pt', weights_only=True)
+        torch.load(tmp_path / f'{prefix}{r}.pt', weights_only=True)
         for r in range(world)
     ]
 
@@ -385,14 +387,7 @@ def _unpruned_combine_worker(rank, world, port, out_dir):
 
 @pytest.mark.timeout(300)
 def test_unpruned_source_stops_every_rank(tmp_path):
-    mp.spawn(
-        _unpruned_combine_worker,
-        args=(2, free_port(), str(tmp_path)),
-        nprocs=2)
-    messages = [
-        torch.load(tmp_path / f'unpruned{r}.pt', weights_only=True)
-        for r in range(2)
-    ]
+    messages = _run(tmp_path, 2, _unpruned_combine_worker, 'unpruned')
     for message in messages:
         assert message is not None
         assert 'rank 0 holds' in message and 'dense' in message, message
@@ -500,14 +495,7 @@ def _combine_vs_before_worker(rank, world, port, out_dir):
 
 @pytest.mark.timeout(300)
 def test_combine_matches_the_exchange_before_bit_for_bit(tmp_path):
-    mp.spawn(
-        _combine_vs_before_worker,
-        args=(2, free_port(), str(tmp_path)),
-        nprocs=2)
-    results = [
-        torch.load(tmp_path / f'combine{r}.pt', weights_only=True)
-        for r in range(2)
-    ]
+    results = _run(tmp_path, 2, _combine_vs_before_worker, 'combine')
     for rank, result in enumerate(results):
         old, new = result['before'], result['now']
         assert new['moved'] == old['moved']
